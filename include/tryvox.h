@@ -1,0 +1,352 @@
+/*
+ * libtryvox: hang up calls on the TryVox voice API.
+ *
+ * This file is generated from the Rust sources by cbindgen (see build.rs); do not edit it
+ * by hand. Regenerate with `make header`. A test fails when it differs from the sources.
+ *
+ * General rules (each item below repeats what applies to it):
+ * - Every fallible function returns an int that is one of the tryvox_status values.
+ * - Strings passed in are NUL-terminated UTF-8/ASCII, borrowed only for the call: the
+ *   library copies what it keeps.
+ * - Strings returned are owned by the library; never free them.
+ * - A NULL pointer where a value is required is TRYVOX_INVALID_ARGUMENT, never a crash.
+ * - No message produced by the library ever contains the API key.
+ */
+
+#ifndef TRYVOX_H
+#define TRYVOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/**
+ * Status codes returned by every fallible function (as an `int`). The numbers are part
+ * of the ABI and never change meaning; new values may be added after the last one.
+ */
+typedef enum tryvox_status {
+  /**
+   * Success: the API answered 2xx (204 No Content: the call is ended).
+   */
+  TRYVOX_OK = 0,
+  /**
+   * 404: no such call (`call_not_found`, nested `NOT_FOUND`, or a 404 with no usable
+   * body). A caller who only asks "is the call gone?" treats this like ALREADY_ENDED.
+   */
+  TRYVOX_NOT_FOUND = 1,
+  /**
+   * 404 `call_already_ended` (flat or nested form): the call was over already. Also the
+   * outcome when a retry meets a call an earlier, unanswered attempt had ended.
+   */
+  TRYVOX_ALREADY_ENDED = 2,
+  /**
+   * A NULL pointer, an empty or malformed id, a key or header value with control
+   * characters, a bad URL, a bad option value. Nothing was sent.
+   */
+  TRYVOX_INVALID_ARGUMENT = 3,
+  /**
+   * 401: the API key is missing, wrong or expired.
+   */
+  TRYVOX_UNAUTHORIZED = 4,
+  /**
+   * 403: the key may not do this.
+   */
+  TRYVOX_FORBIDDEN = 5,
+  /**
+   * 429, and no retry fitted within the deadline.
+   */
+  TRYVOX_RATE_LIMITED = 6,
+  /**
+   * 5xx after the retries were spent.
+   */
+  TRYVOX_SERVER_ERROR = 7,
+  /**
+   * The deadline passed (connect or total). The call may or may not have been ended.
+   */
+  TRYVOX_TIMEOUT = 8,
+  /**
+   * DNS failure, refused or reset connection, proxy failure.
+   */
+  TRYVOX_NETWORK_ERROR = 9,
+  /**
+   * Certificate or TLS handshake failure. The key was not sent.
+   */
+  TRYVOX_TLS_ERROR = 10,
+  /**
+   * Any other HTTP status (e.g. 400, 418, a redirect), or a response that is not HTTP.
+   */
+  TRYVOX_PROTOCOL_ERROR = 11,
+  /**
+   * A bug in the library, caught at the boundary. The host process and the client
+   * live on; please report it.
+   */
+  TRYVOX_INTERNAL_ERROR = 12,
+} tryvox_status;
+
+/**
+ * A client for one TryVox account: credentials, settings and a connection pool.
+ * Opaque. Create with `tryvox_client_new*`, release with `tryvox_client_free`.
+ * Safe to use from any number of threads at once.
+ */
+typedef struct tryvox_client tryvox_client;
+
+/**
+ * Settings for `tryvox_client_new_with_options`. Opaque plain data for one thread:
+ * do not share one options object between threads while setting it.
+ */
+typedef struct tryvox_options tryvox_options;
+
+/**
+ * Receives the outcome of one `tryvox_hangup_async`.
+ *
+ * Runs exactly once per accepted request, on a thread the library owns. `call_uuid` is
+ * the id that was passed in; `status` is a tryvox_status value; `http_status` is the last
+ * HTTP status seen (0 if no response); `message` is "" on success, else a description.
+ * The strings are valid only during the callback: copy what you keep. The callback may
+ * call any library function except `tryvox_client_free` on the same client; it should
+ * return quickly, since it occupies one of the client's worker threads.
+ */
+typedef void (*tryvox_hangup_callback)(void *user_data,
+                                       const char *call_uuid,
+                                       int status,
+                                       int http_status,
+                                       const char *message);
+
+/**
+ * Receives the library's log lines.
+ *
+ * `level` is 0 error, 1 warn, 2 info, 3 debug. `message` is valid only during the call
+ * and never contains the API key. The callback runs on whichever thread performs the
+ * work (the caller's thread for `tryvox_hangup`, a library thread for async and bulk
+ * hangups), possibly on several threads at once: it must be thread-safe and should return
+ * quickly. It must not free the client.
+ */
+typedef void (*tryvox_log_callback)(void *user_data, int level, const char *message);
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/**
+ * Creates a client for account `auth_id` with API key `api_key` and default options:
+ * base URL https://api.tryvox.io, 10 s total timeout per hangup, 3 s connect timeout,
+ * 2 retries.
+ *
+ * `auth_id` must be 1 to 128 characters from `A-Z a-z 0-9 - _ . ~` (not `.` or `..`);
+ * `api_key` 1 to 512 visible ASCII characters (0x21-0x7E). Both are copied: the caller
+ * may free them when this returns.
+ *
+ * Returns a new client, owned by the caller and released with `tryvox_client_free`; or
+ * NULL on bad input (NULL pointers included), with the thread's last error set.
+ * Thread-safe.
+ */
+struct tryvox_client *tryvox_client_new(const char *auth_id, const char *api_key);
+
+/**
+ * As `tryvox_client_new`, with `options` (NULL means the defaults).
+ *
+ * Everything is copied, and files (the CA file) are read now: the caller may free the
+ * strings and the options when this returns. A plain `http` base URL to a host that is
+ * not loopback is refused here unless `tryvox_options_allow_insecure_http` was set.
+ *
+ * Returns a new client (free with `tryvox_client_free`) or NULL with the thread's last
+ * error set. Thread-safe, but `options` must not be modified by another thread during the
+ * call.
+ */
+struct tryvox_client *tryvox_client_new_with_options(const char *auth_id,
+                                                     const char *api_key,
+                                                     const struct tryvox_options *options);
+
+/**
+ * Frees a client. NULL is a no-op.
+ *
+ * Waits for the client's queued and running asynchronous hangups to finish (each is
+ * bounded by its deadline) and delivers their callbacks before returning; no callback
+ * runs after it returns, and no library thread of this client is left running. The API
+ * key is wiped from the library's memory. Using the client afterwards is undefined.
+ * Must not be called while another thread is still using the client, nor from a callback
+ * of the same client.
+ */
+void tryvox_client_free(struct tryvox_client *client);
+
+/**
+ * Hangs up call `call_uuid`: sends `DELETE {base}/v1/voice/accounts/{auth_id}/calls/{call_uuid}`
+ * with the key as a Bearer token. Blocks until an outcome or the deadline (the total
+ * timeout, retries included): do not call it on a media or event-loop thread; use
+ * `tryvox_hangup_async` there.
+ *
+ * `call_uuid` must be 1 to 128 characters from `A-Z a-z 0-9 - _ . ~`, not `.` or `..`;
+ * anything else is TRYVOX_INVALID_ARGUMENT and nothing is sent. It is borrowed for the
+ * call only.
+ *
+ * Retries (up to max_retries, within the deadline): a connection that failed before any
+ * response, 429 (waiting Retry-After if it fits, else TRYVOX_RATE_LIMITED at once), and
+ * 500/502/503/504 with backoff and jitter. Nothing else.
+ *
+ * Returns TRYVOX_OK when the call was ended, TRYVOX_NOT_FOUND / TRYVOX_ALREADY_ENDED
+ * when there was nothing to end, or another tryvox_status; the thread's last error,
+ * server code and HTTP status describe it. Thread-safe: any number of threads may hang
+ * up on one client at once, sharing its connections.
+ */
+int tryvox_hangup(struct tryvox_client *client, const char *call_uuid);
+
+/**
+ * Queues a hangup of `call_uuid` and returns at once; the caller's thread never blocks
+ * on the network (safe on a media or event-loop thread).
+ *
+ * Returns TRYVOX_OK when queued: `callback` then runs exactly once, on a library thread,
+ * with the outcome (see tryvox_hangup_callback). Any other return means the request was
+ * refused (NULL client or callback, invalid id) and the callback will never run.
+ * `call_uuid` is copied; `user_data` is passed through untouched. The hangup follows
+ * the same validation, retry and deadline rules as `tryvox_hangup`. The client runs at
+ * most 64 hangups at once from its worker threads; more are queued in memory.
+ * `tryvox_client_free` waits for every queued hangup. Thread-safe.
+ */
+int tryvox_hangup_async(struct tryvox_client *client,
+                        const char *call_uuid,
+                        tryvox_hangup_callback callback,
+                        void *user_data);
+
+/**
+ * Hangs up `count` calls, at most `max_parallel` at once (0 means 32; values above 65
+ * are capped at 65), and blocks until all are done. This is the emergency-shutdown path.
+ *
+ * `call_uuids` points to `count` NUL-terminated ids (borrowed for the call);
+ * `statuses_out` to `count` ints, where the outcome of `call_uuids[i]` is written to
+ * `statuses_out[i]`. Each hangup follows the rules of `tryvox_hangup`, with its own
+ * deadline.
+ *
+ * Returns TRYVOX_OK once every entry is written (individual failures are in
+ * `statuses_out`, not in the return value). Returns TRYVOX_INVALID_ARGUMENT, with nothing
+ * sent and `statuses_out` untouched, when the client, `call_uuids` or `statuses_out` is
+ * NULL (both may be NULL when `count` is 0) or any id is NULL or invalid (the last error
+ * names the first bad index). Thread-safe.
+ */
+int tryvox_hangup_many(struct tryvox_client *client,
+                       const char *const *call_uuids,
+                       size_t count,
+                       int *statuses_out,
+                       uint32_t max_parallel);
+
+/**
+ * The message of this thread's last fallible library call: "" if it succeeded, else a
+ * sentence a person can act on. Never NULL, never contains the API key.
+ *
+ * The pointer is owned by the library and stays valid until the next library call on
+ * the same thread; copy it to keep it. Threads never see each other's errors.
+ */
+const char *tryvox_last_error(void);
+
+/**
+ * The server's error code from this thread's last fallible call (e.g. "call_not_found",
+ * "call_already_ended", "NOT_FOUND"), or "" if there was none. Never NULL; valid until
+ * the next library call on the same thread.
+ */
+const char *tryvox_last_error_code(void);
+
+/**
+ * The last HTTP status this thread's last fallible call saw (e.g. 204, 404), or 0 if no
+ * response arrived (bad input, network failure, timeout before an answer).
+ */
+int tryvox_last_http_status(void);
+
+/**
+ * A short static description of a status, e.g. "call not found". Unknown numbers give
+ * "unknown status". Never NULL; never free it. Thread-safe.
+ */
+const char *tryvox_status_str(int status);
+
+/**
+ * The library's version, e.g. "0.1.0". Static; never NULL; never free it.
+ */
+const char *tryvox_version(void);
+
+/**
+ * Creates an options object with the defaults (see each setter). Owned by the caller:
+ * release it with `tryvox_options_free` (it may be freed as soon as a client was built
+ * from it). Returns NULL only if memory is exhausted.
+ */
+struct tryvox_options *tryvox_options_new(void);
+
+/**
+ * Frees an options object. NULL is a no-op. Clients built from it are unaffected.
+ */
+void tryvox_options_free(struct tryvox_options *options);
+
+/**
+ * Sets the API base URL (default "https://api.tryvox.io"): `http` or `https`, a host, an
+ * optional port and an optional path prefix; no user info, query or fragment. Plain http
+ * is accepted here but refused when the client is built, unless the host is loopback
+ * (127.0.0.0/8, ::1, localhost) or `tryvox_options_allow_insecure_http` was set.
+ * The string is copied. Returns TRYVOX_OK or TRYVOX_INVALID_ARGUMENT (NULL, bad URL).
+ */
+int tryvox_options_set_base_url(struct tryvox_options *o, const char *url);
+
+/**
+ * Sets the total time for one hangup, retries and waits included, in milliseconds
+ * (default 10000). 0 is TRYVOX_INVALID_ARGUMENT.
+ */
+int tryvox_options_set_timeout_ms(struct tryvox_options *o, uint32_t ms);
+
+/**
+ * Sets the time allowed to set up one connection (TCP, proxy, TLS), in milliseconds
+ * (default 3000; never more than what is left of the total timeout). 0 is
+ * TRYVOX_INVALID_ARGUMENT.
+ */
+int tryvox_options_set_connect_timeout_ms(struct tryvox_options *o, uint32_t ms);
+
+/**
+ * Sets how many more attempts a hangup may make after the first (default 2; 0 disables
+ * retries; at most 100, above is TRYVOX_INVALID_ARGUMENT). All attempts share the one
+ * total timeout.
+ */
+int tryvox_options_set_max_retries(struct tryvox_options *o, uint32_t n);
+
+/**
+ * Sends `X-Tenant-ID: tenant` with every request. `tenant` must be 1 to 512 visible ASCII
+ * characters (0x21-0x7E); it is copied. Returns TRYVOX_OK or TRYVOX_INVALID_ARGUMENT.
+ */
+int tryvox_options_set_tenant_id(struct tryvox_options *o, const char *tenant);
+
+/**
+ * Appends `product` (e.g. "my-pbx/2.3") to the library's User-Agent, which becomes
+ * "libtryvox/<version> <product>". 1 to 256 printable ASCII characters; copied.
+ * Returns TRYVOX_OK or TRYVOX_INVALID_ARGUMENT.
+ */
+int tryvox_options_set_user_agent(struct tryvox_options *o, const char *product);
+
+/**
+ * Trusts the certificates in the PEM file at `pem_path` instead of the built-in roots
+ * (Mozilla's). The path is copied; the file is read by `tryvox_client_new_with_options`,
+ * which fails with TRYVOX_INVALID_ARGUMENT if it cannot be read or holds no certificate.
+ */
+int tryvox_options_set_ca_file(struct tryvox_options *o, const char *pem_path);
+
+/**
+ * Sends requests through the HTTP proxy `proxy_url` ("http://host:port"); https
+ * requests are tunnelled with CONNECT, so the proxy never sees the key. Environment
+ * variables such as HTTPS_PROXY are never consulted. Copied. Returns TRYVOX_OK or
+ * TRYVOX_INVALID_ARGUMENT. A proxy that cannot be reached gives TRYVOX_NETWORK_ERROR
+ * at hangup time.
+ */
+int tryvox_options_set_proxy(struct tryvox_options *o, const char *proxy_url);
+
+/**
+ * Non-zero allows a plain `http` base URL to a host that is not loopback (default 0):
+ * the API key then crosses the network in clear text. Only for trusted networks.
+ */
+int tryvox_options_allow_insecure_http(struct tryvox_options *o, int allow);
+
+/**
+ * Sends the library's log lines to `cb` with `user_data` (see tryvox_log_callback).
+ * NULL `cb` turns logging off (the default). `user_data` is passed through untouched and
+ * must stay valid for as long as any client built from these options exists.
+ */
+int tryvox_options_set_log_callback(struct tryvox_options *o,
+                                    tryvox_log_callback cb,
+                                    void *user_data);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+#endif  /* TRYVOX_H */

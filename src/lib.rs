@@ -1,0 +1,38 @@
+//! libtryvox: hang up calls on the TryVox voice API.
+//!
+//! A safe Rust core ([`Client`], [`Options`], [`Error`]) and, over it, a C ABI (`ffi`)
+//! whose header is `include/tryvox.h`. Every C status number is a [`Status`].
+//!
+//! ```no_run
+//! let client = tryvox::Client::new("AC123456", "tvx_sk_test_...").unwrap();
+//! match client.hangup("650e8400-e29b-41d4-a716-446655440000") {
+//!     Ok(()) => println!("call ended"),
+//!     Err(e) if e.call_is_gone() => println!("nothing to hang up: {e}"),
+//!     Err(e) => eprintln!("hangup failed: {e}"),
+//! }
+//! ```
+
+mod client;
+mod error;
+pub mod ffi;
+mod options;
+mod pool;
+mod response;
+mod retry;
+mod secret;
+mod validate;
+
+pub use client::{Client, HangupResult, DEFAULT_PARALLEL};
+pub use error::{Error, Status};
+pub use options::{
+    LogFn, LogLevel, Options, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+};
+pub use pool::MAX_WORKERS;
+
+/// Pure pieces exposed for the fuzz targets; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::response::{classify, parse_error_body, parse_retry_after};
+    pub use crate::validate::{id as validate_id, token as validate_token};
+}

@@ -1,0 +1,317 @@
+//! Client options and their validation: base URL rules, timeouts, proxy, CA file, logging.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ureq::http::Uri;
+
+use crate::error::Error;
+use crate::validate;
+
+/// The production API.
+pub const DEFAULT_BASE_URL: &str = "https://api.tryvox.io";
+/// Total time for one hangup, retries included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
+/// Time to set up one connection (TCP, proxy and TLS).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3_000);
+/// Extra attempts after the first one.
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
+
+/// Severity of a log line; the numbers are the C callback's `level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(i32)]
+pub enum LogLevel {
+    Error = 0,
+    Warn = 1,
+    Info = 2,
+    Debug = 3,
+}
+
+/// Receives the library's log lines, from whichever thread does the work.
+pub type LogFn = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
+
+/// Settings for a [`crate::Client`]. Plain data: build it on one thread, then hand it to
+/// `Client::with_options`, which copies what it needs.
+#[derive(Clone)]
+pub struct Options {
+    pub(crate) base_url: String,
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) tenant_id: Option<String>,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) proxy: Option<String>,
+    pub(crate) allow_insecure_http: bool,
+    pub(crate) log: Option<LogFn>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_retries: DEFAULT_MAX_RETRIES,
+            tenant_id: None,
+            user_agent: None,
+            ca_file: None,
+            proxy: None,
+            allow_insecure_http: false,
+            log: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("base_url", &self.base_url)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_retries", &self.max_retries)
+            .field("tenant_id", &self.tenant_id)
+            .field("user_agent", &self.user_agent)
+            .field("ca_file", &self.ca_file)
+            .field("proxy", &self.proxy)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("log", &self.log.is_some())
+            .finish()
+    }
+}
+
+impl Options {
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// `http` or `https`, a host, an optional port and an optional path prefix; no
+    /// user info, query or fragment. Whether plain http is allowed is decided when the
+    /// client is built (see [`Options::allow_insecure_http`]).
+    pub fn set_base_url(&mut self, url: &str) -> Result<(), Error> {
+        let parsed = parse_base_url(url)?;
+        self.base_url = parsed;
+        Ok(())
+    }
+
+    /// Total time for one hangup, retries and waits included. Must be at least 1 ms.
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), Error> {
+        if timeout.is_zero() {
+            return Err(Error::invalid("timeout must be at least 1 ms"));
+        }
+        self.timeout = timeout;
+        Ok(())
+    }
+
+    /// Time to set up one connection. Must be at least 1 ms.
+    pub fn set_connect_timeout(&mut self, timeout: Duration) -> Result<(), Error> {
+        if timeout.is_zero() {
+            return Err(Error::invalid("connect timeout must be at least 1 ms"));
+        }
+        self.connect_timeout = timeout;
+        Ok(())
+    }
+
+    /// Extra attempts after the first; 0 disables retries. At most 100.
+    pub fn set_max_retries(&mut self, n: u32) -> Result<(), Error> {
+        if n > 100 {
+            return Err(Error::invalid("max_retries must be at most 100"));
+        }
+        self.max_retries = n;
+        Ok(())
+    }
+
+    /// Sends `X-Tenant-ID: tenant` with every request.
+    pub fn set_tenant_id(&mut self, tenant: &str) -> Result<(), Error> {
+        validate::token("tenant id", tenant.as_bytes())?;
+        self.tenant_id = Some(tenant.to_owned());
+        Ok(())
+    }
+
+    /// Appended to the library's own User-Agent (`libtryvox/<version> <product>`).
+    pub fn set_user_agent(&mut self, product: &str) -> Result<(), Error> {
+        validate::user_agent_product(product)?;
+        self.user_agent = Some(product.to_owned());
+        Ok(())
+    }
+
+    /// Trust the certificates in this PEM file instead of the built-in roots. The file is
+    /// read when the client is built.
+    pub fn set_ca_file(&mut self, pem_path: &str) -> Result<(), Error> {
+        if pem_path.is_empty() {
+            return Err(Error::invalid("CA file path is empty"));
+        }
+        self.ca_file = Some(PathBuf::from(pem_path));
+        Ok(())
+    }
+
+    /// An HTTP proxy, `http://host:port`; https requests go through it with CONNECT.
+    pub fn set_proxy(&mut self, proxy_url: &str) -> Result<(), Error> {
+        let uri: Uri = proxy_url
+            .parse()
+            .map_err(|_| Error::invalid("proxy URL is not a valid URL (want http://host:port)"))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
+            return Err(Error::invalid("proxy URL must be http://host:port"));
+        }
+        ureq::Proxy::new(proxy_url)
+            .map_err(|e| Error::invalid(format!("proxy URL is not usable: {e}")))?;
+        self.proxy = Some(proxy_url.to_owned());
+        Ok(())
+    }
+
+    /// Allow plain `http` to a host that is not loopback. Off by default: a bearer key
+    /// must not cross a network in clear text.
+    pub fn allow_insecure_http(&mut self, allow: bool) {
+        self.allow_insecure_http = allow;
+    }
+
+    /// Log lines go to `f`, from whichever thread does the work.
+    pub fn set_log_fn(&mut self, f: Option<LogFn>) {
+        self.log = f;
+    }
+
+    /// The base URL refused by the clear-text rule, checked when a client is built.
+    pub(crate) fn check_transport_security(&self) -> Result<(), Error> {
+        let uri: Uri = self
+            .base_url
+            .parse()
+            .map_err(|_| Error::invalid("bad base URL"))?;
+        if uri.scheme_str() == Some("http")
+            && !self.allow_insecure_http
+            && !is_loopback_host(uri.host().unwrap_or(""))
+        {
+            return Err(Error::invalid(
+                "plain http is only allowed to a loopback host (127.0.0.0/8, ::1, localhost); \
+                 use https, or call allow_insecure_http to send the API key in clear text",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Validates a base URL and returns it without a trailing slash.
+fn parse_base_url(url: &str) -> Result<String, Error> {
+    if url.contains(['?', '#']) {
+        return Err(Error::invalid("base URL may not have a query or fragment"));
+    }
+    let uri: Uri = url.parse().map_err(|_| {
+        Error::invalid("base URL is not a valid URL (want http[s]://host[:port][/prefix])")
+    })?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(Error::invalid(
+                "base URL must start with http:// or https://",
+            ))
+        }
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| Error::invalid("base URL has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(Error::invalid("base URL may not contain user info"));
+    }
+    if authority.host().is_empty() {
+        return Err(Error::invalid("base URL has no host"));
+    }
+    if authority.as_str().ends_with(':') {
+        return Err(Error::invalid("base URL has an empty port"));
+    }
+    let path = uri.path().trim_end_matches('/');
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(Error::invalid(
+            "base URL path may not contain . or .. segments",
+        ));
+    }
+    Ok(format!(
+        "{}://{}{}",
+        uri.scheme_str().unwrap_or("https"),
+        authority,
+        path
+    ))
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    if let Ok(v4) = host.parse::<Ipv4Addr>() {
+        return v4.is_loopback();
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<Ipv6Addr>().is_ok_and(|v6| v6.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(
+            parse_base_url("https://api.tryvox.io/").unwrap(),
+            "https://api.tryvox.io"
+        );
+        assert_eq!(
+            parse_base_url("http://127.0.0.1:8080/x/").unwrap(),
+            "http://127.0.0.1:8080/x"
+        );
+        assert_eq!(
+            parse_base_url("http://[::1]:80").unwrap(),
+            "http://[::1]:80"
+        );
+        for bad in [
+            "",
+            "ftp://h",
+            "https://",
+            "https://h?x=1",
+            "https://h#f",
+            "https://u:p@h",
+            "api.tryvox.io",
+            "https://h/a/../b",
+            "https://h:",
+            "https://h /x",
+            "https://h\n",
+        ] {
+            assert!(parse_base_url(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn loopback() {
+        for h in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.9.8.7",
+            "[::1]",
+            "::1",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "10.0.0.1",
+            "example.com",
+            "[::2]",
+            "localhost.evil.com",
+            "128.0.0.1",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn clear_text_rule() {
+        let mut o = Options::new();
+        o.set_base_url("http://example.com").unwrap();
+        assert!(o.check_transport_security().is_err());
+        o.allow_insecure_http(true);
+        assert!(o.check_transport_security().is_ok());
+        o.allow_insecure_http(false);
+        o.set_base_url("http://127.0.0.1:9").unwrap();
+        assert!(o.check_transport_security().is_ok());
+    }
+}
