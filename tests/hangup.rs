@@ -1,0 +1,434 @@
+//! The hangup client against a real HTTP server on 127.0.0.1: status mapping, retries,
+//! the deadline, validation (nothing sent), headers and connection reuse.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{uniq, TestServer, API_KEY, AUTH_ID};
+use tryvox::{Client, Options, Status};
+
+fn opts(server: &TestServer) -> Options {
+    let mut o = Options::new();
+    o.set_base_url(&server.base_url()).unwrap();
+    o
+}
+
+fn client(server: &TestServer) -> Client {
+    Client::with_options(AUTH_ID, API_KEY, &opts(server)).unwrap()
+}
+
+fn status_of(c: &Client, id: &str) -> Status {
+    match c.hangup(id) {
+        Ok(_) => Status::Ok,
+        Err(e) => e.status(),
+    }
+}
+
+#[test]
+fn success_sends_the_documented_request() {
+    let s = TestServer::start();
+    let mut o = opts(&s);
+    o.set_user_agent("my-pbx/2.3").unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let id = uniq("ok-");
+    assert_eq!(c.hangup(&id).unwrap(), 204);
+    let seen = s.requests_for(&id);
+    assert_eq!(seen.len(), 1);
+    let r = &seen[0];
+    assert_eq!(r.method, "DELETE");
+    assert_eq!(r.path, format!("/v1/voice/accounts/{AUTH_ID}/calls/{id}"));
+    assert_eq!(r.header("authorization"), Some(format!("Bearer {API_KEY}").as_str()));
+    let ua = r.header("user-agent").unwrap();
+    assert_eq!(ua, format!("libtryvox/{} my-pbx/2.3", env!("CARGO_PKG_VERSION")));
+    assert_eq!(r.header("x-tenant-id"), None);
+    assert_eq!(r.header("content-length").unwrap_or("0"), "0");
+}
+
+#[test]
+fn tenant_header_and_path_prefix() {
+    let s = TestServer::start();
+    let mut o = Options::new();
+    o.set_base_url(&format!("{}/gateway/", s.base_url())).unwrap();
+    o.set_tenant_id("tenant-42").unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let id = uniq("ok-");
+    c.hangup(&id).unwrap();
+    let r = &s.requests_for(&id)[0];
+    assert_eq!(r.path, format!("/gateway/v1/voice/accounts/{AUTH_ID}/calls/{id}"));
+    assert_eq!(r.header("x-tenant-id"), Some("tenant-42"));
+}
+
+#[test]
+fn every_status_mapping() {
+    let s = TestServer::start();
+    let mut o = opts(&s);
+    o.set_max_retries(0).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let cases = [
+        ("ok-", Status::Ok, 204),
+        ("ok200-", Status::Ok, 200),
+        ("nf-flat-", Status::NotFound, 404),
+        ("nf-nested-", Status::NotFound, 404),
+        ("end-flat-", Status::AlreadyEnded, 404),
+        ("end-nested-", Status::AlreadyEnded, 404),
+        ("nf-empty-", Status::NotFound, 404),
+        ("nf-html-", Status::NotFound, 404),
+        ("st-401-", Status::Unauthorized, 401),
+        ("st-403-", Status::Forbidden, 403),
+        ("st-429-", Status::RateLimited, 429),
+        ("st-500-", Status::ServerError, 500),
+        ("st-501-", Status::ServerError, 501),
+        ("st-400-", Status::ProtocolError, 400),
+        ("st-418-", Status::ProtocolError, 418),
+        ("st-409-", Status::ProtocolError, 409),
+        ("redirect-", Status::ProtocolError, 301),
+    ];
+    for (prefix, want, http) in cases {
+        let id = uniq(prefix);
+        match c.hangup(&id) {
+            Ok(h) => {
+                assert_eq!(want, Status::Ok, "{prefix}");
+                assert_eq!(h, http, "{prefix}");
+            }
+            Err(e) => {
+                assert_eq!(e.status(), want, "{prefix}: {e}");
+                assert_eq!(e.http_status(), http, "{prefix}");
+                assert!(!e.message().is_empty());
+            }
+        }
+        assert_eq!(s.count_for(&id), 1, "{prefix} must be sent exactly once");
+    }
+    // The server's words reach the caller.
+    let e = c.hangup(&uniq("nf-flat-")).unwrap_err();
+    assert_eq!(e.server_code(), "call_not_found");
+    assert!(e.message().contains("not found"), "{e}");
+    let e = c.hangup(&uniq("end-nested-")).unwrap_err();
+    assert_eq!(e.server_code(), "call_already_ended");
+    assert!(e.call_is_gone());
+    // The redirect was not followed.
+    assert!(s.requests().iter().all(|r| !r.path.contains("elsewhere")));
+}
+
+#[test]
+fn stale_or_dropped_connection_is_retried() {
+    let s = TestServer::start();
+    let c = client(&s);
+    c.hangup(&uniq("ok-")).unwrap(); // leaves a pooled keep-alive connection
+    let id = uniq("drop-1-");
+    assert_eq!(c.hangup(&id).unwrap(), 204);
+    assert_eq!(s.count_for(&id), 2);
+    // Failing every time: the retries are spent and it is a network error.
+    let id = uniq("drop-9-");
+    let e = c.hangup(&id).unwrap_err();
+    assert_eq!(e.status(), Status::NetworkError, "{e}");
+    assert_eq!(e.http_status(), 0);
+    assert_eq!(s.count_for(&id), 3, "1 attempt + 2 retries");
+}
+
+#[test]
+fn server_errors_are_retried_with_backoff() {
+    let s = TestServer::start();
+    let c = client(&s);
+    for code in [500, 502, 503, 504] {
+        let id = uniq(&format!("flaky-{code}-2-"));
+        assert_eq!(c.hangup(&id).unwrap(), 204, "{code}");
+        assert_eq!(s.count_for(&id), 3, "{code}");
+    }
+    let id = uniq("flaky-503-3-");
+    let e = c.hangup(&id).unwrap_err();
+    assert_eq!(e.status(), Status::ServerError);
+    assert_eq!(e.http_status(), 503);
+    assert_eq!(s.count_for(&id), 3);
+    // Not retried: 501, 400, 401, 403, 404.
+    for p in ["st-501-", "st-400-", "st-401-", "st-403-", "nf-flat-", "end-flat-"] {
+        let id = uniq(p);
+        let _ = c.hangup(&id);
+        assert_eq!(s.count_for(&id), 1, "{p}");
+    }
+}
+
+#[test]
+fn max_retries_zero_sends_once() {
+    let s = TestServer::start();
+    let mut o = opts(&s);
+    o.set_max_retries(0).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let id = uniq("flaky-503-1-");
+    assert_eq!(c.hangup(&id).unwrap_err().status(), Status::ServerError);
+    assert_eq!(s.count_for(&id), 1);
+    let id = uniq("drop-1-");
+    assert_eq!(c.hangup(&id).unwrap_err().status(), Status::NetworkError);
+    assert_eq!(s.count_for(&id), 1);
+}
+
+#[test]
+fn rate_limit_waits_retry_after_seconds() {
+    let s = TestServer::start();
+    let c = client(&s);
+    let id = uniq("rasec-1-1-");
+    let t = Instant::now();
+    assert_eq!(c.hangup(&id).unwrap(), 204);
+    assert!(t.elapsed() >= Duration::from_secs(1), "waited {:?}", t.elapsed());
+    assert_eq!(s.count_for(&id), 2);
+}
+
+#[test]
+fn rate_limit_waits_retry_after_http_date() {
+    let s = TestServer::start();
+    let c = client(&s);
+    let id = uniq("radate-1-1-");
+    let t = Instant::now();
+    assert_eq!(c.hangup(&id).unwrap(), 204);
+    assert!(t.elapsed() >= Duration::from_secs(1), "waited {:?}", t.elapsed());
+    assert_eq!(s.count_for(&id), 2);
+}
+
+#[test]
+fn rate_limit_that_does_not_fit_gives_up_at_once() {
+    let s = TestServer::start();
+    let mut o = opts(&s);
+    o.set_timeout(Duration::from_secs(3)).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    for prefix in ["rasec-30-5-", "radate-30-5-"] {
+        let id = uniq(prefix);
+        let t = Instant::now();
+        let e = c.hangup(&id).unwrap_err();
+        assert_eq!(e.status(), Status::RateLimited, "{e}");
+        assert_eq!(e.http_status(), 429);
+        assert_eq!(s.count_for(&id), 1, "{prefix}: no retry when Retry-After exceeds the deadline");
+        // "At once": well before the 3 s deadline (a generous bound, not a benchmark).
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+    // Without Retry-After: backoff, then success.
+    let id = uniq("ra-none-1-");
+    assert_eq!(c.hangup(&id).unwrap(), 204);
+    assert_eq!(s.count_for(&id), 2);
+    // Always 429: the retries are spent.
+    let id = uniq("ra-none-9-");
+    assert_eq!(c.hangup(&id).unwrap_err().status(), Status::RateLimited);
+    assert_eq!(s.count_for(&id), 3);
+}
+
+#[test]
+fn retry_that_meets_already_ended_reports_it() {
+    let s = TestServer::start();
+    let c = client(&s);
+    let id = uniq("retry-ended-");
+    let e = c.hangup(&id).unwrap_err();
+    assert_eq!(e.status(), Status::AlreadyEnded);
+    assert_eq!(s.count_for(&id), 2);
+}
+
+#[test]
+fn deadline_bounds_a_server_that_never_answers() {
+    let s = TestServer::start();
+    let mut o = opts(&s);
+    o.set_timeout(Duration::from_millis(800)).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let t = Instant::now();
+    let e = c.hangup(&uniq("hang-")).unwrap_err();
+    let took = t.elapsed();
+    assert_eq!(e.status(), Status::Timeout, "{e}");
+    assert_eq!(e.http_status(), 0);
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+    assert!(took < Duration::from_secs(5), "the deadline was not enforced: {took:?}");
+    // Retries also live inside the deadline: three 503s with backoff cannot exceed it.
+    let id = uniq("slow-300-");
+    assert_eq!(c.hangup(&id).unwrap(), 204);
+}
+
+#[test]
+fn huge_error_body_is_not_read() {
+    let s = TestServer::start();
+    let mut o = opts(&s);
+    o.set_max_retries(0).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let e = c.hangup(&uniq("huge-")).unwrap_err();
+    assert_eq!(e.status(), Status::ServerError);
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = s.huge_bytes_sent();
+    // The client reads 64 KiB and closes; the rest of the 100 MB is never produced
+    // (what was produced is what fits in the kernel's socket buffers).
+    assert!(sent < 32 * 1024 * 1024, "server produced {sent} bytes");
+}
+
+#[test]
+fn connection_is_reused_for_sequential_hangups() {
+    let s = TestServer::start();
+    let c = client(&s);
+    for _ in 0..50 {
+        c.hangup(&uniq("ok-")).unwrap();
+        c.hangup(&uniq("nf-flat-")).unwrap_err();
+    }
+    assert_eq!(s.requests().len(), 100);
+    assert_eq!(s.connections(), 1, "one keep-alive connection for all sequential hangups");
+}
+
+#[test]
+fn invalid_ids_send_nothing() {
+    let s = TestServer::start();
+    let c = client(&s);
+    let long = "a".repeat(129);
+    for bad in ["", ".", "..", "a/b", "../x", "a b", "a%2fb", "a?x=1", "a#f", "caf\u{e9}", "a\r\nX: y", long.as_str()] {
+        let e = c.hangup(bad).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument, "{bad:?}");
+        assert!(e.message().contains("call_uuid"), "{e}");
+        assert_eq!(e.http_status(), 0);
+    }
+    let longest = format!("nf-flat-{}", "a".repeat(120)); // 128 characters: valid, so sent
+    assert_eq!(c.hangup(&longest).unwrap_err().status(), Status::NotFound);
+    assert_eq!(s.requests().len(), 1, "only the valid id reached the server");
+}
+
+#[test]
+fn invalid_constructor_inputs() {
+    let s = TestServer::start();
+    let o = opts(&s);
+    let long_key = "k".repeat(513);
+    let cases: [(&str, &str); 8] = [
+        ("", API_KEY),
+        ("AC/1", API_KEY),
+        ("..", API_KEY),
+        (AUTH_ID, ""),
+        (AUTH_ID, "tvx sk"),
+        (AUTH_ID, "tvx_sk\n"),
+        (AUTH_ID, "tvx_sk_\u{e9}"),
+        (AUTH_ID, long_key.as_str()),
+    ];
+    for (auth, key) in cases {
+        let e = Client::with_options(auth, key, &o).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument);
+        assert!(!e.message().contains(key) || key.is_empty(), "the key is never quoted");
+    }
+    assert!(Client::with_options(AUTH_ID, &"k".repeat(512), &o).is_ok());
+    assert_eq!(s.requests().len(), 0);
+}
+
+#[test]
+fn invalid_options() {
+    let mut o = Options::new();
+    for bad in ["", "ftp://x", "https://h?q=1", "https://h#f", "https://u:p@h", "not a url", "https://h/../x"] {
+        assert_eq!(o.set_base_url(bad).unwrap_err().status(), Status::InvalidArgument, "{bad}");
+    }
+    assert!(o.set_timeout(Duration::ZERO).is_err());
+    assert!(o.set_connect_timeout(Duration::ZERO).is_err());
+    assert!(o.set_max_retries(101).is_err());
+    assert!(o.set_tenant_id("").is_err());
+    assert!(o.set_tenant_id("a b").is_err());
+    assert!(o.set_tenant_id("a\nb").is_err());
+    assert!(o.set_user_agent("x\r\ny").is_err());
+    assert!(o.set_proxy("socks5://h:1").is_err());
+    assert!(o.set_proxy("nope").is_err());
+    assert!(o.set_ca_file("").is_err());
+    // Clear-text to a non-loopback host is refused at build time unless allowed.
+    o.set_base_url("http://192.0.2.1:8080").unwrap();
+    let e = Client::with_options(AUTH_ID, API_KEY, &o).unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument);
+    assert!(e.message().contains("loopback"), "{e}");
+    o.allow_insecure_http(true);
+    assert!(Client::with_options(AUTH_ID, API_KEY, &o).is_ok());
+    // A CA file that does not exist is reported when the client is built.
+    let mut o = Options::new();
+    o.set_ca_file("/nonexistent/ca.pem").unwrap();
+    let e = Client::with_options(AUTH_ID, API_KEY, &o).unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument);
+    assert!(e.message().contains("CA file"), "{e}");
+}
+
+#[test]
+fn network_and_tls_failures() {
+    // A port nobody listens on: refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut o = Options::new();
+    o.set_base_url(&format!("http://127.0.0.1:{port}")).unwrap();
+    o.set_max_retries(1).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let e = c.hangup("abc").unwrap_err();
+    assert_eq!(e.status(), Status::NetworkError, "{e}");
+    assert_eq!(e.http_status(), 0);
+
+    // https to a plain-http server: the handshake fails, a TLS error.
+    let s = TestServer::start();
+    let mut o = Options::new();
+    o.set_base_url(&format!("https://{}", s.addr)).unwrap();
+    o.set_max_retries(0).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let e = c.hangup("abc").unwrap_err();
+    assert_eq!(e.status(), Status::TlsError, "{e}");
+    assert_eq!(s.requests().len(), 0, "no HTTP request (and so no key) went out");
+
+    // A server that speaks something other than HTTP.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut sock, _) = l.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = sock.read(&mut buf);
+        let _ = sock.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n");
+    });
+    let mut o = Options::new();
+    o.set_base_url(&format!("http://{addr}")).unwrap();
+    o.set_max_retries(0).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let e = c.hangup("abc").unwrap_err();
+    assert_eq!(e.status(), Status::ProtocolError, "{e}");
+    t.join().unwrap();
+}
+
+#[test]
+fn the_key_never_appears_in_messages_or_logs() {
+    let s = TestServer::start();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut o = opts(&s);
+    let l2 = Arc::clone(&lines);
+    o.set_log_fn(Some(Arc::new(move |_lvl, m: &str| l2.lock().unwrap().push(m.to_owned()))));
+    o.set_timeout(Duration::from_millis(1500)).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let mut messages = Vec::new();
+    for p in ["echo-key-", "nf-flat-", "st-401-", "flaky-503-9-", "drop-9-", "hang-", "rasec-60-1-"] {
+        let e = c.hangup(&uniq(p)).unwrap_err();
+        messages.push(e.message().to_owned());
+        messages.push(e.server_code().to_owned());
+    }
+    messages.push(format!("{c:?}"));
+    let logs = lines.lock().unwrap().clone();
+    assert!(!logs.is_empty(), "the log callback was called");
+    for m in messages.iter().chain(logs.iter()) {
+        assert!(!m.contains(API_KEY), "key leaked: {m}");
+        assert!(!m.contains("s3cr3t"), "part of the key leaked: {m}");
+    }
+    // The echo test did make the server quote it: the library scrubbed it.
+    assert!(messages[0].contains("[REDACTED]"), "{}", messages[0]);
+}
+
+#[test]
+fn threads_share_one_client() {
+    let s = TestServer::start();
+    let c = Arc::new(client(&s));
+    let handles: Vec<_> = (0..16)
+        .map(|t| {
+            let c = Arc::clone(&c);
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let (prefix, want) = match (t + i) % 3 {
+                        0 => ("ok-", Status::Ok),
+                        1 => ("nf-flat-", Status::NotFound),
+                        _ => ("end-nested-", Status::AlreadyEnded),
+                    };
+                    assert_eq!(status_of(&c, &uniq(prefix)), want);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(s.requests().len(), 16 * 25);
+    assert!(s.connections() <= 16, "connections are pooled: {}", s.connections());
+}

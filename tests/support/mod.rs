@@ -1,0 +1,351 @@
+//! A real HTTP/1.1 server on 127.0.0.1 (hyper) for the library's tests. What it answers
+//! is chosen by the call id in the path, so many tests (and the C harness) can share one
+//! server and run in parallel:
+//!
+//! | id prefix            | answer |
+//! |----------------------|--------|
+//! | `ok-`                | 204 |
+//! | `ok200-`             | 200 with a JSON body |
+//! | `nf-flat-`           | 404 `{"error":"call_not_found",...}` |
+//! | `nf-nested-`         | 404 `{"error":{"code":"NOT_FOUND",...}}` |
+//! | `end-flat-`          | 404 `{"error":"call_already_ended",...}` |
+//! | `end-nested-`        | 404 `{"error":{"code":"call_already_ended",...}}` |
+//! | `nf-empty-`          | 404, empty body |
+//! | `nf-html-`           | 404, an HTML page |
+//! | `st-NNN-`            | status NNN with a nested envelope (code `E_NNN`) |
+//! | `flaky-NNN-K-`       | status NNN for the first K requests of this id, then 204 |
+//! | `drop-K-`            | close the connection without answering K times, then 204 |
+//! | `rasec-S-K-`         | 429 `Retry-After: S` K times, then 204 |
+//! | `radate-S-K-`        | 429 `Retry-After: <HTTP date S s from now>` K times, then 204 |
+//! | `ra-none-K-`         | 429 without Retry-After K times, then 204 |
+//! | `retry-ended-`       | 503 once, then 404 call_already_ended |
+//! | `hang-`              | never answers |
+//! | `slow-MS-`           | 204 after MS milliseconds |
+//! | `huge-`              | 500 with a 100 MB body, streamed |
+//! | `echo-key-`          | 401 whose message quotes the Authorization header |
+//! | `redirect-`          | 301 to another host |
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::sync::Notify;
+
+pub const AUTH_ID: &str = "AC123456";
+pub const API_KEY: &str = "tvx_sk_test_s3cr3t-Key-Never-Shown";
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub connection: usize,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct State {
+    seen: Mutex<Vec<Seen>>,
+    per_id: Mutex<HashMap<String, usize>>,
+    connections: AtomicUsize,
+    huge_bytes_sent: AtomicU64,
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    shutdown: Arc<Notify>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State::default());
+        let shutdown = Arc::new(Notify::new());
+        let (st, sd) = (Arc::clone(&state), Arc::clone(&shutdown));
+        let thread = std::thread::spawn(move || {
+            rt.block_on(async move {
+                loop {
+                    let (stream, _) = tokio::select! {
+                        r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                        _ = sd.notified() => return,
+                    };
+                    let conn_id = st.connections.fetch_add(1, Ordering::SeqCst);
+                    let st = Arc::clone(&st);
+                    let kill = Arc::new(Notify::new());
+                    tokio::spawn(async move {
+                        let k2 = Arc::clone(&kill);
+                        let svc = service_fn(move |req| {
+                            let (st, kill) = (Arc::clone(&st), Arc::clone(&k2));
+                            async move { Ok::<_, Infallible>(handle(req, conn_id, st, kill).await) }
+                        });
+                        let conn = http1::Builder::new()
+                            .keep_alive(true)
+                            .serve_connection(TokioIo::new(stream), svc);
+                        tokio::select! {
+                            _ = conn => {}
+                            // Dropping the connection closes the socket with no answer.
+                            _ = kill.notified() => {}
+                        }
+                    });
+                }
+            });
+            rt.shutdown_timeout(Duration::from_millis(100));
+        });
+        TestServer { addr, state, shutdown, thread: Some(thread) }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// Requests whose path ends with `/calls/{id}`.
+    pub fn requests_for(&self, id: &str) -> Vec<Seen> {
+        let suffix = format!("/calls/{id}");
+        self.requests().into_iter().filter(|s| s.path.ends_with(&suffix)).collect()
+    }
+
+    pub fn count_for(&self, id: &str) -> usize {
+        self.requests_for(id).len()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn huge_bytes_sent(&self) -> u64 {
+        self.state.huge_bytes_sent.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> BoxBody {
+    Full::new(b.into()).boxed()
+}
+
+fn reply(status: u16, body: &str) -> Response<BoxBody> {
+    let mut r = Response::new(full(body.to_owned()));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    if !body.is_empty() {
+        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    }
+    r
+}
+
+fn nested(status: u16, code: &str, msg: &str) -> Response<BoxBody> {
+    reply(status, &format!(r#"{{"error":{{"code":"{code}","message":"{msg}"}}}}"#))
+}
+
+/// Parses `N-rest` into (N, rest).
+fn num(s: &str) -> (u64, &str) {
+    let (n, rest) = s.split_once('-').unwrap_or((s, ""));
+    (n.parse().unwrap_or(0), rest)
+}
+
+async fn handle(req: Request<Incoming>, conn: usize, st: Arc<State>, kill: Arc<Notify>) -> Response<BoxBody> {
+    let path = req.uri().path().to_owned();
+    st.seen.lock().unwrap().push(Seen {
+        method: req.method().to_string(),
+        path: path.clone(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        connection: conn,
+    });
+    let auth = req
+        .headers()
+        .get("authorization")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let id = path.rsplit('/').next().unwrap_or("").to_owned();
+    let nth = {
+        let mut m = st.per_id.lock().unwrap();
+        let n = m.entry(id.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    if let Some(rest) = id.strip_prefix("ok200-") {
+        return reply(200, &format!(r#"{{"call_uuid":"{rest}"}}"#));
+    }
+    if id.starts_with("ok-") {
+        return reply(204, "");
+    }
+    if id.starts_with("nf-flat-") {
+        return reply(404, &format!(r#"{{"error":"call_not_found","message":"Call with UUID {id} not found"}}"#));
+    }
+    if id.starts_with("nf-nested-") {
+        return nested(404, "NOT_FOUND", "No such call");
+    }
+    if id.starts_with("end-flat-") {
+        return reply(404, r#"{"error":"call_already_ended","message":"Call has already ended"}"#);
+    }
+    if id.starts_with("end-nested-") {
+        return nested(404, "call_already_ended", "Call has already ended");
+    }
+    if id.starts_with("nf-empty-") {
+        return reply(404, "");
+    }
+    if id.starts_with("nf-html-") {
+        let mut r = reply(404, "<html><body><h1>404 Not Found</h1>nginx</body></html>");
+        r.headers_mut().insert("content-type", "text/html".parse().unwrap());
+        return r;
+    }
+    if let Some(rest) = id.strip_prefix("st-") {
+        let (code, _) = num(rest);
+        return nested(code as u16, &format!("E_{code}"), "scripted status");
+    }
+    if let Some(rest) = id.strip_prefix("flaky-") {
+        let (code, rest) = num(rest);
+        let (k, _) = num(rest);
+        if nth as u64 <= k {
+            return nested(code as u16, "INTERNAL_ERROR", "scripted failure");
+        }
+        return reply(204, "");
+    }
+    if let Some(rest) = id.strip_prefix("drop-") {
+        let (k, _) = num(rest);
+        if nth as u64 <= k {
+            kill.notify_one();
+            std::future::pending::<()>().await;
+        }
+        return reply(204, "");
+    }
+    if let Some(rest) = id.strip_prefix("rasec-") {
+        let (secs, rest) = num(rest);
+        let (k, _) = num(rest);
+        if nth as u64 <= k {
+            let mut r = nested(429, "RATE_LIMITED", "slow down");
+            r.headers_mut().insert("retry-after", secs.to_string().parse().unwrap());
+            return r;
+        }
+        return reply(204, "");
+    }
+    if let Some(rest) = id.strip_prefix("radate-") {
+        let (secs, rest) = num(rest);
+        let (k, _) = num(rest);
+        if nth as u64 <= k {
+            // +1 s: HTTP dates have whole seconds, so round up rather than down.
+            let when = SystemTime::now() + Duration::from_secs(secs + 1);
+            let mut r = nested(429, "RATE_LIMITED", "slow down");
+            r.headers_mut().insert("retry-after", httpdate::fmt_http_date(when).parse().unwrap());
+            return r;
+        }
+        return reply(204, "");
+    }
+    if let Some(rest) = id.strip_prefix("ra-none-") {
+        let (k, _) = num(rest);
+        if nth as u64 <= k {
+            return nested(429, "RATE_LIMITED", "slow down");
+        }
+        return reply(204, "");
+    }
+    if id.starts_with("retry-ended-") {
+        if nth == 1 {
+            return nested(503, "UNAVAILABLE", "try again");
+        }
+        return reply(404, r#"{"error":"call_already_ended","message":"Call has already ended"}"#);
+    }
+    if id.starts_with("hang-") {
+        std::future::pending::<()>().await;
+    }
+    if let Some(rest) = id.strip_prefix("slow-") {
+        let (ms, _) = num(rest);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return reply(204, "");
+    }
+    if id.starts_with("huge-") {
+        let mut r = Response::new(
+            HugeBody { left: 100 * 1024 * 1024, st: Arc::clone(&st) }.boxed(),
+        );
+        *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+        return r;
+    }
+    if id.starts_with("echo-key-") {
+        return nested(401, "UNAUTHORIZED", &format!("key {auth} is not valid"));
+    }
+    if id.starts_with("redirect-") {
+        let mut r = reply(301, "");
+        r.headers_mut().insert("location", "http://127.0.0.2:1/elsewhere".parse().unwrap());
+        return r;
+    }
+    reply(500, "unknown test id")
+}
+
+/// A 100 MB body produced 64 KiB at a time, counting what the server handed to hyper.
+struct HugeBody {
+    left: u64,
+    st: Arc<State>,
+}
+
+impl Body for HugeBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = this.left.min(64 * 1024);
+        this.left -= n;
+        this.st.huge_bytes_sent.fetch_add(n, Ordering::SeqCst);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; n as usize])))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
+}
+
+/// A unique suffix so tests sharing a server never share per-id counters.
+pub fn uniq(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}{}", N.fetch_add(1, Ordering::SeqCst))
+}
