@@ -1,0 +1,148 @@
+//! Fault injection: global rates from the command line, and scripted next responses per
+//! call id (set with `POST /_sim/calls/{id}/faults`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Rates and delays applied to every `/v1` request.
+#[derive(Debug, Clone, Default)]
+pub struct GlobalFaults {
+    /// Added before every answer.
+    pub latency: Duration,
+    /// Share of requests answered 503.
+    pub error_rate: f64,
+    /// Share of requests answered 429 with `Retry-After: retry_after_secs`.
+    pub rate_limit_rate: f64,
+    pub retry_after_secs: u64,
+    /// Share of requests whose connection is closed without an answer.
+    pub drop_rate: f64,
+}
+
+/// One scripted response for the next request that touches a call id.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Scripted {
+    /// HTTP status to answer (ignored when `drop` is set).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// `Retry-After` header value, verbatim (seconds or an HTTP date).
+    #[serde(default)]
+    pub retry_after: Option<String>,
+    /// JSON body; default: the nested envelope for the status.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// Wait this long before answering (or dropping).
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// Close the connection without answering.
+    #[serde(default)]
+    pub drop: bool,
+    /// Never answer (the client's deadline must end it).
+    #[serde(default)]
+    pub hang: bool,
+}
+
+/// What the request handler must do instead of its normal work.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Injected {
+    Scripted(Scripted),
+}
+
+#[derive(Default)]
+pub struct Faults {
+    pub global: GlobalFaults,
+    scripts: Mutex<HashMap<String, VecDeque<Scripted>>>,
+}
+
+impl Faults {
+    pub fn new(global: GlobalFaults) -> Faults {
+        Faults { global, scripts: Mutex::new(HashMap::new()) }
+    }
+
+    /// Replaces the script for `id`.
+    pub fn script(&self, id: &str, responses: Vec<Scripted>) {
+        let mut s = self.scripts.lock().unwrap_or_else(|e| e.into_inner());
+        if responses.is_empty() {
+            s.remove(id);
+        } else {
+            s.insert(id.to_owned(), responses.into());
+        }
+    }
+
+    /// The fault for this request, if any: the call's script first, then the rates.
+    pub fn next(&self, id: Option<&str>) -> Option<Injected> {
+        if let Some(id) = id {
+            let mut s = self.scripts.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(q) = s.get_mut(id) {
+                let next = q.pop_front();
+                if q.is_empty() {
+                    s.remove(id);
+                }
+                if let Some(n) = next {
+                    return Some(Injected::Scripted(n));
+                }
+            }
+        }
+        let g = &self.global;
+        if g.drop_rate > 0.0 && random_unit() < g.drop_rate {
+            return Some(Injected::Scripted(Scripted { drop: true, ..blank() }));
+        }
+        if g.rate_limit_rate > 0.0 && random_unit() < g.rate_limit_rate {
+            return Some(Injected::Scripted(Scripted {
+                status: Some(429),
+                retry_after: Some(g.retry_after_secs.to_string()),
+                ..blank()
+            }));
+        }
+        if g.error_rate > 0.0 && random_unit() < g.error_rate {
+            return Some(Injected::Scripted(Scripted { status: Some(503), ..blank() }));
+        }
+        None
+    }
+}
+
+fn blank() -> Scripted {
+    Scripted { status: None, retry_after: None, body: None, delay_ms: None, drop: false, hang: false }
+}
+
+/// A random u64 from std's randomly keyed hasher (no rand crate needed for a simulator).
+pub fn random_u64() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
+/// A random number in [0, 1).
+pub fn random_unit() -> f64 {
+    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_run_in_order_then_stop() {
+        let f = Faults::new(GlobalFaults::default());
+        f.script("c1", vec![Scripted { status: Some(503), ..blank() }, Scripted { drop: true, ..blank() }]);
+        assert_eq!(f.next(Some("c1")), Some(Injected::Scripted(Scripted { status: Some(503), ..blank() })));
+        assert_eq!(f.next(Some("c1")), Some(Injected::Scripted(Scripted { drop: true, ..blank() })));
+        assert_eq!(f.next(Some("c1")), None);
+        assert_eq!(f.next(Some("c2")), None);
+    }
+
+    #[test]
+    fn rates() {
+        let f = Faults::new(GlobalFaults { error_rate: 1.0, ..Default::default() });
+        assert_eq!(f.next(None), Some(Injected::Scripted(Scripted { status: Some(503), ..blank() })));
+        let f = Faults::new(GlobalFaults { rate_limit_rate: 0.5, retry_after_secs: 2, ..Default::default() });
+        let n = (0..2000).filter(|_| f.next(None).is_some()).count();
+        assert!((800..1200).contains(&n), "{n}");
+    }
+}

@@ -1,0 +1,112 @@
+//! `tryvox-sim`: prints its base URL as the first line on stdout, then serves until
+//! SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tryvox_sim::faults::GlobalFaults;
+use tryvox_sim::server::{serve, Config};
+
+const USAGE: &str = "usage: tryvox-sim [options]
+  --listen ADDR            address to listen on (default 127.0.0.1:0, a free port)
+  --account ID             account id (default AC123456)
+  --api-key KEY            the Bearer key to accept (default tvx_sk_test_simulator)
+  --answer-delay-ms N      ringing calls are answered after N ms (default 1000)
+  --no-auto-answer         calls ring until POST /_sim/calls/{id}/answer
+  --latency-ms N           add N ms before every /v1 answer
+  --error-rate R           answer this share (0..1) of /v1 requests with 503
+  --rate-limit-rate R      answer this share with 429 and Retry-After
+  --retry-after S          the Retry-After seconds for --rate-limit-rate (default 1)
+  --drop-rate R            close this share of connections without an answer
+  --tls-cert FILE --tls-key FILE   serve https with this PEM chain and key
+";
+
+fn parse() -> Result<Config, String> {
+    let mut c = Config::default();
+    let mut f = GlobalFaults { retry_after_secs: 1, ..Default::default() };
+    let (mut cert, mut key) = (None, None);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
+        let rate = |v: String| -> Result<f64, String> {
+            v.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)).ok_or_else(|| format!("bad rate {v}"))
+        };
+        match a.as_str() {
+            "--listen" => c.bind = val()?.parse().map_err(|e| format!("--listen: {e}"))?,
+            "--account" => c.account = val()?,
+            "--api-key" => c.api_key = val()?,
+            "--answer-delay-ms" => c.answer_delay = Some(Duration::from_millis(val()?.parse().map_err(|e| format!("{e}"))?)),
+            "--no-auto-answer" => c.answer_delay = None,
+            "--latency-ms" => f.latency = Duration::from_millis(val()?.parse().map_err(|e| format!("{e}"))?),
+            "--error-rate" => f.error_rate = rate(val()?)?,
+            "--rate-limit-rate" => f.rate_limit_rate = rate(val()?)?,
+            "--retry-after" => f.retry_after_secs = val()?.parse().map_err(|e| format!("{e}"))?,
+            "--drop-rate" => f.drop_rate = rate(val()?)?,
+            "--tls-cert" => cert = Some(PathBuf::from(val()?)),
+            "--tls-key" => key = Some(PathBuf::from(val()?)),
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+    }
+    c.tls = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    c.faults = f;
+    Ok(c)
+}
+
+fn main() {
+    let config = match parse() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tryvox-sim: {e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let code = rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(config.bind).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("tryvox-sim: cannot listen on {}: {e}", config.bind);
+                return 1;
+            }
+        };
+        let addr = listener.local_addr().expect("bound address");
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        // The first line is the base URL, for scripts to read.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{scheme}://{addr}");
+        let _ = writeln!(out, "account: {}", config.account);
+        let _ = writeln!(out, "api key: {} (a simulator key, not a secret)", config.api_key);
+        let _ = out.flush();
+        drop(out);
+        let stop = Arc::new(Notify::new());
+        let s2 = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            s2.notify_one();
+        });
+        match serve(listener, config, stop).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("tryvox-sim: {e}");
+                1
+            }
+        }
+    });
+    rt.shutdown_timeout(Duration::from_millis(500));
+    std::process::exit(code);
+}
