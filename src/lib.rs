@@ -6,7 +6,7 @@
 //! ```no_run
 //! let client = tryvox::Client::new("AC123456", "tvx_sk_test_...").unwrap();
 //! match client.hangup("650e8400-e29b-41d4-a716-446655440000") {
-//!     Ok(()) => println!("call ended"),
+//!     Ok(http) => println!("call ended (HTTP {http})"),
 //!     Err(e) if e.call_is_gone() => println!("nothing to hang up: {e}"),
 //!     Err(e) => eprintln!("hangup failed: {e}"),
 //! }

@@ -21,17 +21,24 @@ fn cs(s: &str) -> CString {
 }
 
 fn last_error() -> String {
-    unsafe { CStr::from_ptr(tryvox_last_error()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(tryvox_last_error()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn last_code() -> String {
-    unsafe { CStr::from_ptr(tryvox_last_error_code()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(tryvox_last_error_code()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn new_client(server: &TestServer) -> *mut tryvox_client {
     unsafe {
         let o = tryvox_options_new();
-        assert_eq!(tryvox_options_set_base_url(o, cs(&server.base_url()).as_ptr()), OK);
+        assert_eq!(
+            tryvox_options_set_base_url(o, cs(&server.base_url()).as_ptr()),
+            OK
+        );
         let c = tryvox_client_new_with_options(cs(AUTH_ID).as_ptr(), cs(API_KEY).as_ptr(), o);
         tryvox_options_free(o);
         assert!(!c.is_null(), "{}", last_error());
@@ -94,23 +101,50 @@ fn null_arguments_are_invalid_not_crashes() {
         }
         tryvox_options_free(o);
 
-        assert_eq!(tryvox_hangup_async(null_mut(), cs("ok-1").as_ptr(), Some(record_cb), null_mut()), INVALID);
-        assert_eq!(tryvox_hangup_async(c, null(), Some(record_cb), null_mut()), INVALID);
-        assert_eq!(tryvox_hangup_async(c, cs("ok-1").as_ptr(), None, null_mut()), INVALID);
-        assert_eq!(tryvox_hangup_async(c, cs("a/b").as_ptr(), Some(record_cb), null_mut()), INVALID);
+        assert_eq!(
+            tryvox_hangup_async(null_mut(), cs("ok-1").as_ptr(), Some(record_cb), null_mut()),
+            INVALID
+        );
+        assert_eq!(
+            tryvox_hangup_async(c, null(), Some(record_cb), null_mut()),
+            INVALID
+        );
+        assert_eq!(
+            tryvox_hangup_async(c, cs("ok-1").as_ptr(), None, null_mut()),
+            INVALID
+        );
+        assert_eq!(
+            tryvox_hangup_async(c, cs("a/b").as_ptr(), Some(record_cb), null_mut()),
+            INVALID
+        );
 
         let mut out = [99 as c_int; 2];
         let ids = [cs("ok-a"), cs("ok-b")];
         let ptrs = [ids[0].as_ptr(), ids[1].as_ptr()];
-        assert_eq!(tryvox_hangup_many(null_mut(), ptrs.as_ptr(), 2, out.as_mut_ptr(), 0), INVALID);
-        assert_eq!(tryvox_hangup_many(c, null(), 2, out.as_mut_ptr(), 0), INVALID);
-        assert_eq!(tryvox_hangup_many(c, ptrs.as_ptr(), 2, null_mut(), 0), INVALID);
+        assert_eq!(
+            tryvox_hangup_many(null_mut(), ptrs.as_ptr(), 2, out.as_mut_ptr(), 0),
+            INVALID
+        );
+        assert_eq!(
+            tryvox_hangup_many(c, null(), 2, out.as_mut_ptr(), 0),
+            INVALID
+        );
+        assert_eq!(
+            tryvox_hangup_many(c, ptrs.as_ptr(), 2, null_mut(), 0),
+            INVALID
+        );
         let with_null = [ids[0].as_ptr(), null()];
-        assert_eq!(tryvox_hangup_many(c, with_null.as_ptr(), 2, out.as_mut_ptr(), 0), INVALID);
+        assert_eq!(
+            tryvox_hangup_many(c, with_null.as_ptr(), 2, out.as_mut_ptr(), 0),
+            INVALID
+        );
         assert!(last_error().contains("call_uuids[1]"), "{}", last_error());
         let dots = cs("..");
         let with_bad = [ids[0].as_ptr(), dots.as_ptr()];
-        assert_eq!(tryvox_hangup_many(c, with_bad.as_ptr(), 2, out.as_mut_ptr(), 0), INVALID);
+        assert_eq!(
+            tryvox_hangup_many(c, with_bad.as_ptr(), 2, out.as_mut_ptr(), 0),
+            INVALID
+        );
         assert_eq!(out, [99, 99], "statuses_out untouched on INVALID_ARGUMENT");
         assert_eq!(tryvox_hangup_many(c, null(), 0, null_mut(), 0), OK);
         tryvox_client_free(c);
@@ -121,16 +155,29 @@ fn null_arguments_are_invalid_not_crashes() {
 #[test]
 fn status_strings_and_version() {
     let texts: Vec<String> = (0..=12)
-        .map(|i| unsafe { CStr::from_ptr(tryvox_status_str(i)) }.to_string_lossy().into_owned())
+        .map(|i| {
+            unsafe { CStr::from_ptr(tryvox_status_str(i)) }
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     assert_eq!(texts[0], "ok");
     assert_eq!(texts[1], "call not found");
     assert_eq!(texts[2], "call already ended");
     assert!(texts.iter().all(|t| !t.is_empty()));
-    let unknown = unsafe { CStr::from_ptr(tryvox_status_str(13)) }.to_str().unwrap();
+    let unknown = unsafe { CStr::from_ptr(tryvox_status_str(13)) }
+        .to_str()
+        .unwrap();
     assert_eq!(unknown, "unknown status");
-    assert_eq!(unsafe { CStr::from_ptr(tryvox_status_str(-1)) }.to_str().unwrap(), "unknown status");
-    let v = unsafe { CStr::from_ptr(tryvox_version()) }.to_str().unwrap();
+    assert_eq!(
+        unsafe { CStr::from_ptr(tryvox_status_str(-1)) }
+            .to_str()
+            .unwrap(),
+        "unknown status"
+    );
+    let v = unsafe { CStr::from_ptr(tryvox_version()) }
+        .to_str()
+        .unwrap();
     assert_eq!(v, env!("CARGO_PKG_VERSION"));
 }
 
@@ -179,17 +226,31 @@ struct Record {
 
 static RECORDS: Mutex<Vec<Record>> = Mutex::new(Vec::new());
 
-unsafe extern "C" fn record_cb(ud: *mut c_void, id: *const c_char, status: c_int, http: c_int, msg: *const c_char) {
+unsafe extern "C" fn record_cb(
+    ud: *mut c_void,
+    id: *const c_char,
+    status: c_int,
+    http: c_int,
+    msg: *const c_char,
+) {
     let tag = ud as usize;
     let id = unsafe { CStr::from_ptr(id) }.to_string_lossy().into_owned();
-    let message = unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned();
-    RECORDS.lock().unwrap().push(Record { id: format!("{tag}:{id}"), status, http, message });
+    let message = unsafe { CStr::from_ptr(msg) }
+        .to_string_lossy()
+        .into_owned();
+    RECORDS.lock().unwrap().push(Record {
+        id: format!("{tag}:{id}"),
+        status,
+        http,
+        message,
+    });
 }
 
 fn records_with_tag(tag: usize) -> Vec<Record> {
     let p = format!("{tag}:");
     let mut all = RECORDS.lock().unwrap();
-    let (mine, rest): (Vec<Record>, Vec<Record>) = all.drain(..).partition(|r| r.id.starts_with(&p));
+    let (mine, rest): (Vec<Record>, Vec<Record>) =
+        all.drain(..).partition(|r| r.id.starts_with(&p));
     *all = rest;
     mine.into_iter()
         .map(|mut r| {
@@ -212,7 +273,9 @@ fn async_callbacks_arrive_once_with_the_right_outcome() {
             _ => ("end-flat-", ALREADY_ENDED, 404),
         };
         let id = uniq(prefix);
-        let rc = unsafe { tryvox_hangup_async(c, cs(&id).as_ptr(), Some(record_cb), tag as *mut c_void) };
+        let rc = unsafe {
+            tryvox_hangup_async(c, cs(&id).as_ptr(), Some(record_cb), tag as *mut c_void)
+        };
         assert_eq!(rc, OK);
         assert_eq!(last_error(), "");
         expected.insert(id, (want, http));
@@ -222,7 +285,9 @@ fn async_callbacks_arrive_once_with_the_right_outcome() {
     let got = records_with_tag(tag);
     assert_eq!(got.len(), 300, "every callback exactly once");
     for r in &got {
-        let (want, http) = expected.remove(&r.id).unwrap_or_else(|| panic!("unexpected or duplicate {}", r.id));
+        let (want, http) = expected
+            .remove(&r.id)
+            .unwrap_or_else(|| panic!("unexpected or duplicate {}", r.id));
         assert_eq!(r.status, want, "{}", r.id);
         assert_eq!(r.http, http);
         assert_eq!(r.message.is_empty(), want == OK, "{}", r.message);
@@ -238,7 +303,12 @@ fn free_while_busy_delivers_everything() {
     let tag = 2usize;
     for _ in 0..100 {
         let id = uniq("slow-50-");
-        assert_eq!(unsafe { tryvox_hangup_async(c, cs(&id).as_ptr(), Some(record_cb), tag as *mut c_void) }, OK);
+        assert_eq!(
+            unsafe {
+                tryvox_hangup_async(c, cs(&id).as_ptr(), Some(record_cb), tag as *mut c_void)
+            },
+            OK
+        );
     }
     unsafe { tryvox_client_free(c) };
     let got = records_with_tag(tag);
@@ -248,7 +318,13 @@ fn free_while_busy_delivers_everything() {
 
 static REENTRANT_DONE: AtomicUsize = AtomicUsize::new(0);
 
-unsafe extern "C" fn reentrant_cb(ud: *mut c_void, id: *const c_char, status: c_int, _http: c_int, _msg: *const c_char) {
+unsafe extern "C" fn reentrant_cb(
+    ud: *mut c_void,
+    id: *const c_char,
+    status: c_int,
+    _http: c_int,
+    _msg: *const c_char,
+) {
     let c = ud as *mut tryvox_client;
     assert_eq!(status, OK);
     // A callback may call back into the library: a blocking hangup, errors, bulk.
@@ -259,7 +335,10 @@ unsafe extern "C" fn reentrant_cb(ud: *mut c_void, id: *const c_char, status: c_
     let ids = [cs(&uniq("ok-")), cs(&uniq("nf-flat-"))];
     let ptrs = [ids[0].as_ptr(), ids[1].as_ptr()];
     let mut out = [0 as c_int; 2];
-    assert_eq!(unsafe { tryvox_hangup_many(c, ptrs.as_ptr(), 2, out.as_mut_ptr(), 2) }, OK);
+    assert_eq!(
+        unsafe { tryvox_hangup_many(c, ptrs.as_ptr(), 2, out.as_mut_ptr(), 2) },
+        OK
+    );
     assert_eq!(out, [OK, NOT_FOUND]);
     REENTRANT_DONE.fetch_add(1, Ordering::SeqCst);
 }
@@ -270,7 +349,10 @@ fn callbacks_may_call_back_into_the_library() {
     let c = new_client(&s);
     for _ in 0..80 {
         let id = uniq("ok-");
-        assert_eq!(unsafe { tryvox_hangup_async(c, cs(&id).as_ptr(), Some(reentrant_cb), c.cast()) }, OK);
+        assert_eq!(
+            unsafe { tryvox_hangup_async(c, cs(&id).as_ptr(), Some(reentrant_cb), c.cast()) },
+            OK
+        );
     }
     unsafe { tryvox_client_free(c) };
     assert_eq!(REENTRANT_DONE.load(Ordering::SeqCst), 80);
@@ -282,7 +364,11 @@ fn hangup_many_mixed_outcomes_in_order() {
     let c = new_client(&s);
     let n = 2000;
     let ids: Vec<CString> = (0..n)
-        .map(|i| cs(&uniq(["ok-", "nf-flat-", "end-nested-", "flaky-503-1-"][i % 4])))
+        .map(|i| {
+            cs(&uniq(
+                ["ok-", "nf-flat-", "end-nested-", "flaky-503-1-"][i % 4],
+            ))
+        })
         .collect();
     let ptrs: Vec<*const c_char> = ids.iter().map(|s| s.as_ptr()).collect();
     let mut out = vec![-1 as c_int; n];
@@ -293,14 +379,20 @@ fn hangup_many_mixed_outcomes_in_order() {
         assert_eq!(*st, [OK, NOT_FOUND, ALREADY_ENDED, OK][i % 4], "entry {i}");
     }
     assert_eq!(s.requests().len(), n + n / 4, "one retry per flaky id");
-    assert!(s.connections() <= 17, "at most max_parallel + 1 connections: {}", s.connections());
+    assert!(
+        s.connections() <= 17,
+        "at most max_parallel + 1 connections: {}",
+        s.connections()
+    );
     unsafe { tryvox_client_free(c) };
 }
 
 static LOG_LINES: Mutex<Vec<(c_int, String)>> = Mutex::new(Vec::new());
 
 unsafe extern "C" fn log_cb(_ud: *mut c_void, level: c_int, msg: *const c_char) {
-    let m = unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned();
+    let m = unsafe { CStr::from_ptr(msg) }
+        .to_string_lossy()
+        .into_owned();
     LOG_LINES.lock().unwrap().push((level, m));
 }
 
@@ -310,7 +402,10 @@ fn log_callback_gets_levels_and_no_key() {
     unsafe {
         let o = tryvox_options_new();
         tryvox_options_set_base_url(o, cs(&s.base_url()).as_ptr());
-        assert_eq!(tryvox_options_set_log_callback(o, Some(log_cb), null_mut()), OK);
+        assert_eq!(
+            tryvox_options_set_log_callback(o, Some(log_cb), null_mut()),
+            OK
+        );
         let c = tryvox_client_new_with_options(cs(AUTH_ID).as_ptr(), cs(API_KEY).as_ptr(), o);
         tryvox_options_free(o);
         let id = uniq("flaky-503-1-");
@@ -319,7 +414,17 @@ fn log_callback_gets_levels_and_no_key() {
         tryvox_client_free(c);
     }
     let lines = LOG_LINES.lock().unwrap().clone();
-    assert!(lines.iter().any(|(l, m)| *l == 1 && m.contains("retry 1 of 2")), "{lines:?}");
-    assert!(lines.iter().any(|(l, m)| *l == 3 && m.contains("HTTP 204")), "{lines:?}");
-    assert!(lines.iter().all(|(l, m)| (0..=3).contains(l) && !m.contains(API_KEY)));
+    assert!(
+        lines
+            .iter()
+            .any(|(l, m)| *l == 1 && m.contains("retry 1 of 2")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|(l, m)| *l == 3 && m.contains("HTTP 204")),
+        "{lines:?}"
+    );
+    assert!(lines
+        .iter()
+        .all(|(l, m)| (0..=3).contains(l) && !m.contains(API_KEY)));
 }

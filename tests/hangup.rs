@@ -39,9 +39,15 @@ fn success_sends_the_documented_request() {
     let r = &seen[0];
     assert_eq!(r.method, "DELETE");
     assert_eq!(r.path, format!("/v1/voice/accounts/{AUTH_ID}/calls/{id}"));
-    assert_eq!(r.header("authorization"), Some(format!("Bearer {API_KEY}").as_str()));
+    assert_eq!(
+        r.header("authorization"),
+        Some(format!("Bearer {API_KEY}").as_str())
+    );
     let ua = r.header("user-agent").unwrap();
-    assert_eq!(ua, format!("libtryvox/{} my-pbx/2.3", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        ua,
+        format!("libtryvox/{} my-pbx/2.3", env!("CARGO_PKG_VERSION"))
+    );
     assert_eq!(r.header("x-tenant-id"), None);
     assert_eq!(r.header("content-length").unwrap_or("0"), "0");
 }
@@ -50,13 +56,17 @@ fn success_sends_the_documented_request() {
 fn tenant_header_and_path_prefix() {
     let s = TestServer::start();
     let mut o = Options::new();
-    o.set_base_url(&format!("{}/gateway/", s.base_url())).unwrap();
+    o.set_base_url(&format!("{}/gateway/", s.base_url()))
+        .unwrap();
     o.set_tenant_id("tenant-42").unwrap();
     let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
     let id = uniq("ok-");
     c.hangup(&id).unwrap();
     let r = &s.requests_for(&id)[0];
-    assert_eq!(r.path, format!("/gateway/v1/voice/accounts/{AUTH_ID}/calls/{id}"));
+    assert_eq!(
+        r.path,
+        format!("/gateway/v1/voice/accounts/{AUTH_ID}/calls/{id}")
+    );
     assert_eq!(r.header("x-tenant-id"), Some("tenant-42"));
 }
 
@@ -142,7 +152,14 @@ fn server_errors_are_retried_with_backoff() {
     assert_eq!(e.http_status(), 503);
     assert_eq!(s.count_for(&id), 3);
     // Not retried: 501, 400, 401, 403, 404.
-    for p in ["st-501-", "st-400-", "st-401-", "st-403-", "nf-flat-", "end-flat-"] {
+    for p in [
+        "st-501-",
+        "st-400-",
+        "st-401-",
+        "st-403-",
+        "nf-flat-",
+        "end-flat-",
+    ] {
         let id = uniq(p);
         let _ = c.hangup(&id);
         assert_eq!(s.count_for(&id), 1, "{p}");
@@ -170,7 +187,11 @@ fn rate_limit_waits_retry_after_seconds() {
     let id = uniq("rasec-1-1-");
     let t = Instant::now();
     assert_eq!(c.hangup(&id).unwrap(), 204);
-    assert!(t.elapsed() >= Duration::from_secs(1), "waited {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "waited {:?}",
+        t.elapsed()
+    );
     assert_eq!(s.count_for(&id), 2);
 }
 
@@ -181,7 +202,11 @@ fn rate_limit_waits_retry_after_http_date() {
     let id = uniq("radate-1-1-");
     let t = Instant::now();
     assert_eq!(c.hangup(&id).unwrap(), 204);
-    assert!(t.elapsed() >= Duration::from_secs(1), "waited {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "waited {:?}",
+        t.elapsed()
+    );
     assert_eq!(s.count_for(&id), 2);
 }
 
@@ -197,7 +222,11 @@ fn rate_limit_that_does_not_fit_gives_up_at_once() {
         let e = c.hangup(&id).unwrap_err();
         assert_eq!(e.status(), Status::RateLimited, "{e}");
         assert_eq!(e.http_status(), 429);
-        assert_eq!(s.count_for(&id), 1, "{prefix}: no retry when Retry-After exceeds the deadline");
+        assert_eq!(
+            s.count_for(&id),
+            1,
+            "{prefix}: no retry when Retry-After exceeds the deadline"
+        );
         // "At once": well before the 3 s deadline (a generous bound, not a benchmark).
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
@@ -233,7 +262,10 @@ fn deadline_bounds_a_server_that_never_answers() {
     assert_eq!(e.status(), Status::Timeout, "{e}");
     assert_eq!(e.http_status(), 0);
     assert!(took >= Duration::from_millis(800), "{took:?}");
-    assert!(took < Duration::from_secs(5), "the deadline was not enforced: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the deadline was not enforced: {took:?}"
+    );
     // Retries also live inside the deadline: three 503s with backoff cannot exceed it.
     let id = uniq("slow-300-");
     assert_eq!(c.hangup(&id).unwrap(), 204);
@@ -263,7 +295,11 @@ fn connection_is_reused_for_sequential_hangups() {
         c.hangup(&uniq("nf-flat-")).unwrap_err();
     }
     assert_eq!(s.requests().len(), 100);
-    assert_eq!(s.connections(), 1, "one keep-alive connection for all sequential hangups");
+    assert_eq!(
+        s.connections(),
+        1,
+        "one keep-alive connection for all sequential hangups"
+    );
 }
 
 #[test]
@@ -271,7 +307,20 @@ fn invalid_ids_send_nothing() {
     let s = TestServer::start();
     let c = client(&s);
     let long = "a".repeat(129);
-    for bad in ["", ".", "..", "a/b", "../x", "a b", "a%2fb", "a?x=1", "a#f", "caf\u{e9}", "a\r\nX: y", long.as_str()] {
+    for bad in [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "../x",
+        "a b",
+        "a%2fb",
+        "a?x=1",
+        "a#f",
+        "caf\u{e9}",
+        "a\r\nX: y",
+        long.as_str(),
+    ] {
         let e = c.hangup(bad).unwrap_err();
         assert_eq!(e.status(), Status::InvalidArgument, "{bad:?}");
         assert!(e.message().contains("call_uuid"), "{e}");
@@ -279,7 +328,11 @@ fn invalid_ids_send_nothing() {
     }
     let longest = format!("nf-flat-{}", "a".repeat(120)); // 128 characters: valid, so sent
     assert_eq!(c.hangup(&longest).unwrap_err().status(), Status::NotFound);
-    assert_eq!(s.requests().len(), 1, "only the valid id reached the server");
+    assert_eq!(
+        s.requests().len(),
+        1,
+        "only the valid id reached the server"
+    );
 }
 
 #[test]
@@ -300,7 +353,10 @@ fn invalid_constructor_inputs() {
     for (auth, key) in cases {
         let e = Client::with_options(auth, key, &o).unwrap_err();
         assert_eq!(e.status(), Status::InvalidArgument);
-        assert!(!e.message().contains(key) || key.is_empty(), "the key is never quoted");
+        assert!(
+            !e.message().contains(key) || key.is_empty(),
+            "the key is never quoted"
+        );
     }
     assert!(Client::with_options(AUTH_ID, &"k".repeat(512), &o).is_ok());
     assert_eq!(s.requests().len(), 0);
@@ -309,8 +365,20 @@ fn invalid_constructor_inputs() {
 #[test]
 fn invalid_options() {
     let mut o = Options::new();
-    for bad in ["", "ftp://x", "https://h?q=1", "https://h#f", "https://u:p@h", "not a url", "https://h/../x"] {
-        assert_eq!(o.set_base_url(bad).unwrap_err().status(), Status::InvalidArgument, "{bad}");
+    for bad in [
+        "",
+        "ftp://x",
+        "https://h?q=1",
+        "https://h#f",
+        "https://u:p@h",
+        "not a url",
+        "https://h/../x",
+    ] {
+        assert_eq!(
+            o.set_base_url(bad).unwrap_err().status(),
+            Status::InvalidArgument,
+            "{bad}"
+        );
     }
     assert!(o.set_timeout(Duration::ZERO).is_err());
     assert!(o.set_connect_timeout(Duration::ZERO).is_err());
@@ -360,7 +428,11 @@ fn network_and_tls_failures() {
     let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
     let e = c.hangup("abc").unwrap_err();
     assert_eq!(e.status(), Status::TlsError, "{e}");
-    assert_eq!(s.requests().len(), 0, "no HTTP request (and so no key) went out");
+    assert_eq!(
+        s.requests().len(),
+        0,
+        "no HTTP request (and so no key) went out"
+    );
 
     // A server that speaks something other than HTTP.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -387,11 +459,21 @@ fn the_key_never_appears_in_messages_or_logs() {
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut o = opts(&s);
     let l2 = Arc::clone(&lines);
-    o.set_log_fn(Some(Arc::new(move |_lvl, m: &str| l2.lock().unwrap().push(m.to_owned()))));
+    o.set_log_fn(Some(Arc::new(move |_lvl, m: &str| {
+        l2.lock().unwrap().push(m.to_owned())
+    })));
     o.set_timeout(Duration::from_millis(1500)).unwrap();
     let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
     let mut messages = Vec::new();
-    for p in ["echo-key-", "nf-flat-", "st-401-", "flaky-503-9-", "drop-9-", "hang-", "rasec-60-1-"] {
+    for p in [
+        "echo-key-",
+        "nf-flat-",
+        "st-401-",
+        "flaky-503-9-",
+        "drop-9-",
+        "hang-",
+        "rasec-60-1-",
+    ] {
         let e = c.hangup(&uniq(p)).unwrap_err();
         messages.push(e.message().to_owned());
         messages.push(e.server_code().to_owned());
@@ -430,5 +512,9 @@ fn threads_share_one_client() {
         h.join().unwrap();
     }
     assert_eq!(s.requests().len(), 16 * 25);
-    assert!(s.connections() <= 16, "connections are pooled: {}", s.connections());
+    assert!(
+        s.connections() <= 16,
+        "connections are pooled: {}",
+        s.connections()
+    );
 }

@@ -8,7 +8,8 @@ use std::process::Command;
 fn committed_header_matches_generated() {
     let generated = std::fs::read_to_string(env!("TRYVOX_GENERATED_HEADER")).unwrap();
     let committed =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/tryvox.h")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/tryvox.h"))
+            .unwrap();
     assert!(
         generated == committed,
         "include/tryvox.h is stale: run `make header` and commit it"
@@ -26,12 +27,23 @@ fn compiles(compiler: &str, std: &str, ext: &str) {
     )
     .unwrap();
     let out = Command::new(compiler)
-        .args([std, "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only"])
+        .args([
+            std,
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-fsyntax-only",
+        ])
         .arg(format!("-I{}/include", env!("CARGO_MANIFEST_DIR")))
         .arg(&src)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{compiler} {std}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{compiler} {std}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -48,13 +60,27 @@ fn header_is_clean_cxx11() {
 fn only_tryvox_symbols_are_exported() {
     let exe = std::env::current_exe().unwrap();
     let so = exe.parent().unwrap().parent().unwrap().join("libtryvox.so");
-    let out = Command::new("nm").args(["-D", "--defined-only"]).arg(&so).output().unwrap();
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&so)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    let names: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
     assert!(names.contains(&"tryvox_hangup"));
     let foreign: Vec<&&str> = names.iter().filter(|n| !n.starts_with("tryvox_")).collect();
     assert!(foreign.is_empty(), "unexpected exports: {foreign:?}");
-    let soname = Command::new("readelf").args(["-d"]).arg(&so).output().unwrap();
-    assert!(String::from_utf8_lossy(&soname.stdout).contains("[libtryvox.so.0]"), "SONAME");
+    let soname = Command::new("readelf")
+        .args(["-d"])
+        .arg(&so)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&soname.stdout).contains("[libtryvox.so.0]"),
+        "SONAME"
+    );
 }

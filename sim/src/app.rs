@@ -37,8 +37,14 @@ type St = State<Arc<AppState>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/v1/voice/accounts/{auth_id}/calls", post(create_call).get(list_calls))
-        .route("/v1/voice/accounts/{auth_id}/calls/{call_uuid}", get(get_call).delete(hangup_call))
+        .route(
+            "/v1/voice/accounts/{auth_id}/calls",
+            post(create_call).get(list_calls),
+        )
+        .route(
+            "/v1/voice/accounts/{auth_id}/calls/{call_uuid}",
+            get(get_call).delete(hangup_call),
+        )
         .route("/_sim/health", get(health))
         .route("/_sim/seed", post(seed))
         .route("/_sim/calls/{call_uuid}/faults", post(script_faults))
@@ -82,10 +88,14 @@ async fn inject(st: &AppState, id: Option<&str>, ctl: &ConnCtl) -> Option<Respon
     }
     let status = s.status.unwrap_or(500);
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = s
-        .body
-        .unwrap_or_else(|| json!({"error": {"code": code_for(status), "message": "injected fault"}}));
-    let mut r = if status == 204 { code.into_response() } else { (code, Json(body)).into_response() };
+    let body = s.body.unwrap_or_else(
+        || json!({"error": {"code": code_for(status), "message": "injected fault"}}),
+    );
+    let mut r = if status == 204 {
+        code.into_response()
+    } else {
+        (code, Json(body)).into_response()
+    };
     if let Some(ra) = s.retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
         r.headers_mut().insert("retry-after", ra);
     }
@@ -106,13 +116,16 @@ fn validation(field: &str, reason: &str) -> Response {
 
 /// E.164: a plus sign, then 2 to 15 digits, the first not 0.
 pub fn is_e164(s: &str) -> bool {
-    let Some(d) = s.strip_prefix('+') else { return false };
+    let Some(d) = s.strip_prefix('+') else {
+        return false;
+    };
     (2..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
 }
 
 fn is_http_url(s: &str) -> bool {
     s.parse::<axum::http::Uri>().is_ok_and(|u| {
-        matches!(u.scheme_str(), Some("http") | Some("https")) && u.host().is_some_and(|h| !h.is_empty())
+        matches!(u.scheme_str(), Some("http") | Some("https"))
+            && u.host().is_some_and(|h| !h.is_empty())
     })
 }
 
@@ -130,15 +143,24 @@ struct CreateBody {
 
 #[allow(clippy::result_large_err)]
 fn parse_new_call(body: &[u8]) -> Result<NewCall, Response> {
-    let b: CreateBody = serde_json::from_slice(body).map_err(|e| validation("body", &format!("not a JSON call request: {e}")))?;
+    let b: CreateBody = serde_json::from_slice(body)
+        .map_err(|e| validation("body", &format!("not a JSON call request: {e}")))?;
     let from = b.from.ok_or_else(|| validation("from", "required"))?;
     let to = b.to.ok_or_else(|| validation("to", "required"))?;
-    let answer_url = b.answer_url.ok_or_else(|| validation("answer_url", "required"))?;
+    let answer_url = b
+        .answer_url
+        .ok_or_else(|| validation("answer_url", "required"))?;
     if !is_e164(&from) {
-        return Err(validation("from", "must be an E.164 number such as +14155551234"));
+        return Err(validation(
+            "from",
+            "must be an E.164 number such as +14155551234",
+        ));
     }
     if !is_e164(&to) {
-        return Err(validation("to", "must be an E.164 number such as +14155551234"));
+        return Err(validation(
+            "to",
+            "must be an E.164 number such as +14155551234",
+        ));
     }
     if !is_http_url(&answer_url) {
         return Err(validation("answer_url", "must be an http or https URL"));
@@ -154,7 +176,14 @@ fn parse_new_call(body: &[u8]) -> Result<NewCall, Response> {
         }
     }
     if b.ring_timeout == Some(0) || b.time_limit == Some(0) {
-        return Err(validation(if b.ring_timeout == Some(0) { "ring_timeout" } else { "time_limit" }, "must be positive"));
+        return Err(validation(
+            if b.ring_timeout == Some(0) {
+                "ring_timeout"
+            } else {
+                "time_limit"
+            },
+            "must be positive",
+        ));
     }
     Ok(NewCall {
         from,
@@ -168,7 +197,13 @@ fn parse_new_call(body: &[u8]) -> Result<NewCall, Response> {
     })
 }
 
-async fn create_call(State(st): St, Path(account): Path<String>, headers: HeaderMap, Extension(ctl): Extension<ConnCtl>, body: Bytes) -> Response {
+async fn create_call(
+    State(st): St,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    Extension(ctl): Extension<ConnCtl>,
+    body: Bytes,
+) -> Response {
     if let Some(r) = inject(&st, None, &ctl).await {
         return r;
     }
@@ -184,7 +219,12 @@ async fn create_call(State(st): St, Path(account): Path<String>, headers: Header
     }
 }
 
-async fn get_call(State(st): St, Path((account, id)): Path<(String, String)>, headers: HeaderMap, Extension(ctl): Extension<ConnCtl>) -> Response {
+async fn get_call(
+    State(st): St,
+    Path((account, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Extension(ctl): Extension<ConnCtl>,
+) -> Response {
     if let Some(r) = inject(&st, Some(&id), &ctl).await {
         return r;
     }
@@ -193,7 +233,11 @@ async fn get_call(State(st): St, Path((account, id)): Path<(String, String)>, he
     }
     match st.store.get(&id, &auth::tenant(&headers)) {
         Some(c) => Json(c.details_json()).into_response(),
-        None => nested_error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("Call with UUID {id} not found")),
+        None => nested_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("Call with UUID {id} not found"),
+        ),
     }
 }
 
@@ -207,7 +251,13 @@ struct ListQuery {
     per_page: Option<String>,
 }
 
-async fn list_calls(State(st): St, Path(account): Path<String>, headers: HeaderMap, Extension(ctl): Extension<ConnCtl>, Query(q): Query<ListQuery>) -> Response {
+async fn list_calls(
+    State(st): St,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    Extension(ctl): Extension<ConnCtl>,
+    Query(q): Query<ListQuery>,
+) -> Response {
     if let Some(r) = inject(&st, None, &ctl).await {
         return r;
     }
@@ -245,7 +295,12 @@ async fn list_calls(State(st): St, Path(account): Path<String>, headers: HeaderM
     .into_response()
 }
 
-async fn hangup_call(State(st): St, Path((account, id)): Path<(String, String)>, headers: HeaderMap, Extension(ctl): Extension<ConnCtl>) -> Response {
+async fn hangup_call(
+    State(st): St,
+    Path((account, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Extension(ctl): Extension<ConnCtl>,
+) -> Response {
     if let Some(r) = inject(&st, Some(&id), &ctl).await {
         return r;
     }
@@ -309,7 +364,11 @@ struct FaultsBody {
     responses: Vec<crate::faults::Scripted>,
 }
 
-async fn script_faults(State(st): St, Path(id): Path<String>, Json(b): Json<FaultsBody>) -> Response {
+async fn script_faults(
+    State(st): St,
+    Path(id): Path<String>,
+    Json(b): Json<FaultsBody>,
+) -> Response {
     st.faults.script(&id, b.responses);
     StatusCode::NO_CONTENT.into_response()
 }
@@ -323,7 +382,11 @@ async fn control(State(st): St, Path((id, action)): Path<(String, String)>) -> R
         _ => return nested_error(StatusCode::NOT_FOUND, "NOT_FOUND", "unknown control action"),
     };
     match st.store.control(&id, what) {
-        None => nested_error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("Call with UUID {id} not found")),
+        None => nested_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("Call with UUID {id} not found"),
+        ),
         Some(Err(_)) => nested_error(StatusCode::CONFLICT, "CALL_ENDED", "Call has already ended"),
         Some(Ok(call)) => {
             if call.end_time.is_some() {
@@ -341,7 +404,8 @@ async fn webhooks(State(st): St) -> Response {
 }
 
 async fn inbox_push(State(st): St, body: Bytes) -> Response {
-    let v = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     st.inbox.push(v);
     StatusCode::NO_CONTENT.into_response()
 }

@@ -7,21 +7,36 @@ use serde_json::json;
 
 /// A response in the errors page's envelope: `{"error":{"code":..,"message":..}}`.
 pub fn nested_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 /// Checks the `Authorization` header and the account in the path.
 #[allow(clippy::result_large_err)]
-pub fn check(headers: &HeaderMap, api_key: &str, account: &str, path_account: &str) -> Result<(), Response> {
+pub fn check(
+    headers: &HeaderMap,
+    api_key: &str,
+    account: &str,
+    path_account: &str,
+) -> Result<(), Response> {
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        None => Err(nested_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Missing API key")),
-        Some(k) if k != api_key => {
-            Err(nested_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Invalid or expired API key"))
-        }
+        None => Err(nested_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "Missing API key",
+        )),
+        Some(k) if k != api_key => Err(nested_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "Invalid or expired API key",
+        )),
         Some(_) if path_account != account => Err(nested_error(
             StatusCode::FORBIDDEN,
             "FORBIDDEN",

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 /// Statuses from which a hangup is possible.
 pub const LIVE: [&str; 2] = ["ringing", "in-progress"];
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Call {
     pub seq: u64,
     pub call_uuid: String,
@@ -73,7 +73,11 @@ pub struct Store {
 
 impl Store {
     pub fn new(answer_delay: Option<Duration>) -> Store {
-        Store { calls: Mutex::new(HashMap::new()), seq: AtomicU64::new(0), answer_delay }
+        Store {
+            calls: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(0),
+            answer_delay,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Call>> {
@@ -146,7 +150,9 @@ impl Store {
             Control::Answer => {}
             Control::CallerHangup => end(call, now, "completed", "caller-hangup"),
             Control::CalleeHangup => end(call, now, "completed", "callee-hangup"),
-            Control::Timeout if call.status == "ringing" => end(call, now, "no-answer", "ring-timeout"),
+            Control::Timeout if call.status == "ringing" => {
+                end(call, now, "no-answer", "ring-timeout")
+            }
             Control::Timeout => end(call, now, "completed", "time-limit"),
         }
         Some(Ok(call.clone()))
@@ -220,7 +226,10 @@ impl Call {
     pub fn duration(&self) -> u64 {
         match (self.answer_time, self.end_time) {
             (Some(a), Some(e)) => e.duration_since(a).map(|d| d.as_secs()).unwrap_or(0),
-            (Some(a), None) => SystemTime::now().duration_since(a).map(|d| d.as_secs()).unwrap_or(0),
+            (Some(a), None) => SystemTime::now()
+                .duration_since(a)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             _ => 0,
         }
     }
@@ -289,7 +298,14 @@ pub fn uuid_v4() -> String {
     let b = (b & !(0xF000u128 << 64)) | (0x4000u128 << 64); // version 4
     let b = (b & !(0xC000u128 << 48)) | (0x8000u128 << 48); // variant 10
     let h = format!("{b:032x}");
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -297,7 +313,12 @@ mod tests {
     use super::*;
 
     fn new_call() -> NewCall {
-        NewCall { from: "+14155550100".into(), to: "+14155550101".into(), answer_url: "http://x/a".into(), ..Default::default() }
+        NewCall {
+            from: "+14155550100".into(),
+            to: "+14155550101".into(),
+            answer_url: "http://x/a".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -309,7 +330,10 @@ mod tests {
         assert_eq!(done.status, "completed");
         assert_eq!(done.end_reason.as_deref(), Some("api-hangup"));
         assert!(done.end_time.is_some());
-        assert_eq!(s.hangup(&c.call_uuid, &None), Err(HangupError::AlreadyEnded));
+        assert_eq!(
+            s.hangup(&c.call_uuid, &None),
+            Err(HangupError::AlreadyEnded)
+        );
         assert_eq!(s.hangup("nope", &None), Err(HangupError::NotFound));
     }
 
@@ -318,7 +342,10 @@ mod tests {
         let s = Store::new(Some(Duration::ZERO));
         let c = s.create(new_call(), Some("t1".into()));
         assert!(s.get(&c.call_uuid, &None).is_none());
-        assert_eq!(s.get(&c.call_uuid, &Some("t1".into())).unwrap().status, "in-progress");
+        assert_eq!(
+            s.get(&c.call_uuid, &Some("t1".into())).unwrap().status,
+            "in-progress"
+        );
         assert_eq!(s.hangup(&c.call_uuid, &None), Err(HangupError::NotFound));
     }
 

@@ -58,7 +58,10 @@ pub struct Faults {
 
 impl Faults {
     pub fn new(global: GlobalFaults) -> Faults {
-        Faults { global, scripts: Mutex::new(HashMap::new()) }
+        Faults {
+            global,
+            scripts: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Replaces the script for `id`.
@@ -87,7 +90,10 @@ impl Faults {
         }
         let g = &self.global;
         if g.drop_rate > 0.0 && random_unit() < g.drop_rate {
-            return Some(Injected::Scripted(Scripted { drop: true, ..blank() }));
+            return Some(Injected::Scripted(Scripted {
+                drop: true,
+                ..blank()
+            }));
         }
         if g.rate_limit_rate > 0.0 && random_unit() < g.rate_limit_rate {
             return Some(Injected::Scripted(Scripted {
@@ -97,14 +103,24 @@ impl Faults {
             }));
         }
         if g.error_rate > 0.0 && random_unit() < g.error_rate {
-            return Some(Injected::Scripted(Scripted { status: Some(503), ..blank() }));
+            return Some(Injected::Scripted(Scripted {
+                status: Some(503),
+                ..blank()
+            }));
         }
         None
     }
 }
 
 fn blank() -> Scripted {
-    Scripted { status: None, retry_after: None, body: None, delay_ms: None, drop: false, hang: false }
+    Scripted {
+        status: None,
+        retry_after: None,
+        body: None,
+        delay_ms: None,
+        drop: false,
+        hang: false,
+    }
 }
 
 /// A random u64 from std's randomly keyed hasher (no rand crate needed for a simulator).
@@ -130,18 +146,55 @@ mod tests {
     #[test]
     fn scripts_run_in_order_then_stop() {
         let f = Faults::new(GlobalFaults::default());
-        f.script("c1", vec![Scripted { status: Some(503), ..blank() }, Scripted { drop: true, ..blank() }]);
-        assert_eq!(f.next(Some("c1")), Some(Injected::Scripted(Scripted { status: Some(503), ..blank() })));
-        assert_eq!(f.next(Some("c1")), Some(Injected::Scripted(Scripted { drop: true, ..blank() })));
+        f.script(
+            "c1",
+            vec![
+                Scripted {
+                    status: Some(503),
+                    ..blank()
+                },
+                Scripted {
+                    drop: true,
+                    ..blank()
+                },
+            ],
+        );
+        assert_eq!(
+            f.next(Some("c1")),
+            Some(Injected::Scripted(Scripted {
+                status: Some(503),
+                ..blank()
+            }))
+        );
+        assert_eq!(
+            f.next(Some("c1")),
+            Some(Injected::Scripted(Scripted {
+                drop: true,
+                ..blank()
+            }))
+        );
         assert_eq!(f.next(Some("c1")), None);
         assert_eq!(f.next(Some("c2")), None);
     }
 
     #[test]
     fn rates() {
-        let f = Faults::new(GlobalFaults { error_rate: 1.0, ..Default::default() });
-        assert_eq!(f.next(None), Some(Injected::Scripted(Scripted { status: Some(503), ..blank() })));
-        let f = Faults::new(GlobalFaults { rate_limit_rate: 0.5, retry_after_secs: 2, ..Default::default() });
+        let f = Faults::new(GlobalFaults {
+            error_rate: 1.0,
+            ..Default::default()
+        });
+        assert_eq!(
+            f.next(None),
+            Some(Injected::Scripted(Scripted {
+                status: Some(503),
+                ..blank()
+            }))
+        );
+        let f = Faults::new(GlobalFaults {
+            rate_limit_rate: 0.5,
+            retry_after_secs: 2,
+            ..Default::default()
+        });
         let n = (0..2000).filter(|_| f.next(None).is_some()).count();
         assert!((800..1200).contains(&n), "{n}");
     }

@@ -26,21 +26,33 @@ const USAGE: &str = "usage: tryvox-sim [options]
 
 fn parse() -> Result<Config, String> {
     let mut c = Config::default();
-    let mut f = GlobalFaults { retry_after_secs: 1, ..Default::default() };
+    let mut f = GlobalFaults {
+        retry_after_secs: 1,
+        ..Default::default()
+    };
     let (mut cert, mut key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
         let rate = |v: String| -> Result<f64, String> {
-            v.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)).ok_or_else(|| format!("bad rate {v}"))
+            v.parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| format!("bad rate {v}"))
         };
         match a.as_str() {
             "--listen" => c.bind = val()?.parse().map_err(|e| format!("--listen: {e}"))?,
             "--account" => c.account = val()?,
             "--api-key" => c.api_key = val()?,
-            "--answer-delay-ms" => c.answer_delay = Some(Duration::from_millis(val()?.parse().map_err(|e| format!("{e}"))?)),
+            "--answer-delay-ms" => {
+                c.answer_delay = Some(Duration::from_millis(
+                    val()?.parse().map_err(|e| format!("{e}"))?,
+                ))
+            }
             "--no-auto-answer" => c.answer_delay = None,
-            "--latency-ms" => f.latency = Duration::from_millis(val()?.parse().map_err(|e| format!("{e}"))?),
+            "--latency-ms" => {
+                f.latency = Duration::from_millis(val()?.parse().map_err(|e| format!("{e}"))?)
+            }
             "--error-rate" => f.error_rate = rate(val()?)?,
             "--rate-limit-rate" => f.rate_limit_rate = rate(val()?)?,
             "--retry-after" => f.retry_after_secs = val()?.parse().map_err(|e| format!("{e}"))?,
@@ -71,7 +83,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let code = rt.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(config.bind).await {
             Ok(l) => l,
@@ -81,18 +96,28 @@ fn main() {
             }
         };
         let addr = listener.local_addr().expect("bound address");
-        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         // The first line is the base URL, for scripts to read.
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{scheme}://{addr}");
         let _ = writeln!(out, "account: {}", config.account);
-        let _ = writeln!(out, "api key: {} (a simulator key, not a secret)", config.api_key);
+        let _ = writeln!(
+            out,
+            "api key: {} (a simulator key, not a secret)",
+            config.api_key
+        );
         let _ = out.flush();
         drop(out);
         let stop = Arc::new(Notify::new());
         let s2 = Arc::clone(&stop);
         tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

@@ -89,7 +89,10 @@ pub async fn serve(listener: TcpListener, config: Config, stop: Arc<Notify>) -> 
             let builder = http1::Builder::new();
             match tls {
                 Some(acceptor) => {
-                    let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
+                    let Ok(Ok(s)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await
+                    else {
                         return;
                     };
                     tokio::select! {
@@ -126,7 +129,11 @@ pub fn spawn(config: Config) -> std::io::Result<Running> {
         .build()?;
     let listener = rt.block_on(TcpListener::bind(config.bind))?;
     let addr = listener.local_addr()?;
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let stop = Arc::new(Notify::new());
     let (s2, c2) = (Arc::clone(&stop), config.clone());
     let (tx, rx) = std::sync::mpsc::channel();
@@ -141,13 +148,22 @@ pub fn spawn(config: Config) -> std::io::Result<Running> {
     if let Ok(Err(e)) = rx.recv_timeout(Duration::from_millis(50)) {
         return Err(std::io::Error::other(e));
     }
-    Ok(Running { addr, base_url: format!("{scheme}://{addr}"), config, stop, thread: Some(thread) })
+    Ok(Running {
+        addr,
+        base_url: format!("{scheme}://{addr}"),
+        config,
+        stop,
+        thread: Some(thread),
+    })
 }
 
 impl Running {
     /// `{base}/v1/voice/accounts/{account}/calls`
     pub fn calls_url(&self) -> String {
-        format!("{}/v1/voice/accounts/{}/calls", self.base_url, self.config.account)
+        format!(
+            "{}/v1/voice/accounts/{}/calls",
+            self.base_url, self.config.account
+        )
     }
 }
 

@@ -65,7 +65,12 @@ impl Webhooks {
     }
 
     pub fn deliveries(&self) -> Vec<Value> {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
@@ -85,6 +90,11 @@ impl Inbox {
     }
 
     pub fn all(&self) -> Vec<Value> {
-        self.items.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+        self.items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 }

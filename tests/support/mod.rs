@@ -125,7 +125,12 @@ impl TestServer {
             });
             rt.shutdown_timeout(Duration::from_millis(100));
         });
-        TestServer { addr, state, shutdown, thread: Some(thread) }
+        TestServer {
+            addr,
+            state,
+            shutdown,
+            thread: Some(thread),
+        }
     }
 
     pub fn base_url(&self) -> String {
@@ -139,7 +144,10 @@ impl TestServer {
     /// Requests whose path ends with `/calls/{id}`.
     pub fn requests_for(&self, id: &str) -> Vec<Seen> {
         let suffix = format!("/calls/{id}");
-        self.requests().into_iter().filter(|s| s.path.ends_with(&suffix)).collect()
+        self.requests()
+            .into_iter()
+            .filter(|s| s.path.ends_with(&suffix))
+            .collect()
     }
 
     pub fn count_for(&self, id: &str) -> usize {
@@ -172,13 +180,17 @@ fn reply(status: u16, body: &str) -> Response<BoxBody> {
     let mut r = Response::new(full(body.to_owned()));
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
     if !body.is_empty() {
-        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
     }
     r
 }
 
 fn nested(status: u16, code: &str, msg: &str) -> Response<BoxBody> {
-    reply(status, &format!(r#"{{"error":{{"code":"{code}","message":"{msg}"}}}}"#))
+    reply(
+        status,
+        &format!(r#"{{"error":{{"code":"{code}","message":"{msg}"}}}}"#),
+    )
 }
 
 /// Parses `N-rest` into (N, rest).
@@ -187,7 +199,12 @@ fn num(s: &str) -> (u64, &str) {
     (n.parse().unwrap_or(0), rest)
 }
 
-async fn handle(req: Request<Incoming>, conn: usize, st: Arc<State>, kill: Arc<Notify>) -> Response<BoxBody> {
+async fn handle(
+    req: Request<Incoming>,
+    conn: usize,
+    st: Arc<State>,
+    kill: Arc<Notify>,
+) -> Response<BoxBody> {
     let path = req.uri().path().to_owned();
     st.seen.lock().unwrap().push(Seen {
         method: req.method().to_string(),
@@ -195,7 +212,12 @@ async fn handle(req: Request<Incoming>, conn: usize, st: Arc<State>, kill: Arc<N
         headers: req
             .headers()
             .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         connection: conn,
     });
@@ -218,13 +240,19 @@ async fn handle(req: Request<Incoming>, conn: usize, st: Arc<State>, kill: Arc<N
         return reply(204, "");
     }
     if id.starts_with("nf-flat-") {
-        return reply(404, &format!(r#"{{"error":"call_not_found","message":"Call with UUID {id} not found"}}"#));
+        return reply(
+            404,
+            &format!(r#"{{"error":"call_not_found","message":"Call with UUID {id} not found"}}"#),
+        );
     }
     if id.starts_with("nf-nested-") {
         return nested(404, "NOT_FOUND", "No such call");
     }
     if id.starts_with("end-flat-") {
-        return reply(404, r#"{"error":"call_already_ended","message":"Call has already ended"}"#);
+        return reply(
+            404,
+            r#"{"error":"call_already_ended","message":"Call has already ended"}"#,
+        );
     }
     if id.starts_with("end-nested-") {
         return nested(404, "call_already_ended", "Call has already ended");
@@ -234,7 +262,8 @@ async fn handle(req: Request<Incoming>, conn: usize, st: Arc<State>, kill: Arc<N
     }
     if id.starts_with("nf-html-") {
         let mut r = reply(404, "<html><body><h1>404 Not Found</h1>nginx</body></html>");
-        r.headers_mut().insert("content-type", "text/html".parse().unwrap());
+        r.headers_mut()
+            .insert("content-type", "text/html".parse().unwrap());
         return r;
     }
     if let Some(rest) = id.strip_prefix("st-") {
@@ -262,7 +291,8 @@ async fn handle(req: Request<Incoming>, conn: usize, st: Arc<State>, kill: Arc<N
         let (k, _) = num(rest);
         if nth as u64 <= k {
             let mut r = nested(429, "RATE_LIMITED", "slow down");
-            r.headers_mut().insert("retry-after", secs.to_string().parse().unwrap());
+            r.headers_mut()
+                .insert("retry-after", secs.to_string().parse().unwrap());
             return r;
         }
         return reply(204, "");
@@ -274,7 +304,10 @@ async fn handle(req: Request<Incoming>, conn: usize, st: Arc<State>, kill: Arc<N
             // +1 s: HTTP dates have whole seconds, so round up rather than down.
             let when = SystemTime::now() + Duration::from_secs(secs + 1);
             let mut r = nested(429, "RATE_LIMITED", "slow down");
-            r.headers_mut().insert("retry-after", httpdate::fmt_http_date(when).parse().unwrap());
+            r.headers_mut().insert(
+                "retry-after",
+                httpdate::fmt_http_date(when).parse().unwrap(),
+            );
             return r;
         }
         return reply(204, "");
@@ -290,7 +323,10 @@ async fn handle(req: Request<Incoming>, conn: usize, st: Arc<State>, kill: Arc<N
         if nth == 1 {
             return nested(503, "UNAVAILABLE", "try again");
         }
-        return reply(404, r#"{"error":"call_already_ended","message":"Call has already ended"}"#);
+        return reply(
+            404,
+            r#"{"error":"call_already_ended","message":"Call has already ended"}"#,
+        );
     }
     if id.starts_with("hang-") {
         std::future::pending::<()>().await;
@@ -302,7 +338,11 @@ async fn handle(req: Request<Incoming>, conn: usize, st: Arc<State>, kill: Arc<N
     }
     if id.starts_with("huge-") {
         let mut r = Response::new(
-            HugeBody { left: 100 * 1024 * 1024, st: Arc::clone(&st) }.boxed(),
+            HugeBody {
+                left: 100 * 1024 * 1024,
+                st: Arc::clone(&st),
+            }
+            .boxed(),
         );
         *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
         return r;
@@ -312,7 +352,8 @@ async fn handle(req: Request<Incoming>, conn: usize, st: Arc<State>, kill: Arc<N
     }
     if id.starts_with("redirect-") {
         let mut r = reply(301, "");
-        r.headers_mut().insert("location", "http://127.0.0.2:1/elsewhere".parse().unwrap());
+        r.headers_mut()
+            .insert("location", "http://127.0.0.2:1/elsewhere".parse().unwrap());
         return r;
     }
     reply(500, "unknown test id")
@@ -328,7 +369,10 @@ impl Body for HugeBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         if this.left == 0 {
             return Poll::Ready(None);
@@ -348,4 +392,55 @@ impl Body for HugeBody {
 pub fn uniq(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!("{prefix}{}", N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// target/debug (or release): where cargo put libtryvox.so for this test run.
+pub fn target_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// Compiles a C program from the repository with the `cc` crate's compiler, warnings as
+/// errors, against include/tryvox.h and the built libtryvox.so (through its SONAME link).
+pub fn compile_c(src: &str, name: &str) -> std::path::PathBuf {
+    use std::path::Path;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c");
+    let lib = out.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let so = target_dir().join("libtryvox.so");
+    assert!(so.exists(), "{} not built", so.display());
+    for n in ["libtryvox.so", "libtryvox.so.0"] {
+        let link = lib.join(n);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&so, &link).unwrap();
+    }
+    let exe = out.join(name);
+    let status = cc::Build::new()
+        .cargo_metadata(false)
+        .target("x86_64-unknown-linux-gnu")
+        .host("x86_64-unknown-linux-gnu")
+        .opt_level(1)
+        .get_compiler()
+        .to_command()
+        .args([
+            "-std=c99",
+            "-D_DEFAULT_SOURCE",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-g",
+        ])
+        .arg(format!("-I{}", root.join("include").display()))
+        .arg(root.join(src))
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-ltryvox")
+        .status()
+        .unwrap();
+    assert!(status.success(), "compiling {src} failed");
+    exe
 }
