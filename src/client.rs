@@ -10,11 +10,13 @@ use std::time::{Duration, Instant, SystemTime};
 use ureq::http::header::{AUTHORIZATION, RETRY_AFTER};
 use ureq::http::HeaderValue;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::unversioned::transport::DefaultConnector;
 use ureq::Agent;
 
 use crate::error::{Error, Status};
 use crate::options::{LogFn, LogLevel, Options};
 use crate::pool::{WorkerPool, MAX_WORKERS};
+use crate::resolve::CachingResolver;
 use crate::response::{self, MAX_BODY};
 use crate::retry::{self, Decision, Failure};
 use crate::secret::ApiKey;
@@ -82,7 +84,7 @@ impl Client {
         if let Some(path) = &options.ca_file {
             tls = tls.root_certs(load_roots(path)?);
         }
-        let agent: Agent = Agent::config_builder()
+        let config = Agent::config_builder()
             .http_status_as_error(false)
             // A redirect is not part of the API; following one could carry the call
             // elsewhere. It is reported as a protocol error instead.
@@ -92,10 +94,17 @@ impl Client {
             .proxy(proxy)
             .tls_config(tls.build())
             .timeout_connect(Some(options.connect_timeout))
+            // The first attempt has the whole budget; retries override it per request.
+            .timeout_global(Some(options.timeout))
+            // A hangup's request and response are a few hundred bytes: ureq's 128 KiB
+            // default buffers per connection would cost memory and copying for nothing.
+            .input_buffer_size(16 * 1024)
+            .output_buffer_size(8 * 1024)
+            .max_response_header_size(16 * 1024)
             .max_idle_connections(2 * MAX_WORKERS)
             .max_idle_connections_per_host(2 * MAX_WORKERS)
-            .build()
-            .into();
+            .build();
+        let agent = Agent::with_parts(config, DefaultConnector::new(), CachingResolver::default());
         let tenant = match &options.tenant_id {
             Some(t) => Some(
                 HeaderValue::from_str(t)
@@ -263,7 +272,8 @@ impl Core {
             if left.is_zero() {
                 return Err(self.deadline_error(start));
             }
-            let attempt = self.attempt(&url, call_uuid, left);
+            let budget = (retries > 0).then_some(left);
+            let attempt = self.attempt(&url, call_uuid, budget);
             let err = match attempt.result {
                 Ok(http_status) => return Ok(http_status),
                 Err(e) => e,
@@ -310,8 +320,9 @@ impl Core {
         )
     }
 
-    /// One DELETE on the pooled agent, bounded by `left`.
-    fn attempt(&self, url: &str, call_uuid: &str, left: Duration) -> Attempt {
+    /// One DELETE on the pooled agent, bounded by `budget` (None: the agent's own total
+    /// timeout, which is the whole budget of a first attempt).
+    fn attempt(&self, url: &str, call_uuid: &str, budget: Option<Duration>) -> Attempt {
         let t0 = Instant::now();
         let mut req = self
             .agent
@@ -320,7 +331,11 @@ impl Core {
         if let Some(t) = &self.tenant {
             req = req.header("X-Tenant-ID", t.clone());
         }
-        let sent = req.config().timeout_global(Some(left)).build().call();
+        let sent = match budget {
+            // A per-request config clones the agent's; only retries need one.
+            Some(left) => req.config().timeout_global(Some(left)).build().call(),
+            None => req.call(),
+        };
         let mut response = match sent {
             Ok(r) => r,
             Err(e) => {

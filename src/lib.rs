@@ -17,6 +17,7 @@ mod error;
 pub mod ffi;
 mod options;
 mod pool;
+mod resolve;
 mod response;
 mod retry;
 mod secret;

@@ -85,9 +85,14 @@ impl Store {
     }
 
     pub fn create(&self, new: NewCall, tenant: Option<String>) -> Call {
+        self.create_with_id(new, tenant, uuid_v4())
+    }
+
+    /// As `create`, with a chosen call id (seeding fixtures for tests and benchmarks).
+    pub fn create_with_id(&self, new: NewCall, tenant: Option<String>, call_uuid: String) -> Call {
         let call = Call {
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
-            call_uuid: uuid_v4(),
+            call_uuid,
             request_uuid: uuid_v4(),
             from: new.from,
             to: new.to,

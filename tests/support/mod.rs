@@ -409,7 +409,11 @@ pub fn compile_c(src: &str, name: &str) -> std::path::PathBuf {
     let lib = out.join("lib");
     std::fs::create_dir_all(&lib).unwrap();
     let so = target_dir().join("libtryvox.so");
-    assert!(so.exists(), "{} not built", so.display());
+    assert!(
+        so.exists(),
+        "{} is not built: `cargo test` builds only the rlib; run `cargo build` first (`make test` does)",
+        so.display()
+    );
     for n in ["libtryvox.so", "libtryvox.so.0"] {
         let link = lib.join(n);
         let _ = std::fs::remove_file(&link);
