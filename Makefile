@@ -3,8 +3,10 @@ CARGO ?= cargo
 PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 LIBDIR := target/release
+# Where install-files takes the built libraries from (tests use target/debug).
+BUILD ?= target/release
 
-.PHONY: all build demo test lint header bench clean install
+.PHONY: all build demo test lint header bench clean install install-files
 
 all: build
 
@@ -25,9 +27,27 @@ test:
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The side-by-side benchmark (needs nginx, wrk, libcurl4-openssl-dev, python3 requests);
+# prints the table and records it in BENCHMARKS.md. Not part of `make test`.
+bench:
+	bench/run.sh --write
+
 # Regenerate include/tryvox.h from the sources.
 header:
 	TRYVOX_UPDATE_HEADER=1 $(CARGO) build
+
+# Installs lib/libtryvox.so.$(VERSION) (+ .so.0 and .so links), lib/libtryvox.a, the
+# headers and lib/pkgconfig/tryvox.pc under $(DESTDIR)$(PREFIX).
+install: build install-files
+
+install-files:
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(BUILD)/libtryvox.so $(DESTDIR)$(PREFIX)/lib/libtryvox.so.$(VERSION)
+	ln -sf libtryvox.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libtryvox.so.0
+	ln -sf libtryvox.so.0 $(DESTDIR)$(PREFIX)/lib/libtryvox.so
+	install -m 644 $(BUILD)/libtryvox.a $(DESTDIR)$(PREFIX)/lib/libtryvox.a
+	install -m 644 include/tryvox.h include/tryvox.hpp $(DESTDIR)$(PREFIX)/include/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' tryvox.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/tryvox.pc
 
 clean:
 	$(CARGO) clean

@@ -143,11 +143,12 @@ int main(int argc, char **argv) {
         free(out);
         free_ids(ids, n);
     } else {
-        /* Memory: warm up, then N hangups in chunks; RSS growth shows a leak. */
+        /* Memory: warm up to steady state (threads, pooled connections, allocator arenas:
+         * 100,000 hangups), then N more in chunks; RSS growth over those shows a leak. */
         const long chunk = 20000;
         int *out = malloc(sizeof(int) * (size_t)chunk);
         char **ids = make_ids(prefix, 0, chunk);
-        tryvox_hangup_many(c, (const char *const *)ids, (size_t)chunk, out, 32);
+        for (int w = 0; w < 5; w++) tryvox_hangup_many(c, (const char *const *)ids, (size_t)chunk, out, 32);
         long before = rss_kb();
         double t0 = now(), c0 = cpu_seconds();
         for (long done = 0; done < n; done += chunk) {

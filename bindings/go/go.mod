@@ -1,0 +1,3 @@
+module github.com/tryvox/libtryvox/bindings/go
+
+go 1.19

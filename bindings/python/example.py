@@ -1,0 +1,45 @@
+"""Python example and test against the simulator: threads sharing one client.
+usage: example.py LIVE_ID LIVE_ID LIVE_ID LIVE_ID... (env TRYVOX_BASE_URL, TRYVOX_ACCOUNT_ID, TRYVOX_API_KEY)"""
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import tryvox
+
+ids = sys.argv[1:]
+assert len(ids) >= 4, "need 4 live call ids"
+failures = []
+
+
+def expect(ok, what):
+    if not ok:
+        failures.append(what)
+        print("FAIL:", what, file=sys.stderr)
+
+
+with tryvox.Client(os.environ["TRYVOX_ACCOUNT_ID"], os.environ["TRYVOX_API_KEY"],
+                   base_url=os.environ["TRYVOX_BASE_URL"], user_agent="python-example/1.0") as c:
+    expect(c.hangup(ids[0]) == 204, "first hangup")
+    try:
+        c.hangup(ids[0])
+        expect(False, "second hangup must raise")
+    except tryvox.AlreadyEnded as e:
+        expect(e.http_status == 404 and e.code == "call_already_ended", f"details {e!r}")
+        print("second hangup:", tryvox.status_str(e.status) + ":", e)
+    try:
+        c.hangup("no-such-call")
+        expect(False, "unknown must raise")
+    except tryvox.CallGone as e:
+        expect(isinstance(e, tryvox.NotFound), "NotFound")
+    try:
+        c.hangup("a/b")
+        expect(False, "bad id must raise")
+    except ValueError:
+        pass
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(c.hangup, ids[1:-1]))
+    expect(all(r == 204 for r in results), f"threads {results}")
+    expect(c.hangup_many([ids[-1], ids[0], "nope"], 2) == [tryvox.OK, tryvox.ALREADY_ENDED, tryvox.NOT_FOUND], "many")
+
+print("Python example:", "FAILED" if failures else f"ok (libtryvox {tryvox.version()})")
+sys.exit(1 if failures else 0)
