@@ -443,6 +443,7 @@ pub fn compile_c(src: &str, name: &str) -> std::path::PathBuf {
         .arg(format!("-L{}", lib.display()))
         .arg(format!("-Wl,-rpath,{}", lib.display()))
         .arg("-ltryvox")
+        .arg("-lpthread")
         .status()
         .unwrap();
     assert!(status.success(), "compiling {src} failed");
