@@ -6,7 +6,7 @@ LIBDIR := target/release
 # Where install-files takes the built libraries from (tests use target/debug).
 BUILD ?= target/release
 
-.PHONY: all build demo test lint header bench clean install install-files
+.PHONY: all build demo test lint header bench clean install install-files fuzz
 
 all: build
 
@@ -23,6 +23,11 @@ test:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace
+	fuzz/run.sh
+
+# Just the bounded fuzz run (FUZZ_SECONDS per target, default 60).
+fuzz:
+	fuzz/run.sh
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -340,7 +340,8 @@ impl Core {
             Ok(r) => r,
             Err(e) => {
                 let (status, failure, what) = transport_error(&e);
-                let msg = self.key.scrub(&format!("{what} ({e})"));
+                // Our own words and ureq's: no response arrived, so nothing can echo the key.
+                let msg = format!("{what} ({e})");
                 self.log(LogLevel::Debug, || format!("DELETE {url}: {msg}"));
                 return Attempt {
                     result: Err(Error::new(status, msg)),
@@ -369,9 +370,9 @@ impl Core {
                 t0.elapsed().as_micros()
             )
         });
-        let result = response::classify(http_status, &body, call_uuid)
-            .map(|()| http_status)
-            .map_err(|e| scrub_error(&self.key, e));
+        let result =
+            response::classify_with(http_status, &body, call_uuid, &|s: &str| self.key.scrub(s))
+                .map(|()| http_status);
         let failure = match http_status {
             429 => Failure::RateLimited { retry_after },
             s if response::is_retryable_server_status(s) => Failure::Unavailable,
@@ -385,15 +386,6 @@ impl Core {
             f(level, &message());
         }
     }
-}
-
-fn scrub_error(key: &ApiKey, e: Error) -> Error {
-    let msg = key.scrub(e.message());
-    if msg == e.message() {
-        return e;
-    }
-    let code = key.scrub(e.server_code());
-    Error::new(e.status(), msg).with_http(e.http_status(), code)
 }
 
 /// Maps a failure before any response to a status, a retry class and a plain description.

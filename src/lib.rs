@@ -34,6 +34,6 @@ pub use pool::MAX_WORKERS;
 /// Pure pieces exposed for the fuzz targets; not a stable API.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::response::{classify, parse_error_body, parse_retry_after};
+    pub use crate::response::{classify, classify_with, parse_error_body, parse_retry_after};
     pub use crate::validate::{id as validate_id, token as validate_token};
 }

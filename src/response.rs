@@ -57,10 +57,22 @@ fn clean(s: &str, max: usize) -> String {
 
 /// What a response means for a hangup of `call_uuid`.
 pub fn classify(http_status: u16, body: &[u8], call_uuid: &str) -> Result<(), Error> {
+    classify_with(http_status, body, call_uuid, &|s: &str| s.to_owned())
+}
+
+/// As [`classify`], passing the server's own words (decoded code and message) through
+/// `redact` first: a hostile server may echo the API key, in any JSON escaping.
+pub fn classify_with(
+    http_status: u16,
+    body: &[u8],
+    call_uuid: &str,
+    redact: &dyn Fn(&str) -> String,
+) -> Result<(), Error> {
     if (200..300).contains(&http_status) {
         return Ok(());
     }
     let (code, server_msg) = parse_error_body(body);
+    let (code, server_msg) = (redact(&code), redact(&server_msg));
     let status = match http_status {
         404 if is_already_ended(&code) => Status::AlreadyEnded,
         404 => Status::NotFound,
@@ -188,6 +200,17 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.server_code(), "UNAUTHORIZED");
         assert!(!e.message().contains('\n'));
+    }
+
+    #[test]
+    fn server_words_are_redacted_after_decoding() {
+        let body =
+            br#"{"error":{"code":"UNAUTHORIZED","message":"key tvx\u005fsk_test_x is bad"}}"#;
+        let e = classify_with(401, body, "c1", &|s: &str| {
+            s.replace("tvx_sk_test_x", "[REDACTED]")
+        })
+        .unwrap_err();
+        assert_eq!(e.message(), "the API key was refused; check the key and the account id (HTTP 401, UNAUTHORIZED): key [REDACTED] is bad");
     }
 
     #[test]
