@@ -22,6 +22,14 @@ mod response;
 mod retry;
 mod secret;
 mod validate;
+#[cfg(feature = "wipe-freed-memory")]
+mod wipe_alloc;
+
+/// Every block the library frees is zeroed first, so no copy of the API key (ours or
+/// the HTTP stack's) outlives the client. See `wipe_alloc.rs`.
+#[cfg(feature = "wipe-freed-memory")]
+#[global_allocator]
+static ALLOCATOR: wipe_alloc::WipingAllocator = wipe_alloc::WipingAllocator;
 
 pub use client::{Client, HangupResult, DEFAULT_PARALLEL};
 pub use error::{Error, Status};

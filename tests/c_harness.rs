@@ -204,3 +204,18 @@ fn threads_sharing_a_client_under_memcheck_and_asan() {
         assert!(std::env::var("CI").is_err(), "clang is required in CI");
     }
 }
+
+/// No copy of the key survives `tryvox_client_free` in the process's writable memory.
+#[test]
+fn no_copy_of_the_key_survives_client_free() {
+    let exe = compile("tests/c/wipe.c", "wipe");
+    let server = TestServer::start();
+    let out = Command::new(&exe).arg(server.base_url()).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(out.status.success(), "{text}");
+}
