@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ureq::http::header::{AUTHORIZATION, RETRY_AFTER};
 use ureq::http::HeaderValue;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
-use ureq::unversioned::transport::DefaultConnector;
+use ureq::unversioned::transport::{ConnectProxyConnector, Connector, RustlsConnector};
 use ureq::Agent;
 
 use crate::error::{Error, Status};
@@ -20,6 +20,7 @@ use crate::resolve::CachingResolver;
 use crate::response::{self, MAX_BODY};
 use crate::retry::{self, Decision, Failure};
 use crate::secret::ApiKey;
+use crate::transport::PollTcpConnector;
 use crate::validate;
 
 /// `hangup_many` parallelism when the caller passes 0.
@@ -104,7 +105,12 @@ impl Client {
             .max_idle_connections(2 * MAX_WORKERS)
             .max_idle_connections_per_host(2 * MAX_WORKERS)
             .build();
-        let agent = Agent::with_parts(config, DefaultConnector::new(), CachingResolver::default());
+        // ureq's default chain, with our poll()-driven TCP transport in place of its own.
+        let connector =
+            ().chain(ConnectProxyConnector::default())
+                .chain(PollTcpConnector)
+                .chain(RustlsConnector::default());
+        let agent = Agent::with_parts(config, connector, CachingResolver::default());
         let tenant = match &options.tenant_id {
             Some(t) => Some(
                 HeaderValue::from_str(t)

@@ -21,6 +21,7 @@ mod resolve;
 mod response;
 mod retry;
 mod secret;
+mod transport;
 mod validate;
 #[cfg(feature = "wipe-freed-memory")]
 mod wipe_alloc;
