@@ -33,16 +33,23 @@ for server, label in [("nginx", "nginx 1 worker, `return 204`"), ("sim", "tryvox
     out.append(f"\n### Bulk: {label}\n")
     out.append("| client | hangups | failed | hangups/s | ratio to wrk |")
     out.append("|---|---|---|---|---|")
+    # Against the simulator the 2,000 warm-up ids are not live calls: only the timed ids count.
     out.append(f"| libtryvox `tryvox_hangup_many`, 32 in flight | {bulk['n']} | {bulk['failed']} | {bulk['per_sec']:,} | {bulk['per_sec'] / wrk['per_sec']:.2f} |")
     out.append(f"| wrk -t2 -c32 (the server's ceiling) | {wrk['total']:,} | {wrk['non2xx']} non-2xx | {wrk['per_sec']:,} | 1.00 |\n")
 mem = get("nginx", "tryvox mem")
 if mem:
-    growth = (mem["rss_after_kb"] - mem["rss_before_kb"]) / 1024
+    mib = lambda kb: kb / 1024
+    whole = mib(mem["rss_after_kb"] - mem["rss_before_kb"]) * 1e6 / mem["n"]
+    second_half = mib(mem["rss_after_kb"] - mem["rss_mid_kb"]) * 1e6 / (mem["n"] / 2)
     out.append("### Memory (libtryvox, nginx)\n")
-    out.append("| hangups | failed | peak RSS | RSS after warm-up | RSS at end | growth per million |")
-    out.append("|---|---|---|---|---|---|")
-    out.append(f"| {mem['n']:,} | {mem['failed']} | {mem['max_rss_kb'] / 1024:.1f} MiB | {mem['rss_before_kb'] / 1024:.1f} MiB | "
-               f"{mem['rss_after_kb'] / 1024:.1f} MiB | {growth * 1e6 / mem['n']:.2f} MiB |")
+    out.append("| hangups | failed | peak RSS | RSS after warm-up | RSS at half | RSS at end | growth per million, whole run | growth per million, second half |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    out.append(f"| {mem['n']:,} | {mem['failed']} | {mib(mem['max_rss_kb']):.1f} MiB | {mib(mem['rss_before_kb']):.1f} MiB | "
+               f"{mib(mem['rss_mid_kb']):.1f} MiB | {mib(mem['rss_after_kb']):.1f} MiB | {whole:.2f} MiB | {second_half:.2f} MiB |")
+    out.append("\nA leak grows with the number of hangups; a one-time step (worker threads, pooled "
+               "connections, allocator arenas reaching their steady size) does not. Runs of 0.5, 2 and "
+               "4 million hangups all grew by the same ~4.5 MiB over a 20,000-hangup warm-up, so the "
+               "second-half figure is the leak measure.")
 text = "\n".join(out) + "\n"
 print(text)
 if write:
