@@ -518,3 +518,37 @@ fn threads_share_one_client() {
         s.connections()
     );
 }
+
+#[test]
+fn a_panic_in_a_worker_is_internal_error_and_the_pool_lives_on() {
+    let s = TestServer::start();
+    let mut o = opts(&s);
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c2 = Arc::clone(&calls);
+    // A log function that panics on its first call: a stand-in for a bug inside a hangup.
+    o.set_log_fn(Some(Arc::new(move |_, _: &str| {
+        if c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            panic!("deliberate test panic inside a hangup");
+        }
+    })));
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx2 = tx.clone();
+    c.hangup_async(&uniq("ok-"), move |_, r| {
+        tx.send(r.map_err(|e| e.status())).unwrap()
+    })
+    .unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        Err(Status::InternalError)
+    );
+    // The same pool and client keep working.
+    c.hangup_async(&uniq("ok-"), move |_, r| {
+        tx2.send(r.map_err(|e| e.status())).unwrap()
+    })
+    .unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Ok(204));
+    let many = c.hangup_many(&[uniq("ok-"), uniq("nf-flat-")], 2).unwrap();
+    assert_eq!(many[0].as_ref().map_err(|e| e.status()), Ok(&204));
+    assert_eq!(many[1].as_ref().unwrap_err().status(), Status::NotFound);
+}

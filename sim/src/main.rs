@@ -96,6 +96,19 @@ fn main() {
             }
         };
         let addr = listener.local_addr().expect("bound address");
+        // Handlers go in before the URL is printed: a supervisor may signal the moment
+        // it reads that line.
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => {
+                eprintln!("tryvox-sim: cannot install signal handlers");
+                return 1;
+            }
+        };
         let scheme = if config.tls.is_some() {
             "https"
         } else {
@@ -115,11 +128,8 @@ fn main() {
         let stop = Arc::new(Notify::new());
         let s2 = Arc::clone(&stop);
         tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
             s2.notify_one();
