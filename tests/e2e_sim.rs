@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod support;
-use support::compile_c;
+use support::{compile_c, seed_calls};
 
 use tryvox::{Client, Options, Status};
 use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
@@ -20,23 +20,6 @@ fn control() -> ureq::Agent {
         .http_status_as_error(false)
         .build()
         .into()
-}
-
-fn seed(s: &Running, n: usize) -> Vec<String> {
-    let body = format!(r#"{{"count":{n}}}"#);
-    let mut r = control()
-        .post(format!("{}/_sim/seed", s.base_url))
-        .header("content-type", "application/json")
-        .send(body.as_bytes())
-        .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-    v["call_uuids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_owned())
-        .collect()
 }
 
 fn script(s: &Running, id: &str, json: &str) {
@@ -74,7 +57,7 @@ fn st(r: tryvox::HangupResult) -> Status {
 fn hangup_lifecycle_against_the_simulator() {
     let s = sim();
     let c = client_for(&s, |_| {});
-    let ids = seed(&s, 2);
+    let ids = seed_calls(&s, 2);
     assert_eq!(c.hangup(&ids[0]).unwrap(), 204);
     assert_eq!(call_status(&s, &ids[0]), "completed");
     assert_eq!(st(c.hangup(&ids[0])), Status::AlreadyEnded);
@@ -120,7 +103,7 @@ fn tenant_option_scopes_hangups() {
 fn simulator_faults_are_retried_as_the_contract_says() {
     let s = sim();
     let c = client_for(&s, |_| {});
-    let ids = seed(&s, 4);
+    let ids = seed_calls(&s, 4);
     script(
         &s,
         &ids[0],
@@ -225,7 +208,7 @@ fn tls_with_a_private_ca() {
 #[test]
 fn ten_thousand_hangups_in_one_call() {
     let s = sim();
-    let live = seed(&s, 8000);
+    let live = seed_calls(&s, 8000);
     let c = client_for(&s, |o| o.set_timeout(Duration::from_secs(30)).unwrap());
     // 1000 are ended beforehand, 2000 ids were never calls.
     let pre = c.hangup_many(&live[..1000], 16).unwrap();
@@ -251,7 +234,7 @@ fn ten_thousand_hangups_in_one_call() {
 #[test]
 fn c_program_against_the_simulator() {
     let s = sim();
-    let ids = seed(&s, 8);
+    let ids = seed_calls(&s, 8);
     let exe = compile_c("tests/c/e2e_sim.c", "e2e_sim");
     let out = std::process::Command::new(&exe)
         .arg(&s.base_url)

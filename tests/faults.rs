@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::have_tool;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -16,22 +18,6 @@ use std::time::{Duration, Instant};
 
 use tryvox::{Client, Options, Status};
 use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{tool} is required in CI (.ci/run installs it)"
-        );
-        eprintln!("\n==================== SKIPPED: {tool} is not installed ====================\n");
-    }
-    ok
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -79,7 +65,7 @@ fn st(r: tryvox::HangupResult) -> Status {
 
 #[test]
 fn nginx_closing_idle_keepalive_connections_causes_no_spurious_failure() {
-    if !have("nginx") {
+    if !have_tool("nginx") {
         return;
     }
     let dir = scratch("nginx");
@@ -266,7 +252,7 @@ fn broken_peers_give_the_right_status_within_the_deadline() {
 
 #[test]
 fn through_a_forward_proxy_and_a_dead_one() {
-    if !have("tinyproxy") {
+    if !have_tool("tinyproxy") {
         return;
     }
     let dir = scratch("tinyproxy");

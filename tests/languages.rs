@@ -9,7 +9,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{compile_c, target_dir};
+use support::{compile_c, have_tool, seed_calls, target_dir};
 use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
 use tryvox_sim::{spawn, Config, Running};
 
@@ -29,38 +29,6 @@ fn work(name: &str) -> PathBuf {
 /// The directory compile_c links against (libtryvox.so and its SONAME link).
 fn lib_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("c").join("lib")
-}
-
-fn have(tool: &str, arg: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg(arg)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{tool} is required in CI (.ci/run installs it)"
-        );
-        eprintln!("\n==================== SKIPPED: {tool} is not installed ====================\n");
-    }
-    ok
-}
-
-fn seed(s: &Running, n: usize) -> Vec<String> {
-    let a: ureq::Agent = ureq::Agent::config_builder().build().into();
-    let mut r = a
-        .post(format!("{}/_sim/seed", s.base_url))
-        .header("content-type", "application/json")
-        .send(format!(r#"{{"count":{n}}}"#).as_bytes())
-        .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-    v["call_uuids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_owned())
-        .collect()
 }
 
 fn env_cmd<'a>(cmd: &'a mut Command, s: &Running) -> &'a mut Command {
@@ -90,7 +58,7 @@ fn check(what: &str, out: Output) -> String {
 fn c_cli_tool() {
     let exe = compile_c("examples/tryvox-hangup.c", "tryvox-hangup");
     let s = spawn(Config::default()).unwrap();
-    let ids = seed(&s, 2);
+    let ids = seed_calls(&s, 2);
     let run = |args: &[&str]| {
         env_cmd(&mut Command::new(&exe), &s)
             .args(args)
@@ -119,7 +87,7 @@ fn c_cli_tool() {
 
 #[test]
 fn cpp_wrapper() {
-    if !have("c++", "--version") {
+    if !have_tool("c++") {
         return;
     }
     compile_c("tests/c/harness.c", "lib-dir-only"); // makes sure lib_dir() exists
@@ -144,7 +112,7 @@ fn cpp_wrapper() {
         .unwrap();
     assert!(status.success());
     let s = spawn(Config::default()).unwrap();
-    let ids = seed(&s, 5);
+    let ids = seed_calls(&s, 5);
     check(
         "C++",
         env_cmd(&mut Command::new(&exe), &s)
@@ -156,7 +124,7 @@ fn cpp_wrapper() {
 
 #[test]
 fn go_binding() {
-    if !have("go", "version") {
+    if !have_tool("go") {
         return;
     }
     compile_c("tests/c/harness.c", "lib-dir-only-go");
@@ -182,7 +150,7 @@ fn go_binding() {
         .unwrap();
     check("go build", out);
     let s = spawn(Config::default()).unwrap();
-    let ids = seed(&s, 6);
+    let ids = seed_calls(&s, 6);
     let text = check(
         "Go",
         env_cmd(&mut Command::new(&exe), &s)
@@ -195,7 +163,7 @@ fn go_binding() {
 
 #[test]
 fn csharp_binding() {
-    if !have("mcs", "--version") || !have("mono", "--version") {
+    if !have_tool("mcs") || !have_tool("mono") {
         return;
     }
     compile_c("tests/c/harness.c", "lib-dir-only-cs");
@@ -209,7 +177,7 @@ fn csharp_binding() {
         .unwrap();
     check("mcs", out);
     let s = spawn(Config::default()).unwrap();
-    let ids = seed(&s, 6);
+    let ids = seed_calls(&s, 6);
     let text = check(
         "C#",
         env_cmd(&mut Command::new("mono"), &s)
@@ -223,12 +191,12 @@ fn csharp_binding() {
 
 #[test]
 fn python_binding() {
-    if !have("python3", "--version") {
+    if !have_tool("python3") {
         return;
     }
     compile_c("tests/c/harness.c", "lib-dir-only-py");
     let s = spawn(Config::default()).unwrap();
-    let ids = seed(&s, 6);
+    let ids = seed_calls(&s, 6);
     let text = check(
         "Python",
         env_cmd(&mut Command::new("python3"), &s)
@@ -246,7 +214,7 @@ fn python_binding() {
 fn module_reload_five_times() {
     let exe = compile_c("tests/c/reload.c", "reload");
     let s = spawn(Config::default()).unwrap();
-    let ids = seed(&s, 5);
+    let ids = seed_calls(&s, 5);
     let so = target_dir().join("libtryvox.so");
     let run = |cmd: &mut Command| {
         cmd.env("TRYVOX_API_KEY", KEY)
@@ -260,7 +228,7 @@ fn module_reload_five_times() {
     let text = check("reload", run(&mut Command::new(&exe)));
     assert!(text.contains("reload: ok"));
     if Command::new("valgrind").arg("--version").output().is_ok() {
-        let ids2 = seed(&s, 5);
+        let ids2 = seed_calls(&s, 5);
         let out = Command::new("valgrind")
             .args([
                 "--error-exitcode=99",
@@ -281,13 +249,13 @@ fn module_reload_five_times() {
                 || text.contains("All heap blocks were freed")
         );
     } else {
-        have("valgrind", "--version");
+        have_tool("valgrind");
     }
 }
 
 #[test]
 fn make_install_then_pkg_config_and_cmake() {
-    if !have("make", "--version") || !have("pkg-config", "--version") {
+    if !have_tool("make") || !have_tool("pkg-config") {
         return;
     }
     let dir = work("install");
@@ -337,7 +305,7 @@ fn make_install_then_pkg_config_and_cmake() {
     cc.args(flags.split_whitespace());
     check("cc with pkg-config flags", cc.output().unwrap());
     let s = spawn(Config::default()).unwrap();
-    let ids = seed(&s, 2);
+    let ids = seed_calls(&s, 2);
     let out = Command::new(&exe)
         .arg(&ids[0])
         .env("TRYVOX_BASE_URL", &s.base_url)
@@ -349,7 +317,7 @@ fn make_install_then_pkg_config_and_cmake() {
     check("installed tryvox-hangup", out);
 
     // The same examples with CMake, finding the installed library through pkg-config.
-    if !have("cmake", "--version") {
+    if !have_tool("cmake") {
         return;
     }
     let build = dir.join("cmake-build");
@@ -371,7 +339,7 @@ fn make_install_then_pkg_config_and_cmake() {
             .unwrap(),
     );
     let out = Command::new(build.join("hangup-cpp"))
-        .args(seed(&s, 5))
+        .args(seed_calls(&s, 5))
         .env("TRYVOX_BASE_URL", &s.base_url)
         .env("TRYVOX_ACCOUNT_ID", ACCOUNT)
         .env("TRYVOX_API_KEY", KEY)

@@ -102,6 +102,21 @@ async fn inject(st: &AppState, id: Option<&str>, ctl: &ConnCtl) -> Option<Respon
     Some(r)
 }
 
+/// What every `/v1` request passes first: injected faults (a broken network or gateway
+/// acts before the API does), then the key and account check.
+async fn gate(
+    st: &AppState,
+    id: Option<&str>,
+    ctl: &ConnCtl,
+    headers: &HeaderMap,
+    account: &str,
+) -> Result<(), Response> {
+    if let Some(r) = inject(st, id, ctl).await {
+        return Err(r);
+    }
+    auth::check(headers, &st.api_key, &st.account, account)
+}
+
 fn validation(field: &str, reason: &str) -> Response {
     (
         StatusCode::BAD_REQUEST,
@@ -204,10 +219,7 @@ async fn create_call(
     Extension(ctl): Extension<ConnCtl>,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = inject(&st, None, &ctl).await {
-        return r;
-    }
-    if let Err(r) = auth::check(&headers, &st.api_key, &st.account, &account) {
+    if let Err(r) = gate(&st, None, &ctl, &headers, &account).await {
         return r;
     }
     match parse_new_call(&body) {
@@ -225,10 +237,7 @@ async fn get_call(
     headers: HeaderMap,
     Extension(ctl): Extension<ConnCtl>,
 ) -> Response {
-    if let Some(r) = inject(&st, Some(&id), &ctl).await {
-        return r;
-    }
-    if let Err(r) = auth::check(&headers, &st.api_key, &st.account, &account) {
+    if let Err(r) = gate(&st, Some(&id), &ctl, &headers, &account).await {
         return r;
     }
     match st.store.get(&id, &auth::tenant(&headers)) {
@@ -258,10 +267,7 @@ async fn list_calls(
     Extension(ctl): Extension<ConnCtl>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    if let Some(r) = inject(&st, None, &ctl).await {
-        return r;
-    }
-    if let Err(r) = auth::check(&headers, &st.api_key, &st.account, &account) {
+    if let Err(r) = gate(&st, None, &ctl, &headers, &account).await {
         return r;
     }
     let page = match q.page.as_deref().map(str::parse::<u64>) {
@@ -301,10 +307,7 @@ async fn hangup_call(
     headers: HeaderMap,
     Extension(ctl): Extension<ConnCtl>,
 ) -> Response {
-    if let Some(r) = inject(&st, Some(&id), &ctl).await {
-        return r;
-    }
-    if let Err(r) = auth::check(&headers, &st.api_key, &st.account, &account) {
+    if let Err(r) = gate(&st, Some(&id), &ctl, &headers, &account).await {
         return r;
     }
     match st.store.hangup(&id, &auth::tenant(&headers)) {

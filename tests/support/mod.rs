@@ -449,3 +449,75 @@ pub fn compile_c(src: &str, name: &str) -> std::path::PathBuf {
     assert!(status.success(), "compiling {src} failed");
     exe
 }
+
+/// Whether `tool` is on PATH. A missing tool prints a loud SKIPPED line; with CI=true
+/// (.ci/run installs every tool) it fails the test instead.
+pub fn have_tool(tool: &str) -> bool {
+    let ok = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{tool} is required in CI (.ci/run installs it)"
+        );
+        eprintln!("\n==================== SKIPPED: {tool} is not installed ====================\n");
+    }
+    ok
+}
+
+/// Creates `n` ringing calls in a simulator and returns their ids.
+pub fn seed_calls(s: &tryvox_sim::Running, n: usize) -> Vec<String> {
+    let a: ureq::Agent = ureq::Agent::config_builder().build().into();
+    let mut r = a
+        .post(format!("{}/_sim/seed", s.base_url))
+        .header("content-type", "application/json")
+        .send(format!(r#"{{"count":{n}}}"#).as_bytes())
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    v["call_uuids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Builds a C program with clang under AddressSanitizer, UBSan and LeakSanitizer, linked
+/// like [`compile_c`] (which must have run once, to lay out the library directory).
+pub fn compile_c_asan(src: &str, name: &str) -> std::path::PathBuf {
+    use std::path::Path;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c");
+    let lib = out.join("lib");
+    let exe = out.join(name);
+    let status = std::process::Command::new("clang")
+        .args([
+            "-std=c99",
+            "-D_DEFAULT_SOURCE",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-g",
+            "-O1",
+        ])
+        .args([
+            "-fsanitize=address,undefined",
+            "-fno-omit-frame-pointer",
+            "-fno-sanitize-recover=all",
+        ])
+        .arg(format!("-I{}", root.join("include").display()))
+        .arg(root.join(src))
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(["-ltryvox", "-lpthread"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "clang build of {src} failed");
+    exe
+}
