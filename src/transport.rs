@@ -5,7 +5,7 @@
 //! `O_NONBLOCK` around a `recv`: about ten system calls per hangup. Here the socket is
 //! non-blocking from the start, each wait is one `poll()` bounded by the deadline, and
 //! the liveness probe of a pooled connection is a single zero-timeout `poll()`, close to
-//! what libcurl does (a hangup costs a send, a poll and a recv, plus two probes).
+//! what libcurl does (a hangup costs a send, a poll, a recv and one probe).
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -44,7 +44,11 @@ impl<In: Transport> Connector<In> for PollTcpConnector {
             details.config.input_buffer_size(),
             details.config.output_buffer_size(),
         );
-        Ok(Some(Either::B(PollTcpTransport { stream, buffers })))
+        Ok(Some(Either::B(PollTcpTransport {
+            stream,
+            buffers,
+            just_read: false,
+        })))
     }
 }
 
@@ -93,6 +97,8 @@ const RDHUP: libc::c_short = 0;
 pub(crate) struct PollTcpTransport {
     stream: Arc<TcpStream>,
     buffers: LazyBuffers,
+    /// Set by a read, cleared by the next liveness probe (see `is_open`).
+    just_read: bool,
 }
 
 impl std::fmt::Debug for PollTcpTransport {
@@ -190,6 +196,7 @@ impl Transport for PollTcpTransport {
             match (&*self.stream).read(buf) {
                 Ok(n) => {
                     self.buffers.input_appended(n);
+                    self.just_read = n > 0;
                     return Ok(n > 0);
                 }
                 Err(e)
@@ -204,7 +211,16 @@ impl Transport for PollTcpTransport {
 
     /// Open means idle: nothing to read and no hang-up. Bytes waiting on an idle
     /// connection mean a body was not read to its end, or the server closed it.
+    ///
+    /// ureq asks twice per request: when it returns the connection to the pool, right
+    /// after reading the response, and when it takes it out again. The second probe sees
+    /// everything the first would (trailing bytes, a hang-up) and more, so the first one,
+    /// recognised as the probe that directly follows a read, is answered without a
+    /// system call.
     fn is_open(&mut self) -> bool {
+        if std::mem::take(&mut self.just_read) {
+            return true;
+        }
         let mut p = libc::pollfd {
             fd: self.stream.as_raw_fd(),
             events: libc::POLLIN | RDHUP,
