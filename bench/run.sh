@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEQ=${SEQ:-20000}; PY=${PY:-3000}; BULK=${BULK:-20000}; MEM=${MEM:-1000000}; WRK_SECS=${WRK_SECS:-5}
+# Each measurement runs REPEAT times, interleaved; the report takes the median.
+REPEAT=${REPEAT:-3}
 for tool in nginx wrk curl-config python3; do
   command -v $tool >/dev/null || { echo "bench: $tool is missing (see the header of bench/run.sh)" >&2; exit 1; }
 done
@@ -49,17 +51,19 @@ echo "warming up..." >&2
 "$work/client" curl seq "$ngxurl" 2000 warm- >/dev/null
 
 for server in nginx sim; do
-  if [ $server = nginx ]; then url=$ngxurl; else url=$simurl
-    seed seq-tryvox- $SEQ; seed seq-curl- $SEQ; seed seq-py- $PY; seed bulk- $BULK
-    seed wrk-0- 500000; seed wrk-1- 500000
-  fi
-  echo "[$server] sequential..." >&2
-  run $server "$work/client" curl seq "$url" $SEQ seq-curl-
-  run $server "$work/client" tryvox seq "$url" $SEQ seq-tryvox-
-  run $server python3 bench/requests_seq.py "$url" $PY seq-py-
-  echo "[$server] bulk..." >&2
-  run $server "$work/client" tryvox bulk "$url" $BULK bulk- 32
-  wrk_run $server "$url" "wrk-"
+  for r in $(seq $REPEAT); do
+    if [ $server = nginx ]; then url=$ngxurl; else url=$simurl
+      # Live calls for this round (a hung-up call cannot be hung up again).
+      seed r$r-seq-tryvox- $SEQ; seed r$r-seq-curl- $SEQ; seed r$r-seq-py- $PY; seed r$r-bulk- $BULK
+      seed r$r-wrk-0- 250000; seed r$r-wrk-1- 250000
+    fi
+    echo "[$server] round $r of $REPEAT: sequential, bulk..." >&2
+    run $server "$work/client" curl seq "$url" $SEQ r$r-seq-curl-
+    run $server "$work/client" tryvox seq "$url" $SEQ r$r-seq-tryvox-
+    run $server python3 bench/requests_seq.py "$url" $PY r$r-seq-py-
+    run $server "$work/client" tryvox bulk "$url" $BULK r$r-bulk- 32
+    wrk_run $server "$url" "r$r-wrk-"
+  done
 done
 echo "[nginx] memory over $MEM hangups..." >&2
 run nginx "$work/client" tryvox mem "$ngxurl" $MEM mem-
