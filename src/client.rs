@@ -258,9 +258,10 @@ struct Attempt {
 }
 
 impl Core {
-    /// A hangup on a pool thread: a panic becomes `InternalError`, never a lost callback.
+    /// A hangup on a pool thread, of an id the caller has validated: a panic becomes
+    /// `InternalError`, never a lost callback.
     fn hangup_guarded(&self, call_uuid: &str) -> HangupResult {
-        catch_unwind(AssertUnwindSafe(|| self.hangup(call_uuid))).unwrap_or_else(|_| {
+        catch_unwind(AssertUnwindSafe(|| self.hangup_valid(call_uuid))).unwrap_or_else(|_| {
             Err(Error::internal(
                 "internal error (a bug in libtryvox was caught); the client is still usable",
             ))
@@ -269,6 +270,12 @@ impl Core {
 
     fn hangup(&self, call_uuid: &str) -> HangupResult {
         validate::id("call_uuid", call_uuid)?;
+        self.hangup_valid(call_uuid)
+    }
+
+    /// The hangup proper, for an id that passed `validate::id` (async and bulk check
+    /// theirs when they are queued, so workers do not check again).
+    fn hangup_valid(&self, call_uuid: &str) -> HangupResult {
         let url = format!("{}{}", self.calls_url, call_uuid);
         let start = Instant::now();
         let deadline = start + self.timeout;

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle, ThreadId};
+use std::thread::{self, JoinHandle};
 
 /// Most threads one client's pool runs: the most hangups one client has in flight from
 /// the pool (a `hangup_many` caller adds its own thread).
@@ -22,7 +22,6 @@ struct State {
     idle: usize,
     shutting_down: bool,
     threads: Vec<JoinHandle<()>>,
-    thread_ids: Vec<ThreadId>,
 }
 
 struct Shared {
@@ -50,7 +49,6 @@ impl WorkerPool {
                     idle: 0,
                     shutting_down: false,
                     threads: Vec::new(),
-                    thread_ids: Vec::new(),
                 }),
                 ready: Condvar::new(),
             }),
@@ -72,10 +70,7 @@ impl WorkerPool {
                 .stack_size(WORKER_STACK)
                 .spawn(move || worker(shared));
             match spawned {
-                Ok(h) => {
-                    st.thread_ids.push(h.thread().id());
-                    st.threads.push(h);
-                }
+                Ok(h) => st.threads.push(h),
                 Err(e) if st.threads.is_empty() => {
                     st.jobs.pop_back();
                     return Err(format!("cannot start a worker thread: {e}"));
@@ -98,18 +93,15 @@ impl WorkerPool {
     /// callback freeing its own client), it cannot join that thread: it joins the others
     /// and that worker exits when its job returns.
     pub(crate) fn shutdown(&self) {
-        let (threads, ids) = {
+        let threads = {
             let mut st = lock(&self.shared.state);
             st.shutting_down = true;
-            (
-                std::mem::take(&mut st.threads),
-                std::mem::take(&mut st.thread_ids),
-            )
+            std::mem::take(&mut st.threads)
         };
         self.shared.ready.notify_all();
         let me = thread::current().id();
-        for (h, id) in threads.into_iter().zip(ids) {
-            if id != me {
+        for h in threads {
+            if h.thread().id() != me {
                 let _ = h.join();
             }
         }

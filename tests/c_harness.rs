@@ -83,7 +83,6 @@ fn c_harness_under_address_and_leak_sanitizer() {
     if !have_tool("clang") {
         return;
     }
-    compile_c("tests/c/harness.c", "harness-libdir");
     let exe = compile_c_asan("tests/c/harness.c", "harness-asan");
     let t = run_ok(
         "harness under ASan/UBSan/LSan",

@@ -9,7 +9,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{compile_c, have_tool, seed_calls, target_dir};
+use support::{c_lib_dir, compile_c, have_tool, seed_calls, target_dir};
 use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
 use tryvox_sim::{spawn, Config, Running};
 
@@ -26,16 +26,11 @@ fn work(name: &str) -> PathBuf {
     d
 }
 
-/// The directory compile_c links against (libtryvox.so and its SONAME link).
-fn lib_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("c").join("lib")
-}
-
 fn env_cmd<'a>(cmd: &'a mut Command, s: &Running) -> &'a mut Command {
     cmd.env("TRYVOX_BASE_URL", &s.base_url)
         .env("TRYVOX_ACCOUNT_ID", ACCOUNT)
         .env("TRYVOX_API_KEY", KEY)
-        .env("LD_LIBRARY_PATH", lib_dir())
+        .env("LD_LIBRARY_PATH", c_lib_dir())
 }
 
 fn check(what: &str, out: Output) -> String {
@@ -90,7 +85,6 @@ fn cpp_wrapper() {
     if !have_tool("c++") {
         return;
     }
-    compile_c("tests/c/harness.c", "lib-dir-only"); // makes sure lib_dir() exists
     let dir = work("cpp");
     let exe = dir.join("hangup-cpp");
     let status = Command::new("c++")
@@ -106,7 +100,7 @@ fn cpp_wrapper() {
         .arg(root().join("examples/cpp/hangup.cpp"))
         .arg("-o")
         .arg(&exe)
-        .arg(format!("-L{}", lib_dir().display()))
+        .arg(format!("-L{}", c_lib_dir().display()))
         .arg("-ltryvox")
         .status()
         .unwrap();
@@ -127,7 +121,6 @@ fn go_binding() {
     if !have_tool("go") {
         return;
     }
-    compile_c("tests/c/harness.c", "lib-dir-only-go");
     let dir = work("go");
     let exe = dir.join("go-example");
     let out = Command::new("go")
@@ -140,7 +133,7 @@ fn go_binding() {
             "CGO_CFLAGS",
             format!("-I{}", root().join("include").display()),
         )
-        .env("CGO_LDFLAGS", format!("-L{}", lib_dir().display()))
+        .env("CGO_LDFLAGS", format!("-L{}", c_lib_dir().display()))
         .env("GOCACHE", dir.join("cache"))
         .env("GOPATH", dir.join("gopath"))
         .env("GOFLAGS", "-mod=mod")
@@ -166,7 +159,6 @@ fn csharp_binding() {
     if !have_tool("mcs") || !have_tool("mono") {
         return;
     }
-    compile_c("tests/c/harness.c", "lib-dir-only-cs");
     let dir = work("csharp");
     let exe = dir.join("example.exe");
     let out = Command::new("mcs")
@@ -194,7 +186,6 @@ fn python_binding() {
     if !have_tool("python3") {
         return;
     }
-    compile_c("tests/c/harness.c", "lib-dir-only-py");
     let s = spawn(Config::default()).unwrap();
     let ids = seed_calls(&s, 6);
     let text = check(
@@ -203,7 +194,7 @@ fn python_binding() {
             .arg(root().join("bindings/python/example.py"))
             .args(&ids)
             .env("PYTHONPATH", root().join("bindings/python"))
-            .env("TRYVOX_LIB", lib_dir().join("libtryvox.so.0"))
+            .env("TRYVOX_LIB", c_lib_dir().join("libtryvox.so.0"))
             .output()
             .unwrap(),
     );

@@ -400,13 +400,12 @@ pub fn target_dir() -> std::path::PathBuf {
     exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
-/// Compiles a C program from the repository with the `cc` crate's compiler, warnings as
-/// errors, against include/tryvox.h and the built libtryvox.so (through its SONAME link).
-pub fn compile_c(src: &str, name: &str) -> std::path::PathBuf {
-    use std::path::Path;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c");
-    let lib = out.join("lib");
+/// The directory the C programs link against: `libtryvox.so` and its SONAME link
+/// `libtryvox.so.0`, both pointing at the library cargo built for this run.
+pub fn c_lib_dir() -> std::path::PathBuf {
+    let lib = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("c")
+        .join("lib");
     std::fs::create_dir_all(&lib).unwrap();
     let so = target_dir().join("libtryvox.so");
     assert!(
@@ -416,38 +415,60 @@ pub fn compile_c(src: &str, name: &str) -> std::path::PathBuf {
     );
     for n in ["libtryvox.so", "libtryvox.so.0"] {
         let link = lib.join(n);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&so, &link).unwrap();
+        // Tests run in parallel: refresh a link only when it is wrong, and accept losing
+        // the race to another test creating the same one.
+        if std::fs::read_link(&link).ok().as_deref() != Some(so.as_path()) {
+            let _ = std::fs::remove_file(&link);
+            let _ = std::os::unix::fs::symlink(&so, &link);
+        }
     }
-    let exe = out.join(name);
-    let status = cc::Build::new()
-        .cargo_metadata(false)
-        .target("x86_64-unknown-linux-gnu")
-        .host("x86_64-unknown-linux-gnu")
-        .opt_level(1)
-        .get_compiler()
-        .to_command()
+    lib
+}
+
+/// Builds `src` (relative to the repository) with `compiler` and `flags`, warnings as
+/// errors, against include/tryvox.h and the built libtryvox.so.
+fn build_c(
+    mut compiler: std::process::Command,
+    flags: &[&str],
+    src: &str,
+    name: &str,
+) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = c_lib_dir();
+    let exe = lib.parent().unwrap().join(name);
+    let status = compiler
         .args([
             "-std=c99",
             "-D_DEFAULT_SOURCE",
             "-Wall",
             "-Wextra",
             "-Werror",
-            "-pedantic",
             "-g",
         ])
+        .args(flags)
         .arg(format!("-I{}", root.join("include").display()))
         .arg(root.join(src))
         .arg("-o")
         .arg(&exe)
         .arg(format!("-L{}", lib.display()))
         .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-ltryvox")
-        .arg("-lpthread")
+        .args(["-ltryvox", "-lpthread"])
         .status()
         .unwrap();
     assert!(status.success(), "compiling {src} failed");
     exe
+}
+
+/// Compiles a C program from the repository with the `cc` crate's compiler (pedantic C99).
+pub fn compile_c(src: &str, name: &str) -> std::path::PathBuf {
+    let compiler = cc::Build::new()
+        .cargo_metadata(false)
+        .target("x86_64-unknown-linux-gnu")
+        .host("x86_64-unknown-linux-gnu")
+        .opt_level(1)
+        .get_compiler()
+        .to_command();
+    build_c(compiler, &["-pedantic"], src, name)
 }
 
 /// Whether `tool` is on PATH. A missing tool prints a loud SKIPPED line; with CI=true
@@ -486,38 +507,13 @@ pub fn seed_calls(s: &tryvox_sim::Running, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Builds a C program with clang under AddressSanitizer, UBSan and LeakSanitizer, linked
-/// like [`compile_c`] (which must have run once, to lay out the library directory).
+/// Builds a C program with clang under AddressSanitizer, UBSan and LeakSanitizer.
 pub fn compile_c_asan(src: &str, name: &str) -> std::path::PathBuf {
-    use std::path::Path;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c");
-    let lib = out.join("lib");
-    let exe = out.join(name);
-    let status = std::process::Command::new("clang")
-        .args([
-            "-std=c99",
-            "-D_DEFAULT_SOURCE",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-g",
-            "-O1",
-        ])
-        .args([
-            "-fsanitize=address,undefined",
-            "-fno-omit-frame-pointer",
-            "-fno-sanitize-recover=all",
-        ])
-        .arg(format!("-I{}", root.join("include").display()))
-        .arg(root.join(src))
-        .arg("-o")
-        .arg(&exe)
-        .arg(format!("-L{}", lib.display()))
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .args(["-ltryvox", "-lpthread"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "clang build of {src} failed");
-    exe
+    let flags = [
+        "-O1",
+        "-fsanitize=address,undefined",
+        "-fno-omit-frame-pointer",
+        "-fno-sanitize-recover=all",
+    ];
+    build_c(std::process::Command::new("clang"), &flags, src, name)
 }
