@@ -39,7 +39,8 @@ enum class status : int {
     network_error = TRYVOX_NETWORK_ERROR,
     tls_error = TRYVOX_TLS_ERROR,
     protocol_error = TRYVOX_PROTOCOL_ERROR,
-    internal_error = TRYVOX_INTERNAL_ERROR
+    internal_error = TRYVOX_INTERNAL_ERROR,
+    busy = TRYVOX_BUSY
 };
 
 namespace detail {

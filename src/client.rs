@@ -18,7 +18,7 @@ use crate::options::{LogFn, LogLevel, Options};
 use crate::pool::{WorkerPool, MAX_WORKERS};
 use crate::resolve::CachingResolver;
 use crate::response::{self, MAX_BODY};
-use crate::retry::{self, Decision, Failure};
+use crate::retry::{self, Decision, Failure, Stop};
 use crate::secret::ApiKey;
 use crate::transport::PollTcpConnector;
 use crate::validate;
@@ -152,7 +152,7 @@ impl Client {
                 let result = core.hangup_guarded(&id);
                 done(&id, result);
             }))
-            .map_err(|e| Error::internal(format!("cannot queue the hangup: {e}")))
+            .map_err(|e| Error::busy(format!("the hangup was not queued: {e}; nothing was sent")))
     }
 
     /// Hangs up every id with at most `max_parallel` requests in flight (0 means
@@ -181,32 +181,21 @@ impl Client {
             ids,
             next: AtomicUsize::new(0),
             results: (0..n).map(|_| OnceLock::new()).collect(),
-            running: Mutex::new(0),
-            finished: Condvar::new(),
+            completed: Mutex::new(0),
+            all_done: Condvar::new(),
         });
-        // The caller's thread is one runner, so the batch progresses even if the pool is
-        // busy (or this is called from a callback on a pool thread).
+        // Helpers on the pool speed the batch up but are never waited for: the caller's
+        // thread runs too, and then waits only for hangups already in flight. A helper
+        // that starts late (every worker busy, e.g. in callbacks that themselves call
+        // this) finds nothing left and returns, so no wait depends on a free worker.
         for _ in 1..runners {
             let (b, core) = (Arc::clone(&batch), Arc::clone(&self.core));
-            *batch.running.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-            let queued = self.pool.submit(Box::new(move || {
-                b.run(&core);
-                b.runner_done();
-            }));
-            if queued.is_err() {
-                batch.runner_done();
+            if self.pool.submit(Box::new(move || b.run(&core))).is_err() {
                 break;
             }
         }
         batch.run(&self.core);
-        let mut running = batch.running.lock().unwrap_or_else(|e| e.into_inner());
-        while *running > 0 {
-            running = batch
-                .finished
-                .wait(running)
-                .unwrap_or_else(|e| e.into_inner());
-        }
-        drop(running);
+        batch.wait_all();
         Ok(batch
             .results
             .iter()
@@ -232,8 +221,9 @@ struct Batch {
     ids: Arc<Vec<String>>,
     next: AtomicUsize,
     results: Vec<OnceLock<HangupResult>>,
-    running: Mutex<usize>,
-    finished: Condvar,
+    /// How many results are set; `all_done` fires when it reaches `ids.len()`.
+    completed: Mutex<usize>,
+    all_done: Condvar,
 }
 
 impl Batch {
@@ -242,12 +232,22 @@ impl Batch {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
             let Some(id) = self.ids.get(i) else { return };
             let _ = self.results[i].set(core.hangup_guarded(id));
+            let mut done = self.completed.lock().unwrap_or_else(|e| e.into_inner());
+            *done += 1;
+            if *done == self.ids.len() {
+                self.all_done.notify_all();
+            }
         }
     }
 
-    fn runner_done(&self) {
-        *self.running.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        self.finished.notify_all();
+    /// Blocks until every id has its result. Called after the caller's own `run`
+    /// returned, so every index is taken: what remains is in flight on a running
+    /// thread, each bounded by its deadline.
+    fn wait_all(&self) {
+        let mut done = self.completed.lock().unwrap_or_else(|e| e.into_inner());
+        while *done < self.ids.len() {
+            done = self.all_done.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
@@ -286,39 +286,55 @@ impl Core {
                 return Err(self.deadline_error(start));
             }
             let budget = (retries > 0).then_some(left);
+            let t0 = Instant::now();
             let attempt = self.attempt(&url, call_uuid, budget);
             let err = match attempt.result {
                 Ok(http_status) => return Ok(http_status),
                 Err(e) => e,
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            match retry::decide(
+            let decision = retry::decide(
                 attempt.failure,
                 retries,
                 self.max_retries,
                 left,
+                t0.elapsed(),
                 retry::jitter(),
-            ) {
-                Decision::Stop => {
+            );
+            let wait = match decision {
+                Decision::RetryAfter(wait) => wait,
+                Decision::Stop(why) => {
+                    let err = match why {
+                        Stop::Final => err,
+                        Stop::RetriesSpent if retries == 0 => err,
+                        Stop::RetriesSpent => err.append(&format!(
+                            "; gave up after {retries} {}",
+                            if retries == 1 { "retry" } else { "retries" }
+                        )),
+                        Stop::NoTime { wait } => err.append(&format!(
+                            "; a retry in {} ms would not fit in the {} ms left of the {} ms deadline",
+                            wait.as_millis(),
+                            left.as_millis(),
+                            self.timeout.as_millis()
+                        )),
+                    };
                     self.log(LogLevel::Info, || {
                         format!("hangup {call_uuid}: {}", err.message())
                     });
                     return Err(err);
                 }
-                Decision::RetryAfter(wait) => {
-                    self.log(LogLevel::Warn, || {
-                        format!(
-                            "hangup {call_uuid}: {}; retry {} of {} in {} ms",
-                            err.message(),
-                            retries + 1,
-                            self.max_retries,
-                            wait.as_millis()
-                        )
-                    });
-                    std::thread::sleep(wait);
-                    retries += 1;
-                }
-            }
+            };
+            self.log(LogLevel::Warn, || {
+                format!(
+                    "hangup {call_uuid}: {}; retry {} of {} in {} ms",
+                    err.message(),
+                    retries + 1,
+                    self.max_retries,
+                    wait.as_millis()
+                )
+            });
+            std::thread::sleep(wait);
+            retries += 1;
         }
     }
 
@@ -353,8 +369,9 @@ impl Core {
             Ok(r) => r,
             Err(e) => {
                 let (status, failure, what) = transport_error(&e);
-                // Our own words and ureq's: no response arrived, so nothing can echo the key.
-                let msg = format!("{what} ({e})");
+                // ureq's words may quote a peer (a proxy's status line, a bad header):
+                // redacted like any server text.
+                let msg = self.key.redact(&format!("{what} ({e})"));
                 self.log(LogLevel::Debug, || format!("DELETE {url}: {msg}"));
                 return Attempt {
                     result: Err(Error::new(status, msg)),
@@ -384,7 +401,7 @@ impl Core {
             )
         });
         let result =
-            response::classify_with(http_status, &body, call_uuid, &|s: &str| self.key.scrub(s))
+            response::classify_with(http_status, &body, call_uuid, &|s: &str| self.key.redact(s))
                 .map(|()| http_status);
         let failure = match http_status {
             429 => Failure::RateLimited { retry_after },

@@ -20,7 +20,7 @@ pub enum Status {
     Unauthorized = 4,
     /// 403.
     Forbidden = 5,
-    /// 429 and no retry fitted in the deadline.
+    /// 429 and no retry (the wait and a useful attempt) fitted in the deadline.
     RateLimited = 6,
     /// 5xx after the retries were spent.
     ServerError = 7,
@@ -34,11 +34,14 @@ pub enum Status {
     ProtocolError = 11,
     /// A bug caught at the boundary (a Rust panic).
     InternalError = 12,
+    /// The library could not take the request (the client is being freed, or no thread
+    /// could be started); nothing was sent. Not a bug: try again, or on another client.
+    Busy = 13,
 }
 
 impl Status {
     /// Every status, in numeric order.
-    pub const ALL: [Status; 13] = [
+    pub const ALL: [Status; 14] = [
         Status::Ok,
         Status::NotFound,
         Status::AlreadyEnded,
@@ -52,6 +55,7 @@ impl Status {
         Status::TlsError,
         Status::ProtocolError,
         Status::InternalError,
+        Status::Busy,
     ];
 
     /// The C status number (`TRYVOX_*`).
@@ -85,6 +89,7 @@ impl Status {
             Status::TlsError => c"TLS error",
             Status::ProtocolError => c"unexpected response",
             Status::InternalError => c"internal error",
+            Status::Busy => c"busy: request not taken",
         }
     }
 }
@@ -120,6 +125,10 @@ impl Error {
         Error::new(Status::InvalidArgument, message)
     }
 
+    pub(crate) fn busy(message: impl Into<String>) -> Error {
+        Error::new(Status::Busy, message)
+    }
+
     pub(crate) fn internal(message: impl Into<String>) -> Error {
         Error::new(Status::InternalError, message)
     }
@@ -127,6 +136,12 @@ impl Error {
     pub(crate) fn with_http(mut self, http_status: u16, server_code: impl Into<String>) -> Error {
         self.http_status = http_status;
         self.server_code = server_code.into();
+        self
+    }
+
+    /// The same error with `more` appended to its message.
+    pub(crate) fn append(mut self, more: &str) -> Error {
+        self.message.push_str(more);
         self
     }
 
@@ -184,12 +199,13 @@ mod tests {
             (Status::TlsError, 10),
             (Status::ProtocolError, 11),
             (Status::InternalError, 12),
+            (Status::Busy, 13),
         ];
         for (s, n) in expected {
             assert_eq!(s.code(), n);
             assert_eq!(Status::from_code(n), Some(s));
         }
-        assert_eq!(Status::from_code(13), None);
+        assert_eq!(Status::from_code(14), None);
         assert_eq!(Status::from_code(-1), None);
     }
 }

@@ -43,6 +43,9 @@ pub use pool::MAX_WORKERS;
 /// Pure pieces exposed for the fuzz targets; not a stable API.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::response::{classify, classify_with, parse_error_body, parse_retry_after};
+    pub use crate::response::{
+        classify, classify_with, parse_error_body, parse_retry_after, MAX_CODE, MAX_MESSAGE,
+    };
+    pub use crate::secret::{redact as redact_key, LEAK_RUN};
     pub use crate::validate::{id as validate_id, token as validate_token};
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ureq::http::uri::Authority;
 use ureq::http::Uri;
 
 use crate::error::Error;
@@ -147,13 +148,19 @@ impl Options {
         Ok(())
     }
 
-    /// An HTTP proxy, `http://host:port`; https requests go through it with CONNECT.
+    /// An HTTP proxy, `http://host:port`; https requests go through it with CONNECT, so
+    /// the proxy never sees the key. A plain-http base URL sends the request, key
+    /// included, to the proxy in clear text: the client then refuses a proxy whose host,
+    /// as written, is not loopback, unless insecure http is allowed.
     pub fn set_proxy(&mut self, proxy_url: &str) -> Result<(), Error> {
         let uri: Uri = proxy_url
             .parse()
             .map_err(|_| Error::invalid("proxy URL is not a valid URL (want http://host:port)"))?;
         if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
             return Err(Error::invalid("proxy URL must be http://host:port"));
+        }
+        if let Some(authority) = uri.authority() {
+            check_port("proxy URL", authority)?;
         }
         ureq::Proxy::new(proxy_url)
             .map_err(|e| Error::invalid(format!("proxy URL is not usable: {e}")))?;
@@ -172,22 +179,36 @@ impl Options {
         self.log = f;
     }
 
-    /// The base URL refused by the clear-text rule, checked when a client is built.
+    /// The clear-text rule, checked when a client is built: a plain-http base URL must
+    /// name a loopback host, and a proxy it goes through must too (the proxy would read
+    /// the key), unless insecure http was allowed.
     pub(crate) fn check_transport_security(&self) -> Result<(), Error> {
         let uri: Uri = self
             .base_url
             .parse()
             .map_err(|_| Error::invalid("bad base URL"))?;
-        if uri.scheme_str() == Some("http")
-            && !self.allow_insecure_http
-            && !is_loopback_host(uri.host().unwrap_or(""))
-        {
+        if uri.scheme_str() != Some("http") || self.allow_insecure_http {
+            return Ok(());
+        }
+        if !is_loopback_host(uri.host().unwrap_or("")) {
             return Err(Error::invalid(
                 "plain http is only allowed to a loopback host (127.0.0.0/8, ::1, localhost); \
                  use https, or call allow_insecure_http to send the API key in clear text",
             ));
         }
-        Ok(())
+        let proxy_host = self
+            .proxy
+            .as_deref()
+            .and_then(|p| p.parse::<Uri>().ok())
+            .map(|p| p.host().unwrap_or("").to_owned());
+        match proxy_host {
+            Some(host) if !is_loopback_host(&host) => Err(Error::invalid(
+                "plain http through a proxy that is not on loopback would show the API key \
+                 to the proxy in clear text; use https, a loopback proxy, or call \
+                 allow_insecure_http",
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -216,9 +237,7 @@ fn parse_base_url(url: &str) -> Result<String, Error> {
     if authority.host().is_empty() {
         return Err(Error::invalid("base URL has no host"));
     }
-    if authority.as_str().ends_with(':') {
-        return Err(Error::invalid("base URL has an empty port"));
-    }
+    check_port("base URL", authority)?;
     let path = uri.path().trim_end_matches('/');
     if path.split('/').any(|seg| seg == "." || seg == "..") {
         return Err(Error::invalid(
@@ -231,6 +250,27 @@ fn parse_base_url(url: &str) -> Result<String, Error> {
         authority,
         path
     ))
+}
+
+/// An explicit port must be 1 to 65535 (`http::Uri` keeps any digits, and ureq would
+/// quietly fall back to the scheme's port).
+fn check_port(what: &str, authority: &Authority) -> Result<(), Error> {
+    let text = authority.as_str();
+    // The port follows the last ':' after the host (an IPv6 host is in brackets).
+    let after_host = text.rfind(']').map_or(text, |i| &text[i..]);
+    let Some(colon) = after_host.rfind(':') else {
+        return Ok(());
+    };
+    let port = &after_host[colon + 1..];
+    if port.is_empty() {
+        return Err(Error::invalid(format!("{what} has an empty port")));
+    }
+    match port.parse::<u16>() {
+        Ok(1..) => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "{what} port {port} is out of range (1 to 65535)"
+        ))),
+    }
 }
 
 /// `localhost`, `127.0.0.0/8` or `::1`.
@@ -263,6 +303,10 @@ mod tests {
             parse_base_url("http://[::1]:80").unwrap(),
             "http://[::1]:80"
         );
+        assert_eq!(
+            parse_base_url("http://127.0.0.1:65535").unwrap(),
+            "http://127.0.0.1:65535"
+        );
         for bad in [
             "",
             "ftp://h",
@@ -273,6 +317,10 @@ mod tests {
             "api.tryvox.io",
             "https://h/a/../b",
             "https://h:",
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:65536",
+            "http://127.0.0.1:0",
+            "http://[::1]:70000",
             "https://h /x",
             "https://h\n",
         ] {
@@ -313,5 +361,30 @@ mod tests {
         o.allow_insecure_http(false);
         o.set_base_url("http://127.0.0.1:9").unwrap();
         assert!(o.check_transport_security().is_ok());
+        // A proxy reads a plain-http request, key included.
+        o.set_proxy("http://10.1.2.3:3128").unwrap();
+        assert!(o.check_transport_security().is_err());
+        o.set_proxy("http://[::ffff:127.0.0.1]:3128").unwrap();
+        assert!(o.check_transport_security().is_err());
+        o.set_proxy("http://localhost:3128").unwrap();
+        assert!(o.check_transport_security().is_ok());
+        o.set_proxy("http://127.0.0.1:3128").unwrap();
+        assert!(o.check_transport_security().is_ok());
+        // Through CONNECT the proxy sees only ciphertext; an opt-in allows anything.
+        o.set_proxy("http://10.1.2.3:3128").unwrap();
+        o.allow_insecure_http(true);
+        assert!(o.check_transport_security().is_ok());
+        o.allow_insecure_http(false);
+        o.set_base_url("https://api.tryvox.io").unwrap();
+        assert!(o.check_transport_security().is_ok());
+    }
+
+    #[test]
+    fn proxy_ports() {
+        let mut o = Options::new();
+        assert!(o.set_proxy("http://127.0.0.1:3128").is_ok());
+        for bad in ["http://127.0.0.1:99999", "http://127.0.0.1:0", "http://h:"] {
+            assert!(o.set_proxy(bad).is_err(), "{bad}");
+        }
     }
 }

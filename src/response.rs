@@ -10,8 +10,10 @@ use crate::error::{Error, Status};
 /// The most of a response body the library ever reads. An error page larger than this is
 /// cut off (and its connection dropped), so a hostile 100 MB answer costs 64 KiB.
 pub const MAX_BODY: usize = 64 * 1024;
-/// Longest server message quoted in an error.
-const MAX_MESSAGE: usize = 300;
+/// Longest server message quoted in an error, in characters.
+pub const MAX_MESSAGE: usize = 300;
+/// Longest server error code kept, in characters.
+pub const MAX_CODE: usize = 64;
 
 #[derive(Deserialize)]
 struct Envelope {
@@ -31,7 +33,8 @@ enum ErrorField {
     },
 }
 
-/// The server's error code and message from a body, "" where absent or unreadable.
+/// The server's error code and message from a body, decoded but not yet cleaned or cut
+/// (redaction must see the whole text), "" where absent or unreadable.
 pub fn parse_error_body(body: &[u8]) -> (String, String) {
     let Ok(env) = serde_json::from_slice::<Envelope>(body) else {
         return (String::new(), String::new());
@@ -42,7 +45,7 @@ pub fn parse_error_body(body: &[u8]) -> (String, String) {
         None => (String::new(), None),
     };
     let msg = nested_msg.or(env.message).unwrap_or_default();
-    (clean(&code, 64), clean(&msg, MAX_MESSAGE))
+    (code, msg)
 }
 
 /// Printable, bounded text: a server's words go into our messages, never its control bytes.
@@ -61,7 +64,9 @@ pub fn classify(http_status: u16, body: &[u8], call_uuid: &str) -> Result<(), Er
 }
 
 /// As [`classify`], passing the server's own words (decoded code and message) through
-/// `redact` first: a hostile server may echo the API key, in any JSON escaping.
+/// `redact` first: a hostile server may echo the API key, in any JSON escaping. They are
+/// cleaned and cut to length only after redaction, so a cut cannot split the key into a
+/// piece that no longer matches.
 pub fn classify_with(
     http_status: u16,
     body: &[u8],
@@ -72,7 +77,8 @@ pub fn classify_with(
         return Ok(());
     }
     let (code, server_msg) = parse_error_body(body);
-    let (code, server_msg) = (redact(&code), redact(&server_msg));
+    let code = clean(&redact(&code), MAX_CODE);
+    let server_msg = clean(&redact(&server_msg), MAX_MESSAGE);
     let status = match http_status {
         404 if is_already_ended(&code) => Status::AlreadyEnded,
         404 => Status::NotFound,
@@ -87,7 +93,7 @@ pub fn classify_with(
         Status::AlreadyEnded => format!("call {call_uuid} has already ended"),
         Status::Unauthorized => "the API key was refused; check the key and the account id".into(),
         Status::Forbidden => "the API key may not hang up this call (forbidden)".into(),
-        Status::RateLimited => "rate limited, and no retry fitted in the deadline".into(),
+        Status::RateLimited => "rate limited by the server".into(),
         Status::ServerError => "the TryVox server failed".into(),
         _ => "unexpected response from the server".into(),
     };

@@ -4,6 +4,11 @@
 //! Retried: a connection that failed before any response (including a stale pooled
 //! keep-alive connection), 429 (honouring `Retry-After` when it fits the deadline, else
 //! giving up at once), and 500/502/503/504 (exponential backoff with jitter). Nothing else.
+//!
+//! "Fits" means the wait *and* a useful attempt after it: a retry that would start with
+//! almost nothing of the deadline left can only end in TIMEOUT, which tells the caller
+//! less than the failure already in hand. A useful attempt is reserved as long as the
+//! failed one took, within [`MIN_ATTEMPT`, `MAX_RESERVE`].
 
 use std::time::Duration;
 
@@ -11,6 +16,10 @@ use std::time::Duration;
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Largest backoff step.
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
+/// Least time kept for the attempt after a wait.
+pub const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+/// Most time kept for it (a slow failure should not rule out every retry).
+pub const MAX_RESERVE: Duration = Duration::from_secs(1);
 
 /// Why an attempt failed, as far as retrying is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,24 +37,41 @@ pub enum Failure {
 /// What to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    Stop,
+    Stop(Stop),
     RetryAfter(Duration),
 }
 
+/// Why no retry is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The outcome is not one the contract retries.
+    Final,
+    /// `max_retries` retries were made already.
+    RetriesSpent,
+    /// A retry was due after `wait`, but the wait and a useful attempt do not fit in
+    /// what is left of the deadline.
+    NoTime { wait: Duration },
+}
+
 /// `retries_done` retries were already made; `time_left` is what remains of the deadline;
-/// `jitter` is a number in [0, 1) that spreads clients apart.
+/// `last_attempt` is how long the failed attempt took; `jitter` is a number in [0, 1) that
+/// spreads clients apart.
 pub fn decide(
     failure: Failure,
     retries_done: u32,
     max_retries: u32,
     time_left: Duration,
+    last_attempt: Duration,
     jitter: f64,
 ) -> Decision {
-    if retries_done >= max_retries || time_left.is_zero() {
-        return Decision::Stop;
+    if failure == Failure::Final {
+        return Decision::Stop(Stop::Final);
+    }
+    if retries_done >= max_retries {
+        return Decision::Stop(Stop::RetriesSpent);
     }
     let wait = match failure {
-        Failure::Final => return Decision::Stop,
+        Failure::Final => return Decision::Stop(Stop::Final),
         // The usual cause is a keep-alive connection the server had closed: a fresh
         // connection at once is right. A second failure in a row waits like a 5xx.
         Failure::Connection if retries_done == 0 => Duration::ZERO,
@@ -55,9 +81,9 @@ pub fn decide(
         } => d,
         Failure::RateLimited { retry_after: None } => backoff(retries_done, jitter),
     };
-    // A wait that uses up the deadline leaves no time for the request itself.
-    if wait >= time_left {
-        Decision::Stop
+    let reserve = last_attempt.clamp(MIN_ATTEMPT, MAX_RESERVE);
+    if wait.saturating_add(reserve) > time_left {
+        Decision::Stop(Stop::NoTime { wait })
     } else {
         Decision::RetryAfter(wait)
     }
@@ -87,40 +113,75 @@ pub fn jitter() -> f64 {
 mod tests {
     use super::*;
     const S: Duration = Duration::from_secs(10);
+    const FAST: Duration = Duration::from_millis(5);
+    const STOP: Decision = Decision::Stop(Stop::Final);
+    const SPENT: Decision = Decision::Stop(Stop::RetriesSpent);
 
-    #[test]
-    fn what_is_retried() {
-        assert_eq!(decide(Failure::Final, 0, 2, S, 0.5), Decision::Stop);
-        assert_eq!(
-            decide(Failure::Connection, 0, 2, S, 0.5),
-            Decision::RetryAfter(Duration::ZERO)
-        );
-        assert!(
-            matches!(decide(Failure::Connection, 1, 2, S, 0.5), Decision::RetryAfter(d) if d > Duration::ZERO)
-        );
-        assert!(matches!(
-            decide(Failure::Unavailable, 0, 2, S, 0.5),
-            Decision::RetryAfter(_)
-        ));
-        assert_eq!(decide(Failure::Unavailable, 2, 2, S, 0.5), Decision::Stop);
-        assert_eq!(decide(Failure::Unavailable, 0, 0, S, 0.5), Decision::Stop);
+    fn d(f: Failure, done: u32, left: Duration) -> Decision {
+        decide(f, done, 2, left, FAST, 0.5)
     }
 
     #[test]
-    fn retry_after_must_fit() {
+    fn what_is_retried() {
+        assert_eq!(d(Failure::Final, 0, S), STOP);
+        assert_eq!(
+            d(Failure::Connection, 0, S),
+            Decision::RetryAfter(Duration::ZERO)
+        );
+        assert!(
+            matches!(d(Failure::Connection, 1, S), Decision::RetryAfter(d) if d > Duration::ZERO)
+        );
+        assert!(matches!(
+            d(Failure::Unavailable, 0, S),
+            Decision::RetryAfter(_)
+        ));
+        assert_eq!(d(Failure::Unavailable, 2, S), SPENT);
+        assert_eq!(decide(Failure::Unavailable, 0, 0, S, FAST, 0.5), SPENT);
+        assert_eq!(decide(Failure::Final, 5, 2, S, FAST, 0.5), STOP);
+    }
+
+    #[test]
+    fn retry_after_must_fit_with_an_attempt() {
         let r = |secs| Failure::RateLimited {
             retry_after: Some(Duration::from_secs(secs)),
         };
+        assert_eq!(d(r(3), 0, S), Decision::RetryAfter(Duration::from_secs(3)));
+        let no_time = |secs| {
+            Decision::Stop(Stop::NoTime {
+                wait: Duration::from_secs(secs),
+            })
+        };
+        assert_eq!(d(r(30), 0, S), no_time(30));
+        assert_eq!(d(r(10), 0, S), no_time(10));
+        // The review's case: 1.5 s deadline, a 429 with Retry-After 1 after 400 ms. A
+        // 1 s wait would leave 100 ms for an attempt that took 400 ms: give up now.
+        let ms = Duration::from_millis;
+        assert_eq!(decide(r(1), 0, 2, ms(1100), ms(400), 0.0), no_time(1));
         assert_eq!(
-            decide(r(3), 0, 2, S, 0.0),
-            Decision::RetryAfter(Duration::from_secs(3))
+            decide(r(1), 0, 2, ms(1500), ms(400), 0.0),
+            Decision::RetryAfter(ms(1000))
         );
-        assert_eq!(decide(r(30), 0, 2, S, 0.0), Decision::Stop);
-        assert_eq!(decide(r(10), 0, 2, S, 0.0), Decision::Stop);
+        // A fast server still needs MIN_ATTEMPT after the wait; a slow one at most MAX_RESERVE.
+        assert_eq!(decide(r(1), 0, 2, ms(1099), FAST, 0.0), no_time(1));
+        assert_eq!(
+            decide(r(1), 0, 2, ms(1100), FAST, 0.0),
+            Decision::RetryAfter(ms(1000))
+        );
+        assert_eq!(
+            decide(r(1), 0, 2, ms(2000), ms(9000), 0.0),
+            Decision::RetryAfter(ms(1000))
+        );
         assert!(matches!(
-            decide(Failure::RateLimited { retry_after: None }, 0, 2, S, 0.0),
+            d(Failure::RateLimited { retry_after: None }, 0, S),
             Decision::RetryAfter(_)
         ));
+        // A stale connection is retried at once, if an attempt still fits.
+        assert_eq!(
+            d(Failure::Connection, 0, ms(50)),
+            Decision::Stop(Stop::NoTime {
+                wait: Duration::ZERO
+            })
+        );
     }
 
     #[test]
@@ -129,10 +190,17 @@ mod tests {
         assert_eq!(backoff(0, 1.0), Duration::from_millis(100));
         assert_eq!(backoff(3, 1.0), Duration::from_millis(800));
         assert_eq!(backoff(40, 1.0), BACKOFF_CAP);
-        assert_eq!(
-            decide(Failure::Unavailable, 0, 2, Duration::from_millis(10), 0.0),
-            Decision::Stop
-        );
+        assert!(matches!(
+            decide(
+                Failure::Unavailable,
+                0,
+                2,
+                Duration::from_millis(10),
+                FAST,
+                0.0
+            ),
+            Decision::Stop(Stop::NoTime { .. })
+        ));
         for _ in 0..1000 {
             let j = jitter();
             assert!((0.0..1.0).contains(&j));

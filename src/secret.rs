@@ -48,13 +48,64 @@ impl ApiKey {
         &self.header
     }
 
-    /// Replaces any occurrence of the key in `text` (a hostile server may echo it back).
-    pub(crate) fn scrub(&self, text: &str) -> String {
-        match std::str::from_utf8(&self.raw) {
-            Ok(k) if !k.is_empty() && text.contains(k) => text.replace(k, "[REDACTED]"),
-            _ => text.to_owned(),
+    /// `text` with every run of [`LEAK_RUN`] or more characters of the key replaced (a
+    /// hostile server may echo the key back, whole or in pieces).
+    pub(crate) fn redact(&self, text: &str) -> String {
+        redact(&self.raw, text)
+    }
+}
+
+/// The shortest run of the key's characters that counts as a leak. A shorter key is
+/// redacted only where it appears whole.
+pub const LEAK_RUN: usize = 8;
+const MARK: &str = "[REDACTED]";
+/// For a key that contains text of `MARK`: no ASCII, so it can be no part of a key run.
+const MARK_NON_ASCII: &str = "\u{2026}";
+
+/// `text` with every substring of `key` that is [`LEAK_RUN`] bytes or longer (the whole
+/// key, if shorter) replaced by `[REDACTED]` (or by "…" for the odd key that would form a
+/// run with the marker's own letters). Apply it to decoded text, before any truncation:
+/// truncating first could cut the key so that the remaining piece no longer matches.
+pub fn redact(key: &[u8], text: &str) -> String {
+    let run = LEAK_RUN.min(key.len());
+    if run == 0 || text.len() < run {
+        return text.to_owned();
+    }
+    let grams: std::collections::HashSet<&[u8]> = key.windows(run).collect();
+    let bytes = text.as_bytes();
+    // Byte ranges to hide, merged; each starts and ends on ASCII bytes of the key, so on
+    // char boundaries.
+    let mut hide: Vec<(usize, usize)> = Vec::new();
+    for (i, w) in bytes.windows(run).enumerate() {
+        if grams.contains(w) {
+            match hide.last_mut() {
+                Some((_, end)) if *end >= i => *end = i + run,
+                _ => hide.push((i, i + run)),
+            }
         }
     }
+    if hide.is_empty() {
+        return text.to_owned();
+    }
+    let replace = |mark: &str| {
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for &(start, end) in &hide {
+            out.push_str(&text[at..start]);
+            out.push_str(mark);
+            at = end;
+        }
+        out.push_str(&text[at..]);
+        out
+    };
+    let out = replace(MARK);
+    // Text left between marks holds no run (it would have been marked), so a run can
+    // only form across a mark's own letters; a non-ASCII mark cannot be part of one.
+    // (A key shorter than a run is a whole word here; the marker may hold it harmlessly.)
+    if run == LEAK_RUN && out.as_bytes().windows(run).any(|w| grams.contains(w)) {
+        return replace(MARK_NON_ASCII);
+    }
+    out
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -72,6 +123,31 @@ mod tests {
         let k = ApiKey::new("tvx_sk_test_hush");
         assert_eq!(k.header().as_bytes(), b"Bearer tvx_sk_test_hush");
         assert!(!format!("{k:?} {:?}", k.header()).contains("hush"));
-        assert_eq!(k.scrub("echo tvx_sk_test_hush!"), "echo [REDACTED]!");
+        assert_eq!(k.redact("echo tvx_sk_test_hush!"), "echo [REDACTED]!");
+    }
+
+    #[test]
+    fn every_run_of_eight_is_redacted() {
+        let key = b"tvx_sk_live_0123456789abcdef";
+        assert_eq!(redact(key, "no key here"), "no key here");
+        // A piece of the key, cut at either end, is still hidden.
+        assert_eq!(redact(key, "x tvx_sk_live_0123 y"), "x [REDACTED] y");
+        assert_eq!(redact(key, "456789abcdef."), "[REDACTED].");
+        // Seven characters are not a leak; two pieces around other text are two marks.
+        assert_eq!(redact(key, "tvx_sk_"), "tvx_sk_");
+        assert_eq!(redact(key, "tvx_sk_live|89abcdef"), "[REDACTED]|[REDACTED]");
+        // Overlapping and repeated runs merge into one mark; multibyte text survives.
+        assert_eq!(
+            redact(key, "é tvx_sk_live_0123456789abcdeftvx_sk_live_0 é"),
+            "é [REDACTED] é"
+        );
+        // A short key is hidden only whole, even if the marker holds it.
+        assert_eq!(redact(b"abc", "xabcx ab"), "x[REDACTED]x ab");
+        assert_eq!(redact(b"C", "Connection"), "[REDACTED]onnection");
+        // A key that contains the marker cannot be rebuilt around it.
+        let odd = b"[REDACTED]tail0";
+        assert_eq!(redact(odd, "[REDACTE[REDACTED]tail0"), "\u{2026}");
+        let odd = b"tvx)nnection[REDACTED]";
+        assert_eq!(redact(odd, "Connection refused"), "Co\u{2026} refused");
     }
 }

@@ -15,6 +15,7 @@ const OK: c_int = 0;
 const NOT_FOUND: c_int = 1;
 const ALREADY_ENDED: c_int = 2;
 const INVALID: c_int = 3;
+const BUSY: c_int = 13;
 
 fn cs(s: &str) -> CString {
     CString::new(s).unwrap()
@@ -154,7 +155,7 @@ fn null_arguments_are_invalid_not_crashes() {
 
 #[test]
 fn status_strings_and_version() {
-    let texts: Vec<String> = (0..=12)
+    let texts: Vec<String> = (0..=13)
         .map(|i| {
             unsafe { CStr::from_ptr(tryvox_status_str(i)) }
                 .to_string_lossy()
@@ -165,7 +166,8 @@ fn status_strings_and_version() {
     assert_eq!(texts[1], "call not found");
     assert_eq!(texts[2], "call already ended");
     assert!(texts.iter().all(|t| !t.is_empty()));
-    let unknown = unsafe { CStr::from_ptr(tryvox_status_str(13)) }
+    assert_eq!(texts[13], "busy: request not taken");
+    let unknown = unsafe { CStr::from_ptr(tryvox_status_str(14)) }
         .to_str()
         .unwrap();
     assert_eq!(unknown, "unknown status");
@@ -316,46 +318,263 @@ fn free_while_busy_delivers_everything() {
     assert!(got.iter().all(|r| r.status == OK));
 }
 
-static REENTRANT_DONE: AtomicUsize = AtomicUsize::new(0);
+/// What callbacks saw, asserted after the fact: an `assert!` inside an `extern "C"`
+/// callback would abort the whole test binary instead of failing one test.
+#[derive(Default)]
+struct Tally {
+    /// Deliveries per index of a top-level hangup (user_data is the index).
+    delivered: Vec<AtomicUsize>,
+    nested_accepted: AtomicUsize,
+    nested_refused: AtomicUsize,
+    nested_delivered: AtomicUsize,
+    problems: Mutex<Vec<String>>,
+}
 
-unsafe extern "C" fn reentrant_cb(
-    ud: *mut c_void,
-    id: *const c_char,
+impl Tally {
+    fn new(n: usize) -> Tally {
+        Tally {
+            delivered: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            ..Default::default()
+        }
+    }
+    fn problem(&self, p: String) {
+        self.problems.lock().unwrap().push(p);
+    }
+    fn check_delivered_once(&self) {
+        let problems = self.problems.lock().unwrap();
+        assert!(
+            problems.is_empty(),
+            "{} problems, first: {}",
+            problems.len(),
+            problems[0]
+        );
+        for (i, d) in self.delivered.iter().enumerate() {
+            assert_eq!(d.load(Ordering::SeqCst), 1, "callback {i}");
+        }
+        assert_eq!(
+            self.nested_delivered.load(Ordering::SeqCst),
+            self.nested_accepted.load(Ordering::SeqCst),
+            "every accepted nested hangup called back exactly once"
+        );
+    }
+}
+
+/// The client and tally a reentrant test's callbacks use (one test at a time sets it).
+struct Reentry {
+    client: *mut tryvox_client,
+    tally: Tally,
+    /// What each callback does: 0 bulk only; 1 sync, async or bulk by index.
+    mode: usize,
+}
+// SAFETY: the client is thread-safe by contract; the rest is atomics and a mutex.
+unsafe impl Sync for Reentry {}
+
+static REENTRY: Mutex<Option<&'static Reentry>> = Mutex::new(None);
+static REENTRY_TEST: Mutex<()> = Mutex::new(());
+
+fn reentry() -> &'static Reentry {
+    REENTRY.lock().unwrap().expect("set by the test")
+}
+
+unsafe extern "C" fn nested_cb(
+    _ud: *mut c_void,
+    _id: *const c_char,
     status: c_int,
     _http: c_int,
     _msg: *const c_char,
 ) {
-    let c = ud as *mut tryvox_client;
-    assert_eq!(status, OK);
-    // A callback may call back into the library: a blocking hangup, errors, bulk.
-    let id = unsafe { CStr::from_ptr(id) }.to_string_lossy().into_owned();
-    let again = cs(&id.replace("ok-", "end-flat-"));
-    assert_eq!(unsafe { tryvox_hangup(c, again.as_ptr()) }, ALREADY_ENDED);
-    assert_eq!(last_code(), "call_already_ended");
-    let ids = [cs(&uniq("ok-")), cs(&uniq("nf-flat-"))];
-    let ptrs = [ids[0].as_ptr(), ids[1].as_ptr()];
-    let mut out = [0 as c_int; 2];
-    assert_eq!(
-        unsafe { tryvox_hangup_many(c, ptrs.as_ptr(), 2, out.as_mut_ptr(), 2) },
-        OK
-    );
-    assert_eq!(out, [OK, NOT_FOUND]);
-    REENTRANT_DONE.fetch_add(1, Ordering::SeqCst);
+    let r = reentry();
+    if status != OK {
+        r.tally
+            .problem(format!("nested async hangup: status {status}"));
+    }
+    r.tally.nested_delivered.fetch_add(1, Ordering::SeqCst);
+}
+
+unsafe extern "C" fn reentrant_cb(
+    ud: *mut c_void,
+    _id: *const c_char,
+    status: c_int,
+    _http: c_int,
+    _msg: *const c_char,
+) {
+    let r = reentry();
+    let i = ud as usize;
+    let t = &r.tally;
+    t.delivered[i].fetch_add(1, Ordering::SeqCst);
+    if status != OK {
+        t.problem(format!("callback {i}: status {status}: {}", last_error()));
+    }
+    let c = r.client;
+    let what = if r.mode == 0 { 2 } else { i % 3 };
+    match what {
+        0 => {
+            let again = cs(&uniq("end-flat-"));
+            let rc = unsafe { tryvox_hangup(c, again.as_ptr()) };
+            if rc != ALREADY_ENDED || last_code() != "call_already_ended" {
+                t.problem(format!("sync from callback {i}: {rc} {}", last_error()));
+            }
+        }
+        1 => {
+            let id = cs(&uniq("ok-"));
+            match unsafe { tryvox_hangup_async(c, id.as_ptr(), Some(nested_cb), null_mut()) } {
+                OK => t.nested_accepted.fetch_add(1, Ordering::SeqCst),
+                BUSY => t.nested_refused.fetch_add(1, Ordering::SeqCst),
+                rc => {
+                    t.problem(format!("async from callback {i}: {rc} {}", last_error()));
+                    0
+                }
+            };
+        }
+        _ => {
+            let ids = [cs(&uniq("ok-")), cs(&uniq("nf-flat-"))];
+            let ptrs = [ids[0].as_ptr(), ids[1].as_ptr()];
+            let mut out = [-1 as c_int; 2];
+            let rc = unsafe { tryvox_hangup_many(c, ptrs.as_ptr(), 2, out.as_mut_ptr(), 2) };
+            if rc != OK || out != [OK, NOT_FOUND] {
+                t.problem(format!("bulk from callback {i}: {rc} {out:?}"));
+            }
+        }
+    }
+}
+
+/// Queues `n` async hangups of `prefix` ids whose callbacks call back into the library
+/// (`mode` as in `Reentry`), then frees the client on a watched thread, at once or after
+/// every callback ran: free must return (a deadlock fails the test at the watchdog instead
+/// of hanging it), and every callback must have run exactly once.
+fn reentrant_run(
+    n: usize,
+    prefix: &str,
+    mode: usize,
+    free_at_once: bool,
+) -> (&'static Reentry, TestServer) {
+    let s = TestServer::start();
+    let r: &'static Reentry = Box::leak(Box::new(Reentry {
+        client: new_client(&s),
+        tally: Tally::new(n),
+        mode,
+    }));
+    *REENTRY.lock().unwrap() = Some(r);
+    for i in 0..n {
+        let id = cs(&uniq(prefix));
+        let rc = unsafe {
+            tryvox_hangup_async(r.client, id.as_ptr(), Some(reentrant_cb), i as *mut c_void)
+        };
+        assert_eq!(rc, OK, "{}", last_error());
+    }
+    let watchdog = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let t = &r.tally;
+    while !free_at_once
+        && (t.delivered.iter().any(|d| d.load(Ordering::SeqCst) == 0)
+            || t.nested_delivered.load(Ordering::SeqCst) < t.nested_accepted.load(Ordering::SeqCst))
+    {
+        // Each hangup here takes milliseconds: a minute without progress is a deadlock.
+        assert!(std::time::Instant::now() < watchdog, "callbacks deadlocked");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let c = r.client as usize;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        unsafe { tryvox_client_free(c as *mut tryvox_client) };
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("tryvox_client_free did not return: the callbacks deadlocked the client");
+    r.tally.check_delivered_once();
+    (r, s)
 }
 
 #[test]
-fn callbacks_may_call_back_into_the_library() {
-    let s = TestServer::start();
-    let c = new_client(&s);
-    for _ in 0..80 {
-        let id = uniq("ok-");
-        assert_eq!(
-            unsafe { tryvox_hangup_async(c, cs(&id).as_ptr(), Some(reentrant_cb), c.cast()) },
-            OK
-        );
+fn async_callbacks_calling_hangup_many_do_not_deadlock() {
+    let _one = REENTRY_TEST.lock().unwrap_or_else(|e| e.into_inner());
+    // The review's case: 100 async hangups, slow enough that all 64 workers are in a
+    // callback at once, each callback a hangup_many of 2 ids. Before the fix, each waited
+    // for a helper queued behind the others and free never returned.
+    // The client is freed only after every callback ran: while free runs, a callback's
+    // helpers are refused and it does all the work itself, which would hide the deadlock.
+    let (_, s) = reentrant_run(100, "slow-50-", 0, false);
+    // Every request of every level reached the server exactly once.
+    assert_eq!(s.requests().len(), 100 + 200);
+    let mut paths: Vec<String> = s.requests().into_iter().map(|r| r.path).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), 300);
+}
+
+#[test]
+fn thousands_of_callbacks_mixing_sync_async_and_bulk_while_freed() {
+    let _one = REENTRY_TEST.lock().unwrap_or_else(|e| e.into_inner());
+    // 3,000 callbacks, a third each calling tryvox_hangup, tryvox_hangup_async and
+    // tryvox_hangup_many, and the client freed while they run. Nested async hangups are
+    // accepted (and then called back exactly once) or, once free has begun, refused with
+    // TRYVOX_BUSY (and never called back).
+    let n = 3000;
+    for free_at_once in [false, true] {
+        let (r, s) = reentrant_run(n, "ok-", 1, free_at_once);
+        let t = &r.tally;
+        let accepted = t.nested_accepted.load(Ordering::SeqCst);
+        let refused = t.nested_refused.load(Ordering::SeqCst);
+        assert_eq!(accepted + refused, n / 3);
+        if !free_at_once {
+            assert_eq!(refused, 0, "nothing is refused before free");
+        }
+        println!("free at once: {free_at_once}: nested async: {accepted} accepted, {refused} refused as busy");
+        // Top level, sync, accepted nested async, and two per bulk call.
+        assert_eq!(s.requests().len(), n + n / 3 + accepted + 2 * (n / 3));
     }
-    unsafe { tryvox_client_free(c) };
-    assert_eq!(REENTRANT_DONE.load(Ordering::SeqCst), 80);
+}
+
+unsafe extern "C" fn queue_until_refused_cb(
+    ud: *mut c_void,
+    _id: *const c_char,
+    _status: c_int,
+    _http: c_int,
+    _msg: *const c_char,
+) {
+    // Runs inside tryvox_client_free: queues on its own client until refused.
+    let out = unsafe { &*(ud as *const Mutex<Option<(c_int, String)>>) };
+    let r = reentry();
+    for _ in 0..100_000 {
+        let id = cs(&uniq("ok-"));
+        let rc = unsafe { tryvox_hangup_async(r.client, id.as_ptr(), Some(nested_cb), null_mut()) };
+        if rc != OK {
+            *out.lock().unwrap() = Some((rc, last_error()));
+            return;
+        }
+        r.tally.nested_accepted.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn work_refused_during_free_is_busy_not_internal_error() {
+    let _one = REENTRY_TEST.lock().unwrap_or_else(|e| e.into_inner());
+    let s = TestServer::start();
+    let r: &'static Reentry = Box::leak(Box::new(Reentry {
+        client: new_client(&s),
+        tally: Tally::new(0),
+        mode: 0,
+    }));
+    *REENTRY.lock().unwrap() = Some(r);
+    let seen: &'static Mutex<Option<(c_int, String)>> = Box::leak(Box::new(Mutex::new(None)));
+    let id = cs(&uniq("ok-"));
+    let ud = seen as *const _ as *mut c_void;
+    assert_eq!(
+        unsafe { tryvox_hangup_async(r.client, id.as_ptr(), Some(queue_until_refused_cb), ud) },
+        OK
+    );
+    unsafe { tryvox_client_free(r.client) };
+    let (rc, message) = seen
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the callback was refused");
+    assert_eq!(rc, BUSY, "{message}");
+    assert!(message.contains("being freed"), "{message}");
+    assert_eq!(
+        r.tally.nested_delivered.load(Ordering::SeqCst),
+        r.tally.nested_accepted.load(Ordering::SeqCst)
+    );
 }
 
 #[test]

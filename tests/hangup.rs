@@ -266,9 +266,26 @@ fn deadline_bounds_a_server_that_never_answers() {
         took < Duration::from_secs(5),
         "the deadline was not enforced: {took:?}"
     );
-    // Retries also live inside the deadline: three 503s with backoff cannot exceed it.
-    let id = uniq("slow-300-");
-    assert_eq!(c.hangup(&id).unwrap(), 204);
+    // Retries also live inside the deadline: 503s that take 200 ms each, with backoff
+    // between them, stop being retried when the next one no longer fits, and the 503 in
+    // hand is returned (not a timeout), before the deadline.
+    let mut o = opts(&s);
+    o.set_timeout(Duration::from_millis(800)).unwrap();
+    o.set_max_retries(10).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let id = uniq("after-200-flaky-503-99-");
+    let t = Instant::now();
+    let e = c.hangup(&id).unwrap_err();
+    let took = t.elapsed();
+    assert_eq!(e.status(), Status::ServerError, "{e}");
+    assert_eq!(e.http_status(), 503);
+    assert!(e.message().contains("would not fit"), "{e}");
+    let sent = s.count_for(&id);
+    assert!((2..=3).contains(&sent), "{sent} attempts");
+    assert!(
+        took < Duration::from_millis(800),
+        "past the deadline: {took:?}"
+    );
 }
 
 #[test]
@@ -482,8 +499,13 @@ fn the_key_never_appears_in_messages_or_logs() {
     let logs = lines.lock().unwrap().clone();
     assert!(!logs.is_empty(), "the log callback was called");
     for m in messages.iter().chain(logs.iter()) {
-        assert!(!m.contains(API_KEY), "key leaked: {m}");
-        assert!(!m.contains("s3cr3t"), "part of the key leaked: {m}");
+        // The text is not printed: it would show the key.
+        assert!(!m.contains(API_KEY), "key leaked ({} bytes)", m.len());
+        assert!(
+            !m.contains("s3cr3t"),
+            "part of the key leaked ({} bytes)",
+            m.len()
+        );
     }
     // The echo test did make the server quote it: the library scrubbed it.
     assert!(messages[0].contains("[REDACTED]"), "{}", messages[0]);
@@ -551,4 +573,161 @@ fn a_panic_in_a_worker_is_internal_error_and_the_pool_lives_on() {
     let many = c.hangup_many(&[uniq("ok-"), uniq("nf-flat-")], 2).unwrap();
     assert_eq!(many[0].as_ref().map_err(|e| e.status()), Ok(&204));
     assert_eq!(many[1].as_ref().unwrap_err().status(), Status::NotFound);
+}
+
+/// True when some run of 8 characters of `key` appears in `text`.
+fn shows_key(text: &str, key: &str) -> bool {
+    let k = key.as_bytes();
+    text.as_bytes()
+        .windows(8)
+        .any(|w| k.windows(8).any(|kw| kw == w))
+}
+
+#[test]
+fn no_piece_of_the_key_survives_a_long_or_split_echo() {
+    // The review's case: the server's message is text, then the key, long enough that the
+    // 300-character cut falls inside the key. Every offset around the cut, a key echoed as
+    // the error code, and a key sent back in 9-character pieces.
+    let s = TestServer::start();
+    let long_key = format!("tvx_sk_live_{}", "Zq7".repeat(60));
+    for key in [API_KEY, long_key.as_str()] {
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let mut o = opts(&s);
+        let l2 = Arc::clone(&lines);
+        o.set_log_fn(Some(Arc::new(move |_lvl, m: &str| {
+            l2.lock().unwrap().push(m.to_owned())
+        })));
+        let c = Client::with_options(AUTH_ID, key, &o).unwrap();
+        let mut ids: Vec<String> = (0..=300)
+            .step_by(if key.len() > 100 { 7 } else { 1 })
+            .map(|n| uniq(&format!("leak-{n}-")))
+            .collect();
+        ids.push(uniq("leak-code-"));
+        ids.push(uniq("leak-pieces-"));
+        let mut texts = Vec::new();
+        for id in &ids {
+            let e = c.hangup(id).unwrap_err();
+            assert_eq!(e.status(), Status::Unauthorized, "{e}");
+            texts.push(e.message().to_owned());
+            texts.push(e.server_code().to_owned());
+        }
+        // The server did echo it: the requests carried the key and it came back.
+        assert!(s.count_for(&ids[0]) == 1);
+        assert!(texts.iter().any(|t| t.contains("[REDACTED]")));
+        texts.extend(lines.lock().unwrap().iter().cloned());
+        for t in &texts {
+            // The text is not printed: it would show the key.
+            assert!(
+                !shows_key(t, key),
+                "a piece of the key leaked ({} bytes)",
+                t.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_rate_limit_wait_that_leaves_no_time_for_an_attempt_is_not_taken() {
+    // 1.5 s deadline; the 429 (Retry-After: 1) arrives after 400 ms. Waiting 1 s would
+    // leave 100 ms for an attempt that takes 400 ms: RATE_LIMITED at once, one request.
+    let s = TestServer::start();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut o = opts(&s);
+    o.set_timeout(Duration::from_millis(1500)).unwrap();
+    let l2 = Arc::clone(&lines);
+    o.set_log_fn(Some(Arc::new(move |_lvl, m: &str| {
+        l2.lock().unwrap().push(m.to_owned())
+    })));
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let id = uniq("after-400-rasec-1-1-");
+    let e = c.hangup(&id).unwrap_err();
+    assert_eq!(e.status(), Status::RateLimited, "{e}");
+    assert_eq!(e.http_status(), 429);
+    assert_eq!(s.count_for(&id), 1);
+    assert!(
+        e.message().contains("a retry in 1000 ms would not fit"),
+        "{e}"
+    );
+    // The log says what happened: no line announces a retry.
+    let logs = lines.lock().unwrap().clone();
+    assert!(!logs.iter().any(|l| l.contains("retry 1 of")), "{logs:?}");
+    assert!(logs.iter().any(|l| l.contains("would not fit")), "{logs:?}");
+
+    // With room for the attempt, the same answer is waited out and retried.
+    let mut o = opts(&s);
+    o.set_timeout(Duration::from_millis(3000)).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let id = uniq("after-400-rasec-1-1-");
+    assert_eq!(c.hangup(&id).unwrap(), 204);
+    assert_eq!(s.count_for(&id), 2);
+}
+
+#[test]
+fn plain_http_through_a_proxy_off_loopback_is_refused_and_nothing_is_sent() {
+    use std::net::TcpListener;
+    let s = TestServer::start();
+    // A "proxy" on 127.0.0.1, named by an address that is not loopback by the base URL's
+    // rule (an IPv4-mapped IPv6 address reaches the same socket): a stand-in for a proxy
+    // elsewhere, which would read `Authorization` in clear text.
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let port = proxy.local_addr().unwrap().port();
+    let mut o = opts(&s);
+    o.set_proxy(&format!("http://[::ffff:127.0.0.1]:{port}"))
+        .unwrap();
+    let e = Client::with_options(AUTH_ID, API_KEY, &o).unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument);
+    assert!(e.message().contains("proxy"), "{e}");
+    assert!(proxy.accept().is_err(), "something reached the proxy");
+    assert!(s.requests().is_empty());
+
+    // Opting in to insecure http allows it, and shows what the rule prevents: ureq
+    // tunnels even plain http with CONNECT, but the tunnel carries the request, key
+    // included, as clear text that the proxy can read.
+    o.allow_insecure_http(true);
+    o.set_timeout(Duration::from_secs(5)).unwrap();
+    o.set_max_retries(0).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let t = std::thread::spawn(move || c.hangup("some-call").map_err(|e| e.status()));
+    proxy.set_nonblocking(false).unwrap();
+    let (mut conn, _) = proxy.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let read_head = |conn: &mut std::net::TcpStream| {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && std::io::Read::read(conn, &mut b).unwrap() == 1 {
+            head.push(b[0]);
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    };
+    assert!(read_head(&mut conn).starts_with("CONNECT 127.0.0.1:"));
+    std::io::Write::write_all(&mut conn, b"HTTP/1.1 200 Connection established\r\n\r\n").unwrap();
+    let request = read_head(&mut conn);
+    assert!(request.starts_with("DELETE /v1/voice/accounts/"));
+    let bearer = format!("bearer {}", API_KEY.to_ascii_lowercase());
+    // Not printed: the test's output must not show the key either.
+    assert!(
+        request.to_ascii_lowercase().contains(&bearer),
+        "the key did not cross"
+    );
+    std::io::Write::write_all(&mut conn, b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+    assert_eq!(t.join().unwrap(), Ok(204));
+}
+
+#[test]
+fn ports_out_of_range_are_invalid() {
+    let mut o = Options::new();
+    for bad in [
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:65536",
+        "http://127.0.0.1:0",
+        "https://api.tryvox.io:123456/v2",
+    ] {
+        let e = o.set_base_url(bad).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument, "{bad}");
+        assert!(e.message().contains("port"), "{bad}: {e}");
+        let e = o.set_proxy(bad).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument, "{bad}");
+    }
+    assert!(o.set_base_url("http://127.0.0.1:65535").is_ok());
 }

@@ -24,6 +24,7 @@ namespace Tryvox
         TlsError = 10,
         ProtocolError = 11,
         InternalError = 12,
+        Busy = 13,
     }
 
     /// <summary>A failed libtryvox call.</summary>

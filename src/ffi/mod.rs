@@ -51,6 +51,12 @@ pub enum tryvox_status {
     /// A bug in the library, caught at the boundary. The host process and the client
     /// live on; please report it.
     TRYVOX_INTERNAL_ERROR = 12,
+    /// The library could not take the request, and nothing was sent: the client is being
+    /// freed (a callback running inside `tryvox_client_free` asked for more work), or the
+    /// library could not start a thread (the process is at its thread or memory limit).
+    /// Not a bug; the host may retry later. Added after v1: treat unknown numbers above
+    /// 13 as failures too.
+    TRYVOX_BUSY = 13,
 }
 
 /// A client for one TryVox account: credentials, settings and a connection pool.
@@ -170,7 +176,10 @@ pub unsafe extern "C" fn tryvox_client_free(client: *mut tryvox_client) {
 ///
 /// Retries (up to max_retries, within the deadline): a connection that failed before any
 /// response, 429 (waiting Retry-After if it fits, else TRYVOX_RATE_LIMITED at once), and
-/// 500/502/503/504 with backoff and jitter. Nothing else.
+/// 500/502/503/504 with backoff and jitter. Nothing else. A wait "fits" when the wait and
+/// a useful attempt after it (as long as the failed attempt took, 100 ms to 1 s) end
+/// before the deadline; otherwise the failure in hand is returned at once, and its message
+/// says why no retry was made.
 ///
 /// Returns TRYVOX_OK when the call was ended, TRYVOX_NOT_FOUND / TRYVOX_ALREADY_ENDED
 /// when there was nothing to end, or another tryvox_status; the thread's last error,
@@ -194,7 +203,10 @@ pub unsafe extern "C" fn tryvox_hangup(
 ///
 /// Returns TRYVOX_OK when queued: `callback` then runs exactly once, on a library thread,
 /// with the outcome (see tryvox_hangup_callback). Any other return means the request was
-/// refused (NULL client or callback, invalid id) and the callback will never run.
+/// refused and the callback will never run: TRYVOX_INVALID_ARGUMENT for a NULL client or
+/// callback or an invalid id; TRYVOX_BUSY when the client is being freed (a callback
+/// running inside `tryvox_client_free` cannot queue more work on its client) or no
+/// worker thread could be started.
 /// `call_uuid` is copied; `user_data` is passed through untouched. The hangup follows
 /// the same validation, retry and deadline rules as `tryvox_hangup`. The client runs at
 /// most 64 hangups at once from its worker threads; more are queued in memory.
@@ -530,6 +542,7 @@ mod tests {
             (TRYVOX_TLS_ERROR, Status::TlsError),
             (TRYVOX_PROTOCOL_ERROR, Status::ProtocolError),
             (TRYVOX_INTERNAL_ERROR, Status::InternalError),
+            (TRYVOX_BUSY, Status::Busy),
         ];
         assert_eq!(pairs.len(), Status::ALL.len());
         for (c, s) in pairs {

@@ -23,6 +23,10 @@
 //! | `slow-MS-`           | 204 after MS milliseconds |
 //! | `huge-`              | 500 with a 100 MB body, streamed |
 //! | `echo-key-`          | 401 whose message quotes the Authorization header |
+//! | `leak-N-`            | 401 whose flat `message` is N x's followed by the key |
+//! | `leak-code-`         | 401 whose nested `code` is the key |
+//! | `leak-pieces-`       | 401 whose message is the key in 9-character pieces |
+//! | `after-MS-<id>`      | waits MS milliseconds, then answers as `<id>` would |
 //! | `redirect-`          | 301 to another host |
 #![allow(dead_code)]
 
@@ -233,6 +237,30 @@ async fn handle(
         *n += 1;
         *n
     };
+    let mut id = id;
+    if let Some(rest) = id.strip_prefix("after-") {
+        let (ms, rest) = num(rest);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        id = rest.to_owned();
+    }
+    let key = auth.strip_prefix("Bearer ").unwrap_or(&auth).to_owned();
+    if let Some(rest) = id.strip_prefix("leak-") {
+        let body = if rest.starts_with("code-") {
+            serde_json::json!({"error": {"code": key, "message": "bad key"}})
+        } else if rest.starts_with("pieces-") {
+            let pieces: Vec<String> = key
+                .as_bytes()
+                .chunks(9)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect();
+            serde_json::json!({"error": "unauthorized", "message": pieces.join(" ")})
+        } else {
+            let (pad, _) = num(rest);
+            let msg = format!("{}{key}", "x".repeat(pad as usize));
+            serde_json::json!({"error": "unauthorized", "message": msg})
+        };
+        return reply(401, &body.to_string());
+    }
     if let Some(rest) = id.strip_prefix("ok200-") {
         return reply(200, &format!(r#"{{"call_uuid":"{rest}"}}"#));
     }

@@ -40,6 +40,7 @@ const (
 	TLSError        Status = C.TRYVOX_TLS_ERROR
 	ProtocolError   Status = C.TRYVOX_PROTOCOL_ERROR
 	InternalError   Status = C.TRYVOX_INTERNAL_ERROR
+	Busy            Status = C.TRYVOX_BUSY
 )
 
 func (s Status) String() string { return C.GoString(C.tryvox_status_str(C.int(s))) }
@@ -58,6 +59,7 @@ var (
 	ErrTLS             = &Error{Status: TLSError}
 	ErrProtocol        = &Error{Status: ProtocolError}
 	ErrInternal        = &Error{Status: InternalError}
+	ErrBusy            = &Error{Status: Busy}
 )
 
 // Error is a failed libtryvox call. errors.Is(err, tryvox.ErrNotFound) matches on Status.
