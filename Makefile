@@ -6,7 +6,7 @@ LIBDIR := target/release
 # Where install-files takes the built libraries from (tests use target/debug).
 BUILD ?= target/release
 
-.PHONY: all build demo test lint header bench clean install install-files fuzz
+.PHONY: all build demo test test-suites lint header bench clean install install-files fuzz
 
 all: build
 
@@ -17,8 +17,12 @@ build:
 demo: build
 	@examples/run-demo.sh $(LIBDIR)
 
-# Everything CI runs (see .ci/run): formatting, lints, and all test suites.
+# Everything CI runs (see .ci/run): formatting, lints, and all test suites, failing if
+# any process a suite started (a server, a proxy, a worker) outlives the run.
 test:
+	tools/no-leftovers.py $(MAKE) --no-print-directory test-suites
+
+test-suites:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build --workspace

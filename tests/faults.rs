@@ -10,6 +10,7 @@ use support::have_tool;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,7 +36,35 @@ fn wait_for_port(port: u16) {
     }
 }
 
+/// A server process owned by one test: a single process (no children of its own), killed
+/// and reaped when dropped, and killed by the kernel if the test's thread dies first.
+/// Its stdout and stderr go nowhere, so it can never hold the test's output pipe open.
 struct Proc(Child);
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // PR_SET_PDEATHSIG fires when the spawning thread exits: a test that is
+                // killed outright (a CI timeout) does not leave its server behind.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+                    || libc::getppid() != parent
+                {
+                    return Err(std::io::Error::other("parent gone"));
+                }
+                Ok(())
+            });
+        }
+        Proc(
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -73,10 +102,12 @@ fn nginx_closing_idle_keepalive_connections_causes_no_spurious_failure() {
     let port = free_port();
     // nginx closes a connection that has been idle 300 ms: requests spaced around that
     // moment race the close, which is what a pooled client meets in production.
+    // `master_process off`: one process serves, so killing it leaves no worker behind (a
+    // master killed with SIGKILL cannot tell its worker to exit, and the worker lives on).
     std::fs::write(
         dir.join("nginx.conf"),
         format!(
-            "worker_processes 1; daemon off; error_log stderr crit; pid nginx.pid;\n\
+            "master_process off; daemon off; error_log stderr crit; pid nginx.pid;\n\
              events {{ worker_connections 64; }}\n\
              http {{ access_log off; keepalive_timeout 300ms; client_body_temp_path tmp;\n\
              proxy_temp_path tmp; fastcgi_temp_path tmp; uwsgi_temp_path tmp; scgi_temp_path tmp;\n\
@@ -84,14 +115,11 @@ fn nginx_closing_idle_keepalive_connections_causes_no_spurious_failure() {
         ),
     )
     .unwrap();
-    let _nginx = Proc(
+    let _nginx = Proc::spawn(
         Command::new("nginx")
             .arg("-p")
             .arg(&dir)
-            .args(["-c", "nginx.conf"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .args(["-c", "nginx.conf"]),
     );
     wait_for_port(port);
     let retries = Arc::new(AtomicUsize::new(0));
@@ -250,6 +278,31 @@ fn broken_peers_give_the_right_status_within_the_deadline() {
     println!("faults tried: {}\n  {}", report.len(), report.join("\n  "));
 }
 
+/// Waits up to 5 s for tinyproxy's log to hold a request line (the text after
+/// `Request (file descriptor N): `) equal to one of `lines`: the witness that a request
+/// went through the proxy (on 127.0.0.1, the server cannot tell a proxied connection from
+/// a direct one).
+fn proxy_logged(log: &Path, lines: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let logged = text.lines().any(|l| {
+            l.contains(": Request (file descriptor")
+                && l.split_once("): ")
+                    .is_some_and(|(_, req)| lines.iter().any(|w| w == req))
+        });
+        if logged {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tinyproxy logged none of {lines:?}: the request did not go through the proxy.\n\
+             tinyproxy's log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn through_a_forward_proxy_and_a_dead_one() {
     if !have_tool("tinyproxy") {
@@ -258,25 +311,21 @@ fn through_a_forward_proxy_and_a_dead_one() {
     let dir = scratch("tinyproxy");
     let port = free_port();
     let conf = dir.join("tinyproxy.conf");
+    let log = dir.join("log");
+    // LogLevel Connect: one line per request the proxy takes, with its request line
+    // (`CONNECT host:port HTTP/1.1` for a tunnel, `DELETE http://host:port/path HTTP/1.1`
+    // for a request it forwards itself).
     std::fs::write(
         &conf,
         format!(
-            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 20\nLogLevel Critical\n\
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 20\nLogLevel Connect\n\
              LogFile \"{}\"\nPidFile \"{}\"\nUser root\nGroup root\n",
-            dir.join("log").display(),
+            log.display(),
             dir.join("pid").display()
         ),
     )
     .unwrap();
-    let _proxy = Proc(
-        Command::new("tinyproxy")
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _proxy = Proc::spawn(Command::new("tinyproxy").arg("-d").arg("-c").arg(&conf));
     wait_for_port(port);
     let proxy = format!("http://127.0.0.1:{port}");
 
@@ -292,15 +341,30 @@ fn through_a_forward_proxy_and_a_dead_one() {
         o.set_ca_file(fx.join("ca.pem").to_str().unwrap()).unwrap();
     });
     assert_eq!(
-        st(c.hangup("no-such-call")),
+        st(c.hangup("no-such-call-tls")),
         Status::NotFound,
-        "the simulator answered through the proxy"
+        "the simulator answered"
+    );
+    // The tunnel to this simulator's port is the proxy's: no other test uses this proxy.
+    proxy_logged(
+        &log,
+        &[format!("CONNECT 127.0.0.1:{} HTTP/1.1", sim.addr.port())],
     );
 
-    // Plain http through the proxy.
+    // Plain http through the proxy. The library (ureq) tunnels plain http with CONNECT
+    // too; a request sent in absolute form would do as well.
     let plain = tryvox_sim::spawn(Default::default()).unwrap();
     let c = client(&plain.base_url, |o| o.set_proxy(&proxy).unwrap());
-    assert_eq!(st(c.hangup("no-such-call")), Status::NotFound);
+    assert_eq!(st(c.hangup("no-such-call-plain")), Status::NotFound);
+    let target = format!("127.0.0.1:{}", plain.addr.port());
+    let path = format!("/v1/voice/accounts/{ACCOUNT}/calls/no-such-call-plain");
+    proxy_logged(
+        &log,
+        &[
+            format!("CONNECT {target} HTTP/1.1"),
+            format!("DELETE http://{target}{path} HTTP/1.1"),
+        ],
+    );
 
     // A proxy nobody listens on: a network error, quickly.
     let dead = format!("http://127.0.0.1:{}", free_port());

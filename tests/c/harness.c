@@ -5,22 +5,27 @@
  * usage: harness BASE_URL
  * The server answers according to the call id (see tests/support/mod.rs).
  * Prints one line per failed check and exits non-zero if any failed.
+ *
+ * The log and async callbacks run on the library's threads, several at once, and CHECK
+ * is used inside them: every counter they touch is a C11 atomic (<stdatomic.h>, which
+ * GCC and Clang also provide, warning-free, in the C99 mode the tests compile with).
  */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tryvox.h"
 
-static int failures = 0;
-static int checks = 0;
+static atomic_int failures = 0;
+static atomic_int checks = 0;
 
 #define CHECK(cond, ...)                                                   \
     do {                                                                   \
-        checks++;                                                          \
+        atomic_fetch_add(&checks, 1);                                      \
         if (!(cond)) {                                                     \
-            failures++;                                                    \
+            atomic_fetch_add(&failures, 1);                                \
             fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
             fprintf(stderr, __VA_ARGS__);                                  \
             fprintf(stderr, "\n");                                         \
@@ -52,28 +57,31 @@ static void check_hangup(tryvox_client *c, const struct expect *e) {
     CHECK(strstr(tryvox_last_error(), KEY) == NULL, "%s: key in message", e->id);
 }
 
-static int log_lines = 0;
+/* Called from the calling thread and from the client's worker threads, concurrently. */
+static atomic_int log_lines = 0;
 static void on_log(void *user_data, int level, const char *message) {
     (void)user_data;
     CHECK(level >= 0 && level <= 3, "level %d", level);
     CHECK(strstr(message, KEY) == NULL, "key in log line");
-    log_lines++;
+    atomic_fetch_add(&log_lines, 1);
 }
 
+/* Bumped by on_done on whichever worker thread ran the hangup, possibly several at once. */
 struct async_state {
-    int calls;
-    int ok;
-    int not_found;
+    atomic_int calls;
+    atomic_int ok;
+    atomic_int not_found;
 };
 
 static void on_done(void *user_data, const char *call_uuid, int status, int http_status,
                     const char *message) {
     struct async_state *st = (struct async_state *)user_data;
-    st->calls++; /* single worker at a time is not guaranteed: only read after free */
+    atomic_fetch_add(&st->calls, 1);
     if (strncmp(call_uuid, "ok-", 3) == 0) {
-        if (status == TRYVOX_OK && http_status == 204 && message[0] == '\0') st->ok++;
+        if (status == TRYVOX_OK && http_status == 204 && message[0] == '\0')
+            atomic_fetch_add(&st->ok, 1);
     } else if (status == TRYVOX_NOT_FOUND && http_status == 404 && message[0] != '\0') {
-        st->not_found++;
+        atomic_fetch_add(&st->not_found, 1);
     }
 }
 
@@ -153,7 +161,10 @@ int main(int argc, char **argv) {
     CHECK(tryvox_hangup(c, NULL) == TRYVOX_INVALID_ARGUMENT, "NULL id");
 
     /* Async: every callback once, delivered by the time free returns. */
-    struct async_state st = {0, 0, 0};
+    struct async_state st;
+    atomic_init(&st.calls, 0);
+    atomic_init(&st.ok, 0);
+    atomic_init(&st.not_found, 0);
     char id[64];
     for (int i = 0; i < 50; i++) {
         snprintf(id, sizeof id, "%s%d", (i % 2) ? "nf-flat-a" : "ok-a", i);
@@ -169,10 +180,10 @@ int main(int argc, char **argv) {
               out[3] == TRYVOX_OK,
           "many statuses %d %d %d %d", out[0], out[1], out[2], out[3]);
 
-    tryvox_client_free(c);
-    CHECK(st.calls == 50 && st.ok == 25 && st.not_found == 25, "async: %d calls %d ok %d nf",
-          st.calls, st.ok, st.not_found);
-    CHECK(log_lines > 0, "log callback was called");
+    tryvox_client_free(c); /* every callback has returned: the loads below see their counts */
+    int calls = atomic_load(&st.calls), ok = atomic_load(&st.ok), nf = atomic_load(&st.not_found);
+    CHECK(calls == 50 && ok == 25 && nf == 25, "async: %d calls %d ok %d nf", calls, ok, nf);
+    CHECK(atomic_load(&log_lines) > 0, "log callback was called");
     tryvox_client_free(NULL);
 
     /* Clear text to a non-loopback host is refused unless allowed. */
@@ -186,6 +197,7 @@ int main(int argc, char **argv) {
     tryvox_client_free(c);
     tryvox_options_free(o);
 
-    printf("c harness: %d checks, %d failures\n", checks, failures);
-    return failures == 0 ? 0 : 1;
+    int n_checks = atomic_load(&checks), n_failures = atomic_load(&failures);
+    printf("c harness: %d checks, %d failures\n", n_checks, n_failures);
+    return n_failures == 0 ? 0 : 1;
 }
