@@ -10,8 +10,14 @@ BUILD ?= target/release
 
 all: build
 
+# WIPE=0 builds the C library without its key-wiping allocator (see README, SECURITY.md).
+WIPE ?= 1
+ifeq ($(WIPE),0)
+FEATURES := --no-default-features
+endif
+
 build:
-	$(CARGO) build --release --workspace
+	$(CARGO) build --release --workspace $(FEATURES)
 
 # The main job: build the library and the simulator, start the simulator, run the C demo.
 demo: build

@@ -5,8 +5,11 @@
  *   client tryvox bulk BASE N PREFIX PAR    tryvox_hangup_many with PAR in flight
  *   client tryvox mem  BASE N PREFIX        N hangups in bulk chunks; RSS before and after
  * Requests go to BASE/v1/voice/accounts/AC123456/calls/{PREFIX}{i}. Prints one JSON line.
+ * Built with -DBENCH_NO_CURL it has the tryvox modes only (bench/wipe.sh needs no libcurl).
  */
+#ifndef BENCH_NO_CURL
 #include <curl/curl.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,11 +50,13 @@ static long rss_kb(void) {
     return resident * 4;
 }
 
+#ifndef BENCH_NO_CURL
 static size_t discard(char *p, size_t s, size_t n, void *u) {
     (void)p;
     (void)u;
     return s * n;
 }
+#endif
 
 static tryvox_client *new_client(const char *base) {
     tryvox_options *o = tryvox_options_new();
@@ -99,6 +104,12 @@ int main(int argc, char **argv) {
     long failed = 0;
     char id[256];
 
+#ifdef BENCH_NO_CURL
+    if (strcmp(lib, "curl") == 0) {
+        fprintf(stderr, "built without libcurl\n");
+        return 2;
+    }
+#else
     if (strcmp(lib, "curl") == 0) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
         CURL *h = curl_easy_init();
@@ -124,6 +135,7 @@ int main(int argc, char **argv) {
         curl_global_cleanup();
         return 0;
     }
+#endif
 
     tryvox_client *c = new_client(base);
     if (strcmp(mode, "seq") == 0) {

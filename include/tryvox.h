@@ -52,7 +52,8 @@ typedef enum tryvox_status {
    */
   TRYVOX_FORBIDDEN = 5,
   /**
-   * 429, and no retry fitted within the deadline.
+   * 429, and no retry (the wait and a useful attempt after it) fitted within the
+   * deadline.
    */
   TRYVOX_RATE_LIMITED = 6,
   /**
@@ -82,7 +83,7 @@ typedef enum tryvox_status {
   TRYVOX_INTERNAL_ERROR = 12,
   /**
    * The library could not take the request, and nothing was sent: the client is being
-   * freed (a callback running inside `tryvox_client_free` asked for more work), or the
+   * freed (a callback running while the client is freed asked for more work), or the
    * library could not start a thread (the process is at its thread or memory limit).
    * Not a bug; the host may retry later. Added after v1: treat unknown numbers above
    * 13 as failures too.
@@ -233,7 +234,9 @@ int tryvox_hangup_async(struct tryvox_client *client,
  * `statuses_out`, not in the return value). Returns TRYVOX_INVALID_ARGUMENT, with nothing
  * sent and `statuses_out` untouched, when the client, `call_uuids` or `statuses_out` is
  * NULL (both may be NULL when `count` is 0) or any id is NULL or invalid (the last error
- * names the first bad index). Thread-safe.
+ * names the first bad index). Returns TRYVOX_BUSY, with nothing sent and `statuses_out`
+ * untouched, when called from a callback while the client is being freed (as
+ * `tryvox_hangup_async` is refused then). Thread-safe.
  */
 int tryvox_hangup_many(struct tryvox_client *client,
                        const char *const *call_uuids,

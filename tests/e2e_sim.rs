@@ -7,7 +7,7 @@ use std::time::Duration;
 mod support;
 use support::{compile_c, seed_calls};
 
-use tryvox::{Client, Options, Status};
+use tryvox_core::{Client, Options, Status};
 use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
 use tryvox_sim::{spawn, Config, Running};
 
@@ -49,7 +49,7 @@ fn client_for(s: &Running, tweak: impl FnOnce(&mut Options)) -> Client {
     Client::with_options(ACCOUNT, KEY, &o).unwrap()
 }
 
-fn st(r: tryvox::HangupResult) -> Status {
+fn st(r: tryvox_core::HangupResult) -> Status {
     r.map(|_| Status::Ok).unwrap_or_else(|e| e.status())
 }
 

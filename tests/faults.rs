@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tryvox::{Client, Options, Status};
+use tryvox_core::{Client, Options, Status};
 use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
 
 fn free_port() -> u16 {
@@ -88,7 +88,7 @@ fn client(base: &str, tweak: impl FnOnce(&mut Options)) -> Client {
     Client::with_options(ACCOUNT, KEY, &o).unwrap()
 }
 
-fn st(r: tryvox::HangupResult) -> Status {
+fn st(r: tryvox_core::HangupResult) -> Status {
     r.map(|_| Status::Ok).unwrap_or_else(|e| e.status())
 }
 

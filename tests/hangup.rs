@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::{uniq, TestServer, API_KEY, AUTH_ID};
-use tryvox::{Client, Options, Status};
+use tryvox_core::{Client, Options, Status};
 
 fn opts(server: &TestServer) -> Options {
     let mut o = Options::new();
@@ -556,7 +556,11 @@ fn a_panic_in_a_worker_is_internal_error_and_the_pool_lives_on() {
     let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let tx2 = tx.clone();
-    c.hangup_async(&uniq("ok-"), move |_, r| {
+    // The id comes back to the callback as the caller's own value, moved, not copied.
+    let first: Arc<str> = uniq("ok-").into();
+    let given = Arc::clone(&first);
+    c.hangup_async(first, move |id, r| {
+        assert!(Arc::ptr_eq(&id, &given), "the caller's id is handed back");
         tx.send(r.map_err(|e| e.status())).unwrap()
     })
     .unwrap();
@@ -565,7 +569,7 @@ fn a_panic_in_a_worker_is_internal_error_and_the_pool_lives_on() {
         Err(Status::InternalError)
     );
     // The same pool and client keep working.
-    c.hangup_async(&uniq("ok-"), move |_, r| {
+    c.hangup_async(uniq("ok-"), move |_, r| {
         tx2.send(r.map_err(|e| e.status())).unwrap()
     })
     .unwrap();

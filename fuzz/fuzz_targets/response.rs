@@ -7,11 +7,11 @@
 use std::time::{Duration, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
-use tryvox::fuzzing::{
+use tryvox_core::fuzzing::{
     classify, classify_with, parse_error_body, parse_retry_after, redact_key, LEAK_RUN, MAX_CODE,
     MAX_MESSAGE,
 };
-use tryvox::Status;
+use tryvox_core::Status;
 
 /// Key characters: none of our own message text has 8 of them in a row ("HTTP" and
 /// "TLS" are the longest such runs), so any run found came from the server's words.

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use crate::auth::{self, nested_error};
 use crate::calls::{Call, Control, HangupError, NewCall, Store};
-use crate::faults::{Faults, Injected};
+use crate::faults::Faults;
 use crate::webhooks::{Inbox, Webhooks};
 
 pub struct AppState {
@@ -29,11 +29,13 @@ pub struct AppState {
     pub hangups: AtomicU64,
 }
 
-/// Lets a handler close its own connection without answering (the drop fault).
+/// Put in each request's extensions by the server so a handler can close its own
+/// connection without answering (the drop fault): notifying it ends the connection task.
 #[derive(Clone)]
-pub struct ConnCtl(pub Arc<Notify>);
+pub struct ConnectionControl(pub Arc<Notify>);
 
-type St = State<Arc<AppState>>;
+/// The state extractor every handler takes; an alias keeps handler signatures short.
+type SharedState = State<Arc<AppState>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -70,11 +72,11 @@ fn code_for(status: u16) -> &'static str {
 
 /// Applies global latency and any fault for this request. `Some` is the response to send
 /// instead of the real one; drop and hang never return.
-async fn inject(st: &AppState, id: Option<&str>, ctl: &ConnCtl) -> Option<Response> {
+async fn inject(st: &AppState, id: Option<&str>, ctl: &ConnectionControl) -> Option<Response> {
     if !st.faults.global.latency.is_zero() {
         tokio::time::sleep(st.faults.global.latency).await;
     }
-    let Injected::Scripted(s) = st.faults.next(id)?;
+    let s = st.faults.next(id)?;
     if let Some(ms) = s.delay_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -107,7 +109,7 @@ async fn inject(st: &AppState, id: Option<&str>, ctl: &ConnCtl) -> Option<Respon
 async fn gate(
     st: &AppState,
     id: Option<&str>,
-    ctl: &ConnCtl,
+    ctl: &ConnectionControl,
     headers: &HeaderMap,
     account: &str,
 ) -> Result<(), Response> {
@@ -213,10 +215,10 @@ fn parse_new_call(body: &[u8]) -> Result<NewCall, Response> {
 }
 
 async fn create_call(
-    State(st): St,
+    State(st): SharedState,
     Path(account): Path<String>,
     headers: HeaderMap,
-    Extension(ctl): Extension<ConnCtl>,
+    Extension(ctl): Extension<ConnectionControl>,
     body: Bytes,
 ) -> Response {
     if let Err(r) = gate(&st, None, &ctl, &headers, &account).await {
@@ -232,10 +234,10 @@ async fn create_call(
 }
 
 async fn get_call(
-    State(st): St,
+    State(st): SharedState,
     Path((account, id)): Path<(String, String)>,
     headers: HeaderMap,
-    Extension(ctl): Extension<ConnCtl>,
+    Extension(ctl): Extension<ConnectionControl>,
 ) -> Response {
     if let Err(r) = gate(&st, Some(&id), &ctl, &headers, &account).await {
         return r;
@@ -261,10 +263,10 @@ struct ListQuery {
 }
 
 async fn list_calls(
-    State(st): St,
+    State(st): SharedState,
     Path(account): Path<String>,
     headers: HeaderMap,
-    Extension(ctl): Extension<ConnCtl>,
+    Extension(ctl): Extension<ConnectionControl>,
     Query(q): Query<ListQuery>,
 ) -> Response {
     if let Err(r) = gate(&st, None, &ctl, &headers, &account).await {
@@ -302,10 +304,10 @@ async fn list_calls(
 }
 
 async fn hangup_call(
-    State(st): St,
+    State(st): SharedState,
     Path((account, id)): Path<(String, String)>,
     headers: HeaderMap,
-    Extension(ctl): Extension<ConnCtl>,
+    Extension(ctl): Extension<ConnectionControl>,
 ) -> Response {
     if let Err(r) = gate(&st, Some(&id), &ctl, &headers, &account).await {
         return r;
@@ -331,7 +333,7 @@ async fn hangup_call(
     }
 }
 
-async fn health(State(st): St) -> Response {
+async fn health(State(st): SharedState) -> Response {
     Json(json!({"status": "ok", "calls": st.store.len(), "hangups": st.hangups.load(Ordering::Relaxed)})).into_response()
 }
 
@@ -346,7 +348,7 @@ struct SeedBody {
 }
 
 /// Creates `count` ringing calls at once (for bulk tests and benchmarks).
-async fn seed(State(st): St, Json(b): Json<SeedBody>) -> Response {
+async fn seed(State(st): SharedState, Json(b): Json<SeedBody>) -> Response {
     if b.count > 1_000_000 {
         return validation("count", "at most 1000000");
     }
@@ -379,7 +381,7 @@ struct FaultsBody {
 }
 
 async fn script_faults(
-    State(st): St,
+    State(st): SharedState,
     Path(id): Path<String>,
     Json(b): Json<FaultsBody>,
 ) -> Response {
@@ -387,7 +389,7 @@ async fn script_faults(
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn control(State(st): St, Path((id, action)): Path<(String, String)>) -> Response {
+async fn control(State(st): SharedState, Path((id, action)): Path<(String, String)>) -> Response {
     let what = match action.as_str() {
         "answer" => Control::Answer,
         "caller-hangup" => Control::CallerHangup,
@@ -413,17 +415,17 @@ async fn control(State(st): St, Path((id, action)): Path<(String, String)>) -> R
     }
 }
 
-async fn webhooks(State(st): St) -> Response {
+async fn webhooks(State(st): SharedState) -> Response {
     Json(json!({"deliveries": st.webhooks.deliveries()})).into_response()
 }
 
-async fn inbox_push(State(st): St, body: Bytes) -> Response {
+async fn inbox_push(State(st): SharedState, body: Bytes) -> Response {
     let v = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     st.inbox.push(v);
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn inbox_list(State(st): St) -> Response {
+async fn inbox_list(State(st): SharedState) -> Response {
     Json(json!({"received": st.inbox.all()})).into_response()
 }

@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
+use crate::rng::random_u64;
+
 /// Statuses from which a hangup is possible.
 pub const LIVE: [&str; 2] = ["ringing", "in-progress"];
 
@@ -295,10 +297,10 @@ impl Call {
     }
 }
 
-/// A random version-4 UUID (std's randomly keyed hasher as the entropy source).
+/// A random version-4 UUID (from `crate::rng`).
 pub fn uuid_v4() -> String {
-    let hi = crate::faults::random_u64();
-    let lo = crate::faults::random_u64();
+    let hi = random_u64();
+    let lo = random_u64();
     let b = ((hi as u128) << 64) | lo as u128;
     let b = (b & !(0xF000u128 << 64)) | (0x4000u128 << 64); // version 4
     let b = (b & !(0xC000u128 << 48)) | (0x8000u128 << 48); // variant 10

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::rng::random_unit;
+
 /// Rates and delays applied to every `/v1` request.
 #[derive(Debug, Clone, Default)]
 pub struct GlobalFaults {
@@ -21,7 +23,8 @@ pub struct GlobalFaults {
     pub drop_rate: f64,
 }
 
-/// One scripted response for the next request that touches a call id.
+/// A fault to act out instead of the normal answer: scripted for the next request that
+/// touches a call id, or drawn from the global rates.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Scripted {
     /// HTTP status to answer (ignored when `drop` is set).
@@ -42,12 +45,6 @@ pub struct Scripted {
     /// Never answer (the client's deadline must end it).
     #[serde(default)]
     pub hang: bool,
-}
-
-/// What the request handler must do instead of its normal work.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Injected {
-    Scripted(Scripted),
 }
 
 #[derive(Default)]
@@ -75,7 +72,7 @@ impl Faults {
     }
 
     /// The fault for this request, if any: the call's script first, then the rates.
-    pub fn next(&self, id: Option<&str>) -> Option<Injected> {
+    pub fn next(&self, id: Option<&str>) -> Option<Scripted> {
         if let Some(id) = id {
             let mut s = self.scripts.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(q) = s.get_mut(id) {
@@ -84,29 +81,29 @@ impl Faults {
                     s.remove(id);
                 }
                 if let Some(n) = next {
-                    return Some(Injected::Scripted(n));
+                    return Some(n);
                 }
             }
         }
         let g = &self.global;
         if g.drop_rate > 0.0 && random_unit() < g.drop_rate {
-            return Some(Injected::Scripted(Scripted {
+            return Some(Scripted {
                 drop: true,
                 ..blank()
-            }));
+            });
         }
         if g.rate_limit_rate > 0.0 && random_unit() < g.rate_limit_rate {
-            return Some(Injected::Scripted(Scripted {
+            return Some(Scripted {
                 status: Some(429),
                 retry_after: Some(g.retry_after_secs.to_string()),
                 ..blank()
-            }));
+            });
         }
         if g.error_rate > 0.0 && random_unit() < g.error_rate {
-            return Some(Injected::Scripted(Scripted {
+            return Some(Scripted {
                 status: Some(503),
                 ..blank()
-            }));
+            });
         }
         None
     }
@@ -121,22 +118,6 @@ fn blank() -> Scripted {
         drop: false,
         hang: false,
     }
-}
-
-/// A random u64 from std's randomly keyed hasher (no rand crate needed for a simulator).
-pub fn random_u64() -> u64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.finish()
-}
-
-/// A random number in [0, 1).
-pub fn random_unit() -> f64 {
-    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -161,17 +142,17 @@ mod tests {
         );
         assert_eq!(
             f.next(Some("c1")),
-            Some(Injected::Scripted(Scripted {
+            Some(Scripted {
                 status: Some(503),
                 ..blank()
-            }))
+            })
         );
         assert_eq!(
             f.next(Some("c1")),
-            Some(Injected::Scripted(Scripted {
+            Some(Scripted {
                 drop: true,
                 ..blank()
-            }))
+            })
         );
         assert_eq!(f.next(Some("c1")), None);
         assert_eq!(f.next(Some("c2")), None);
@@ -185,10 +166,10 @@ mod tests {
         });
         assert_eq!(
             f.next(None),
-            Some(Injected::Scripted(Scripted {
+            Some(Scripted {
                 status: Some(503),
                 ..blank()
-            }))
+            })
         );
         let f = Faults::new(GlobalFaults {
             rate_limit_rate: 0.5,

@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod calls;
 pub mod faults;
+pub mod rng;
 pub mod server;
 pub mod tls;
 pub mod webhooks;

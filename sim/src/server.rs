@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower_service::Service;
 
-use crate::app::{self, AppState, ConnCtl};
+use crate::app::{self, AppState, ConnectionControl};
 use crate::calls::Store;
 use crate::faults::{Faults, GlobalFaults};
 use crate::webhooks::{Inbox, Webhooks};
@@ -80,7 +80,7 @@ pub async fn serve(listener: TcpListener, config: Config, stop: Arc<Notify>) -> 
         let tls = tls.clone();
         tokio::spawn(async move {
             let kill = Arc::new(Notify::new());
-            let ctl = ConnCtl(Arc::clone(&kill));
+            let ctl = ConnectionControl(Arc::clone(&kill));
             let svc = service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(ctl.clone());
                 let mut r = router.clone();

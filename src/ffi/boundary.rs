@@ -1,15 +1,19 @@
-//! The one panic boundary every `extern "C"` function goes through, and the per-thread
-//! last error it records.
+//! The one panic boundary of the C ABI, and the per-thread last error it records.
 //!
-//! Each exported function is `boundary::status(|| ...)` or `boundary::pointer(|| ...)`
-//! around safe core calls: a `Result` becomes a status number and the thread's last error;
-//! a panic becomes `TRYVOX_INTERNAL_ERROR` and never unwinds into C.
+//! Every exported function that does work is `boundary::status(|| ...)`,
+//! `boundary::pointer(|| ...)` or `boundary::infallible(|| ...)` around safe core calls: a
+//! `Result` becomes a status number (through [`outcome`], the one result-to-status
+//! conversion) and the thread's last error; a panic becomes `TRYVOX_INTERNAL_ERROR` with
+//! the core's one panic message and never unwinds into C. The getters
+//! (`tryvox_last_error*`, `tryvox_status_str`, `tryvox_version`) are not wrapped: they
+//! only index a static table or read this thread's slot with `try_with`/`try_borrow`,
+//! which cannot panic, and they have no status to return.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::error::{Error, Status};
+use tryvox_core::{Error, HangupResult, Status};
 
 struct LastError {
     message: CString,
@@ -50,30 +54,28 @@ pub(crate) fn record_error(e: &Error) {
     record(e.message(), e.server_code(), e.http_status());
 }
 
-fn panicked() -> Error {
-    Error::internal(
-        "internal error: a bug in libtryvox was caught at the API boundary; \
-         the process and the client are intact (please report it)",
-    )
+/// An argument the C caller got wrong: TRYVOX_INVALID_ARGUMENT, nothing sent.
+pub(crate) fn invalid(message: impl Into<String>) -> Error {
+    Error::new(Status::InvalidArgument, message)
+}
+
+/// The one conversion of an outcome for C: (status number, HTTP status, message).
+pub(crate) fn outcome(r: &HangupResult) -> (c_int, c_int, &str) {
+    match r {
+        Ok(http) => (Status::Ok.code(), c_int::from(*http), ""),
+        Err(e) => (e.status().code(), c_int::from(e.http_status()), e.message()),
+    }
 }
 
 /// Runs `f` behind the panic boundary; its error (or `Ok`'s HTTP status) becomes the
 /// thread's last error, and the status number is returned.
-pub(crate) fn status(f: impl FnOnce() -> Result<u16, Error>) -> c_int {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(http)) => {
-            record_ok(http);
-            Status::Ok.code()
-        }
-        Ok(Err(e)) => {
-            record_error(&e);
-            e.status().code()
-        }
-        Err(_) => {
-            record_error(&panicked());
-            Status::InternalError.code()
-        }
+pub(crate) fn status(f: impl FnOnce() -> HangupResult) -> c_int {
+    let r = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(Error::caught_panic()));
+    match &r {
+        Ok(http) => record_ok(*http),
+        Err(e) => record_error(e),
     }
+    outcome(&r).0
 }
 
 /// As [`status`] for constructors: NULL on error.
@@ -97,12 +99,12 @@ pub(crate) fn infallible(f: impl FnOnce()) {
 /// `p` is NULL or points to a NUL-terminated string valid for the returned lifetime.
 pub(crate) unsafe fn str_arg<'a>(what: &str, p: *const c_char) -> Result<&'a str, Error> {
     if p.is_null() {
-        return Err(Error::invalid(format!("{what} is NULL")));
+        return Err(invalid(format!("{what} is NULL")));
     }
     // SAFETY: non-NULL and NUL-terminated by the caller's contract.
     let s = unsafe { CStr::from_ptr(p) };
     s.to_str()
-        .map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
+        .map_err(|_| invalid(format!("{what} is not valid UTF-8")))
 }
 
 /// Borrows a non-NULL object pointer.
@@ -111,7 +113,7 @@ pub(crate) unsafe fn str_arg<'a>(what: &str, p: *const c_char) -> Result<&'a str
 /// `p` is NULL or a live pointer the library handed out.
 pub(crate) unsafe fn obj<'a, T>(what: &str, p: *const T) -> Result<&'a T, Error> {
     // SAFETY: the caller's contract; NULL is checked here.
-    unsafe { p.as_ref() }.ok_or_else(|| Error::invalid(format!("{what} is NULL")))
+    unsafe { p.as_ref() }.ok_or_else(|| invalid(format!("{what} is NULL")))
 }
 
 /// As [`obj`], mutably.
@@ -120,21 +122,50 @@ pub(crate) unsafe fn obj<'a, T>(what: &str, p: *const T) -> Result<&'a T, Error>
 /// `p` is NULL or a live pointer the library handed out, used by one thread at a time.
 pub(crate) unsafe fn obj_mut<'a, T>(what: &str, p: *mut T) -> Result<&'a mut T, Error> {
     // SAFETY: the caller's contract; NULL is checked here.
-    unsafe { p.as_mut() }.ok_or_else(|| Error::invalid(format!("{what} is NULL")))
+    unsafe { p.as_mut() }.ok_or_else(|| invalid(format!("{what} is NULL")))
+}
+
+/// Reads this thread's last error without any way to panic: a slot already destroyed
+/// (thread teardown) or borrowed (impossible: nothing calls out while recording) reads as
+/// the empty default.
+fn read_last<T>(f: impl FnOnce(&LastError) -> T, default: T) -> T {
+    LAST.try_with(|c| c.try_borrow().ok().map(|last| f(&last)))
+        .ok()
+        .flatten()
+        .unwrap_or(default)
 }
 
 pub(crate) fn last_message() -> *const c_char {
-    LAST.try_with(|c| c.borrow().message.as_ptr())
-        .unwrap_or(c"".as_ptr())
+    read_last(|l| l.message.as_ptr(), c"".as_ptr())
 }
 
 pub(crate) fn last_code() -> *const c_char {
-    LAST.try_with(|c| c.borrow().code.as_ptr())
-        .unwrap_or(c"".as_ptr())
+    read_last(|l| l.code.as_ptr(), c"".as_ptr())
 }
 
 pub(crate) fn last_http_status() -> c_int {
-    LAST.try_with(|c| c.borrow().http_status).unwrap_or(0)
+    read_last(|l| l.http_status, 0)
+}
+
+/// A call id from C, kept as the C string it arrived as: validated UTF-8 for the core,
+/// and handed back to the callback as is, without a second conversion.
+pub(crate) struct CallId(CString);
+
+impl CallId {
+    pub(crate) fn new(id: &str) -> CallId {
+        CallId(c_string(id))
+    }
+
+    pub(crate) fn as_c_str(&self) -> &CStr {
+        &self.0
+    }
+}
+
+impl AsRef<str> for CallId {
+    fn as_ref(&self) -> &str {
+        // Built from a `&str`: always UTF-8.
+        self.0.to_str().unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

@@ -255,7 +255,12 @@ fn parse_base_url(url: &str) -> Result<String, Error> {
 /// An explicit port must be 1 to 65535 (`http::Uri` keeps any digits, and ureq would
 /// quietly fall back to the scheme's port).
 fn check_port(what: &str, authority: &Authority) -> Result<(), Error> {
+    // Credentials (`user:password@`, a proxy's) come before the host: neither their ':'
+    // nor their text may take part (the error below quotes the port).
     let text = authority.as_str();
+    let text = text
+        .rsplit_once('@')
+        .map_or(text, |(_, host_port)| host_port);
     // The port follows the last ':' after the host (an IPv6 host is in brackets).
     let after_host = text.rfind(']').map_or(text, |i| &text[i..]);
     let Some(colon) = after_host.rfind(':') else {
@@ -385,6 +390,23 @@ mod tests {
         assert!(o.set_proxy("http://127.0.0.1:3128").is_ok());
         for bad in ["http://127.0.0.1:99999", "http://127.0.0.1:0", "http://h:"] {
             assert!(o.set_proxy(bad).is_err(), "{bad}");
+        }
+        // Credentials: their ':' is not a port, and their text never reaches a message.
+        for good in [
+            "http://user:pw@127.0.0.1",
+            "http://user:se%40cret@10.0.0.1:3128",
+        ] {
+            assert!(o.set_proxy(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://user:pw@127.0.0.1:99999",
+            "http://user:s3cr3t@[::1]:0",
+        ] {
+            let e = o.set_proxy(bad).unwrap_err();
+            assert!(
+                !e.message().contains("pw") && !e.message().contains("s3cr3t"),
+                "{e}"
+            );
         }
     }
 }

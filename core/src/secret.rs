@@ -100,9 +100,9 @@ pub fn redact(key: &[u8], text: &str) -> String {
     };
     let out = replace(MARK);
     // Text left between marks holds no run (it would have been marked), so a run can
-    // only form across a mark's own letters; a non-ASCII mark cannot be part of one.
-    // (A key shorter than a run is a whole word here; the marker may hold it harmlessly.)
-    if run == LEAK_RUN && out.as_bytes().windows(run).any(|w| grams.contains(w)) {
+    // only form across or inside a mark's own letters (a short key such as "REDACT");
+    // a non-ASCII mark cannot be part of one: keys are visible ASCII.
+    if out.as_bytes().windows(run).any(|w| grams.contains(w)) {
         return replace(MARK_NON_ASCII);
     }
     out
@@ -117,6 +117,15 @@ impl std::fmt::Debug for ApiKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_inside_the_marker_is_not_shown_by_it() {
+        for key in ["REDACT", "DAC", "[REDACTED]", "EDACTED]"] {
+            let out = redact(key.as_bytes(), &format!("bad key {key} sent"));
+            assert!(!out.contains(key), "{key}: {out}");
+            assert!(out.contains('\u{2026}'), "{key}: {out}");
+        }
+    }
 
     #[test]
     fn never_shown() {
@@ -141,9 +150,9 @@ mod tests {
             redact(key, "é tvx_sk_live_0123456789abcdeftvx_sk_live_0 é"),
             "é [REDACTED] é"
         );
-        // A short key is hidden only whole, even if the marker holds it.
+        // A short key is hidden only whole; a marker that holds it is not used.
         assert_eq!(redact(b"abc", "xabcx ab"), "x[REDACTED]x ab");
-        assert_eq!(redact(b"C", "Connection"), "[REDACTED]onnection");
+        assert_eq!(redact(b"C", "Connection"), "\u{2026}onnection");
         // A key that contains the marker cannot be rebuilt around it.
         let odd = b"[REDACTED]tail0";
         assert_eq!(redact(odd, "[REDACTE[REDACTED]tail0"), "\u{2026}");

@@ -83,6 +83,11 @@ impl WorkerPool {
         Ok(())
     }
 
+    /// True once `shutdown` has begun: no job will be taken any more.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        lock(&self.shared.state).shutting_down
+    }
+
     /// Number of threads started so far.
     #[cfg(test)]
     pub(crate) fn threads(&self) -> usize {
