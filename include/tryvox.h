@@ -157,6 +157,13 @@ struct tryvox_client *tryvox_client_new(const char *auth_id, const char *api_key
  * strings and the options when this returns. A plain `http` base URL to a host that is
  * not loopback is refused here unless `tryvox_options_allow_insecure_http` was set.
  *
+ * Connecting: the host name is looked up on a helper thread (one lookup per name at a
+ * time, shared by concurrent hangups; answers cached 30 s; a hangup waits for it no
+ * longer than its deadline). The addresses are tried as RFC 8305 (Happy Eyeballs) says:
+ * families alternate, the next address starts 250 ms after the previous one (at once if
+ * it failed), the first to connect wins, and an address that failed or lost moves to the
+ * back of the cached list; all within the connect timeout and the deadline.
+ *
  * Returns a new client (free with `tryvox_client_free`) or NULL with the thread's last
  * error set. Thread-safe, but `options` must not be modified by another thread during the
  * call.
@@ -170,8 +177,11 @@ struct tryvox_client *tryvox_client_new_with_options(const char *auth_id,
  *
  * Waits for the client's queued and running asynchronous hangups to finish (each is
  * bounded by its deadline) and delivers their callbacks before returning; no callback
- * runs after it returns, and no library thread of this client is left running. The API
- * key is wiped from the library's memory. Using the client afterwards is undefined.
+ * runs after it returns, and no library thread of this client is left running, with one
+ * exception: a host name lookup stuck in the system resolver is not waited for (free
+ * would hang with it). Its thread holds no client state and no key, keeps libtryvox
+ * loaded until the resolver answers, and then exits. The API key is wiped from the
+ * library's memory. Using the client afterwards is undefined.
  * Must not be called while another thread is still using the client, nor from a callback
  * of the same client.
  */

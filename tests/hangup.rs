@@ -735,3 +735,116 @@ fn ports_out_of_range_are_invalid() {
     }
     assert!(o.set_base_url("http://127.0.0.1:65535").is_ok());
 }
+
+/// A client of `server` under the name `name`, resolved by `lookup`.
+fn named_client(
+    name: &str,
+    port: u16,
+    lookup: tryvox_core::LookupFn,
+    timeout_ms: u64,
+    max_retries: u32,
+) -> Client {
+    let mut o = Options::new();
+    o.set_base_url(&format!("http://{name}:{port}")).unwrap();
+    // A name is not loopback by the URL rule, though every address here is.
+    o.allow_insecure_http(true);
+    o.set_timeout(Duration::from_millis(timeout_ms)).unwrap();
+    o.set_max_retries(max_retries).unwrap();
+    o.set_resolver(lookup);
+    Client::with_options(AUTH_ID, API_KEY, &o).unwrap()
+}
+
+#[test]
+fn a_name_whose_first_address_is_black_holed_is_reached_through_the_next() {
+    // The review's case: a name resolving first to a dead route (here 127.0.0.2 on the
+    // server's port, whose SYNs are dropped) and then to the live server. Without Happy
+    // Eyeballs every connect spent its whole budget on the first address: TIMEOUT.
+    let s = TestServer::start();
+    let port = s.addr.port();
+    let hole = match support::black_hole(std::net::SocketAddrV4::new([127, 0, 0, 2].into(), port)) {
+        Ok(h) => h,
+        Err(e) => panic!("cannot make a black hole on 127.0.0.2:{port}: {e}"),
+    };
+    let order = vec![hole.addr, s.addr];
+    let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let l = Arc::clone(&lookups);
+    let lookup: tryvox_core::LookupFn = Arc::new(move |key: &str| {
+        assert_eq!(key, format!("blackholed.test:{port}"));
+        l.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(order.clone())
+    });
+    // No retry and a connect timeout longer than the deadline: only falling back to the
+    // next address within this one attempt can succeed.
+    let c = named_client("blackholed.test", port, lookup, 4000, 0);
+    for i in 0..3 {
+        let id = uniq("ok-");
+        assert_eq!(
+            c.hangup(&id).map_err(|e| e.to_string()),
+            Ok(204),
+            "hangup {i}"
+        );
+    }
+    // Sixteen at once: new connections, each reaching the live address.
+    let results = c
+        .hangup_many(&(0..16).map(|_| uniq("slow-100-")).collect::<Vec<_>>(), 16)
+        .unwrap();
+    assert!(
+        results.iter().all(|r| r.as_ref().is_ok_and(|h| *h == 204)),
+        "{results:?}"
+    );
+    assert_eq!(
+        lookups.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one lookup, cached"
+    );
+    drop(hole);
+}
+
+#[test]
+fn a_stalled_resolver_gives_timeout_and_never_holds_up_drop() {
+    // A system resolver that never answers (a dead DNS server, a stuck NSS module): every
+    // hangup ends in TIMEOUT at its deadline, all of them share one lookup, and dropping
+    // the client does not wait for it (the lookup thread holds no client state).
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let gate = Mutex::new(gate);
+    let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let l = Arc::clone(&lookups);
+    let lookup: tryvox_core::LookupFn = Arc::new(move |_: &str| {
+        l.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = gate.lock().unwrap().recv();
+        Err(std::io::Error::other("released by the test"))
+    });
+    let c = named_client("stalled.test", 9, lookup, 400, 2);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..20 {
+        let tx = tx.clone();
+        c.hangup_async(uniq("ok-"), move |_, r| {
+            let _ = tx.send(r.map_err(|e| e.status()));
+        })
+        .unwrap();
+    }
+    let e = c.hangup(&uniq("ok-")).unwrap_err();
+    assert_eq!(e.status(), Status::Timeout, "{e}");
+    for _ in 0..20 {
+        let r = rx.recv_timeout(Duration::from_secs(30)).expect("callback");
+        assert_eq!(r, Err(Status::Timeout));
+    }
+    assert_eq!(
+        lookups.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "merged"
+    );
+    // Drop on a watched thread: it must return while the lookup is still stuck (the
+    // lookup is released only afterwards, so a drop that waited for it never returns).
+    let (dropped_tx, dropped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(c);
+        let _ = dropped_tx.send(());
+    });
+    let waited = dropped.recv_timeout(Duration::from_secs(30));
+    release.send(()).unwrap();
+    assert!(
+        waited.is_ok(),
+        "dropping the client waited for a stuck lookup"
+    );
+}

@@ -16,7 +16,7 @@ use crate::bulk;
 use crate::error::{Error, Status};
 use crate::options::{LogFn, LogLevel, Options};
 use crate::pool::{WorkerPool, MAX_WORKERS};
-use crate::resolve::CachingResolver;
+use crate::resolve::{system_lookup, AddressBook, BookResolver};
 use crate::retry::{self, Decision, Stop};
 use crate::secret::ApiKey;
 use crate::validate;
@@ -102,15 +102,18 @@ impl Client {
             .build();
         // ureq's default chain, with our poll()-driven TCP transport (Unix) in place of
         // its own.
+        let book = Arc::new(AddressBook::new(
+            options.lookup.clone().unwrap_or_else(system_lookup),
+        ));
         #[cfg(unix)]
-        let tcp = crate::transport::PollTcpConnector;
+        let tcp = crate::transport::PollTcpConnector::new(Arc::clone(&book));
         #[cfg(not(unix))]
         let tcp = ureq::unversioned::transport::TcpConnector::default();
         let connector =
             ().chain(ConnectProxyConnector::default())
                 .chain(tcp)
                 .chain(RustlsConnector::default());
-        let agent = Agent::with_parts(config, connector, CachingResolver::default());
+        let agent = Agent::with_parts(config, connector, BookResolver(book));
         let tenant = match &options.tenant_id {
             Some(t) => Some(
                 HeaderValue::from_str(t)

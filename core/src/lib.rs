@@ -37,6 +37,8 @@ pub use options::{
     DEFAULT_TIMEOUT,
 };
 pub use pool::MAX_WORKERS;
+#[doc(hidden)]
+pub use resolve::LookupFn;
 
 /// Pure pieces exposed for the fuzz targets; not a stable API.
 #[doc(hidden)]

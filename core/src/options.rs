@@ -47,6 +47,7 @@ pub struct Options {
     pub(crate) proxy: Option<String>,
     pub(crate) allow_insecure_http: bool,
     pub(crate) log: Option<LogFn>,
+    pub(crate) lookup: Option<crate::resolve::LookupFn>,
 }
 
 impl Default for Options {
@@ -62,6 +63,7 @@ impl Default for Options {
             proxy: None,
             allow_insecure_http: false,
             log: None,
+            lookup: None,
         }
     }
 }
@@ -172,6 +174,14 @@ impl Options {
     /// must not cross a network in clear text.
     pub fn allow_insecure_http(&mut self, allow: bool) {
         self.allow_insecure_http = allow;
+    }
+
+    /// Resolves host names with `lookup` (`"host:port"` in, addresses out, in the order
+    /// to try) instead of the system resolver: a seam for tests (a name whose first
+    /// address is black-holed, a resolver that never answers). Not a stable API.
+    #[doc(hidden)]
+    pub fn set_resolver(&mut self, lookup: crate::resolve::LookupFn) {
+        self.lookup = Some(lookup);
     }
 
     /// Log lines go to `f`, from whichever thread does the work.

@@ -8,12 +8,12 @@
 //! what libcurl does (a hangup costs a send, a poll, a recv and one probe).
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use ureq::unversioned::resolver::ResolvedSocketAddrs;
+use crate::resolve::AddressBook;
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, ShutdownHandle,
     Transport,
@@ -21,8 +21,17 @@ use ureq::unversioned::transport::{
 use ureq::Timeout;
 
 /// Opens TCP connections for the connector chain (after a CONNECT proxy, before TLS).
-#[derive(Debug, Default)]
-pub(crate) struct PollTcpConnector;
+#[derive(Debug)]
+pub(crate) struct PollTcpConnector {
+    /// The client's resolved addresses: ones that fail are moved to the back.
+    book: Arc<AddressBook>,
+}
+
+impl PollTcpConnector {
+    pub(crate) fn new(book: Arc<AddressBook>) -> PollTcpConnector {
+        PollTcpConnector { book }
+    }
+}
 
 impl<In: Transport> Connector<In> for PollTcpConnector {
     type Out = Either<In, PollTcpTransport>;
@@ -35,7 +44,22 @@ impl<In: Transport> Connector<In> for PollTcpConnector {
         if let Some(t) = chained {
             return Ok(Some(Either::A(t)));
         }
-        let stream = connect_any(&details.addrs, details.timeout)?;
+        let deadline = details.timeout.not_zero().map(|d| Instant::now() + *d);
+        let addrs: Vec<SocketAddr> = details.addrs.iter().copied().collect();
+        let outcome = happy_eyeballs(&addrs, deadline);
+        for a in &outcome.losers {
+            self.book.demote(*a);
+        }
+        let stream = match outcome.stream {
+            Some(s) => s,
+            None if outcome.timed_out => return Err(ureq::Error::Timeout(details.timeout.reason)),
+            None => {
+                return Err(outcome
+                    .error
+                    .map(ureq::Error::Io)
+                    .unwrap_or(ureq::Error::ConnectionFailed))
+            }
+        };
         stream.set_nodelay(details.config.no_delay())?;
         stream.set_nonblocking(true)?;
         let stream = Arc::new(stream);
@@ -52,40 +76,143 @@ impl<In: Transport> Connector<In> for PollTcpConnector {
     }
 }
 
-/// Tries each resolved address in turn within the connect budget.
-fn connect_any(
-    addrs: &ResolvedSocketAddrs,
-    timeout: NextTimeout,
-) -> Result<TcpStream, ureq::Error> {
-    let deadline = timeout.not_zero().map(|d| Instant::now() + *d);
-    let mut last = None;
-    for addr in addrs.iter() {
-        let attempt = match deadline {
-            Some(dl) => {
-                let left = dl.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(ureq::Error::Timeout(timeout.reason));
+/// RFC 8305's Connection Attempt Delay: the next address is tried when the one before
+/// has not connected (nor failed) within this time.
+pub(crate) const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// What a Happy Eyeballs race gave.
+struct Race {
+    stream: Option<TcpStream>,
+    /// Addresses that failed, or were still connecting when another one won.
+    losers: Vec<SocketAddr>,
+    /// The last error of a failed address, when none connected.
+    error: Option<io::Error>,
+    /// The deadline passed with attempts still connecting.
+    timed_out: bool,
+}
+
+/// The order of RFC 8305 section 4: families alternate, starting with the first
+/// address's family; within a family, the resolver's order is kept.
+fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let Some(first) = addrs.first() else {
+        return Vec::new();
+    };
+    let (mut same, mut other): (Vec<SocketAddr>, Vec<SocketAddr>) =
+        addrs.iter().partition(|a| a.is_ipv4() == first.is_ipv4());
+    same.reverse();
+    other.reverse();
+    let mut out = Vec::with_capacity(addrs.len());
+    while !same.is_empty() || !other.is_empty() {
+        out.extend(same.pop());
+        out.extend(other.pop());
+    }
+    out
+}
+
+/// Connects to one of `addrs` (RFC 8305 Happy Eyeballs): the next address starts
+/// [`ATTEMPT_DELAY`] after the previous one, or at once when it fails; the first to
+/// connect wins and the others are closed; nothing runs past `deadline`. A black-holed
+/// first address (a dead IPv6 route) costs 250 ms, not the whole budget.
+fn happy_eyeballs(addrs: &[SocketAddr], deadline: Option<Instant>) -> Race {
+    let mut race = Race {
+        stream: None,
+        losers: Vec::new(),
+        error: None,
+        timed_out: false,
+    };
+    let mut queue = interleave(addrs).into_iter();
+    let mut trying: Vec<(SocketAddr, mio::net::TcpStream)> = Vec::new();
+    let mut next_start = Instant::now();
+    loop {
+        let now = Instant::now();
+        if deadline.is_some_and(|dl| now >= dl) {
+            race.timed_out = !trying.is_empty();
+            race.losers.extend(trying.iter().map(|(a, _)| *a));
+            return race;
+        }
+        // Start the next address when its time has come, or when nothing is in flight.
+        if now >= next_start || trying.is_empty() {
+            match queue.next() {
+                Some(addr) => {
+                    match mio::net::TcpStream::connect(addr) {
+                        Ok(s) => trying.push((addr, s)),
+                        Err(e) => {
+                            race.losers.push(addr);
+                            race.error = Some(e);
+                            continue; // the next one at once
+                        }
+                    }
+                    next_start = Instant::now() + ATTEMPT_DELAY;
                 }
-                TcpStream::connect_timeout(addr, left)
+                None if trying.is_empty() => return race,
+                None => {}
             }
-            None => TcpStream::connect(addr),
+        }
+        // Wait for any attempt to finish, until the next start or the deadline.
+        let mut until = if queue.len() > 0 {
+            Some(next_start)
+        } else {
+            None
         };
-        match attempt {
-            Ok(s) => return Ok(s),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) =>
-            {
-                return Err(ureq::Error::Timeout(timeout.reason));
+        if let Some(dl) = deadline {
+            until = Some(until.map_or(dl, |u| u.min(dl)));
+        }
+        let mut fds: Vec<libc::pollfd> = trying
+            .iter()
+            .map(|(_, s)| libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            })
+            .collect();
+        let ms = until.map_or(-1, |u| {
+            let left = u.saturating_duration_since(Instant::now());
+            left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        });
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
             }
-            Err(e) => last = Some(e),
+            race.losers.extend(trying.iter().map(|(a, _)| *a));
+            race.error = Some(e);
+            return race;
+        }
+        // Settle every attempt that finished, from the last so indices stay valid.
+        for i in (0..fds.len()).rev() {
+            if fds[i].revents == 0 {
+                continue;
+            }
+            let (addr, s) = trying.remove(i);
+            match s.take_error() {
+                Ok(None) if s.peer_addr().is_ok() => {
+                    if race.stream.is_none() {
+                        // SAFETY: the descriptor is moved out of mio's stream into std's.
+                        race.stream = Some(unsafe { TcpStream::from_raw_fd(s.into_raw_fd()) });
+                    } else {
+                        race.losers.push(addr);
+                    }
+                }
+                Ok(Some(e)) | Err(e) => {
+                    race.losers.push(addr);
+                    race.error = Some(e);
+                    next_start = Instant::now(); // the next address at once
+                }
+                Ok(None) => {
+                    race.losers.push(addr);
+                    race.error = Some(io::Error::from(io::ErrorKind::NotConnected));
+                    next_start = Instant::now();
+                }
+            }
+        }
+        if race.stream.is_some() {
+            // Attempts still connecting lost the race: closed when dropped here.
+            race.losers.extend(trying.iter().map(|(a, _)| *a));
+            return race;
         }
     }
-    Err(last
-        .map(ureq::Error::Io)
-        .unwrap_or(ureq::Error::ConnectionFailed))
 }
 
 /// Peer hang-up, reported even before its FIN is read (Linux only; elsewhere POLLIN sees it).
@@ -236,6 +363,50 @@ impl Transport for PollTcpTransport {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn families_alternate_from_the_first() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let got = interleave(&[
+            a("[::1]:1"),
+            a("[::2]:1"),
+            a("1.1.1.1:1"),
+            a("2.2.2.2:1"),
+            a("[::3]:1"),
+        ]);
+        assert_eq!(
+            got,
+            [
+                a("[::1]:1"),
+                a("1.1.1.1:1"),
+                a("[::2]:1"),
+                a("2.2.2.2:1"),
+                a("[::3]:1")
+            ]
+        );
+        assert!(interleave(&[]).is_empty());
+    }
+
+    #[test]
+    fn refused_addresses_are_skipped_at_once() {
+        // Two ports nobody listens on, then one that answers: connected, two losers.
+        let dead = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addrs = [dead(), dead(), live.local_addr().unwrap()];
+        let race = happy_eyeballs(&addrs, Some(Instant::now() + Duration::from_secs(10)));
+        let s = race.stream.expect("connected to the live one");
+        assert_eq!(s.peer_addr().unwrap(), addrs[2]);
+        assert_eq!(race.losers, addrs[..2]);
+        let race = happy_eyeballs(&addrs[..2], Some(Instant::now() + Duration::from_secs(10)));
+        assert!(race.stream.is_none() && !race.timed_out);
+        assert_eq!(
+            race.error.map(|e| e.kind()),
+            Some(io::ErrorKind::ConnectionRefused)
+        );
+    }
 
     #[test]
     fn wait_honours_the_deadline() {

@@ -545,3 +545,50 @@ pub fn compile_c_asan(src: &str, name: &str) -> std::path::PathBuf {
     ];
     build_c(std::process::Command::new("clang"), &flags, src, name)
 }
+
+/// A TCP address that never answers: a listener with a backlog of 0 whose one queue slot
+/// is taken by a connection nobody accepts, so the kernel drops every later SYN without a
+/// reset, as a dead route does. Checked black before it is handed out.
+pub struct BlackHole {
+    pub addr: std::net::SocketAddr,
+    _listener: std::os::fd::OwnedFd,
+    _filler: std::net::TcpStream,
+}
+
+pub fn black_hole(addr: std::net::SocketAddrV4) -> std::io::Result<BlackHole> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: plain socket calls on a descriptor owned here; `sin` is a valid sockaddr_in.
+    let listener = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let owned = OwnedFd::from_raw_fd(fd);
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: addr.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*addr.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        if libc::bind(fd, (&sin as *const libc::sockaddr_in).cast(), len) != 0
+            || libc::listen(fd, 0) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        owned
+    };
+    let addr = std::net::SocketAddr::V4(addr);
+    let filler = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+        other => panic!("{addr} is not black-holed: {other:?}"),
+    }
+    Ok(BlackHole {
+        addr,
+        _listener: listener,
+        _filler: filler,
+    })
+}
