@@ -66,3 +66,6 @@ install-files:
 
 clean:
 	$(CARGO) clean
+
+# Packaging and per-ecosystem targets (wheel, deb, cmake, ...), one file per concern.
+-include mk/*.mk
