@@ -33,6 +33,8 @@ test-suites:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc -p tryvox-core --no-deps
+	$(CARGO) package -p tryvox-core --allow-dirty --quiet
 	fuzz/run.sh
 
 # Just the bounded fuzz run (FUZZ_SECONDS per target, default 60).

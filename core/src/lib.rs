@@ -1,17 +1,42 @@
-//! tryvox-core: hang up calls on the TryVox voice API, from Rust.
+#![doc = include_str!("../README.md")]
 //!
-//! The safe library under libtryvox: [`Client`] (blocking, asynchronous and bulk
-//! hangups with one deadline, retries and redaction), [`Options`], [`Error`] and
-//! [`Status`]. It has no C interface, no global allocator and no build script: the C
-//! library (the `tryvox` crate at the repository root) is a thin layer over it.
+//! ## Bad input is refused before anything is sent
 //!
-//! ```no_run
-//! let client = tryvox_core::Client::new("AC123456", "tvx_sk_test_...").unwrap();
-//! match client.hangup("650e8400-e29b-41d4-a716-446655440000") {
-//!     Ok(http) => println!("call ended (HTTP {http})"),
-//!     Err(e) if e.call_is_gone() => println!("nothing to hang up: {e}"),
-//!     Err(e) => eprintln!("hangup failed: {e}"),
-//! }
+//! ```
+//! use tryvox_core::{Client, Options, Status};
+//!
+//! let client = Client::new("AC123456", "tvx_sk_test_key").unwrap();
+//! // An id that is not 1-128 characters of A-Z a-z 0-9 - _ . ~ never reaches the network.
+//! let e = client.hangup("../accounts").unwrap_err();
+//! assert_eq!(e.status(), Status::InvalidArgument);
+//! assert!(e.message().contains("call_uuid"));
+//!
+//! // Plain http leaves loopback only when allowed: the key must not cross a network in
+//! // clear text.
+//! let mut o = Options::new();
+//! o.set_base_url("http://api.example.com").unwrap();
+//! let e = Client::with_options("AC123456", "tvx_sk_test_key", &o).unwrap_err();
+//! assert_eq!(e.status(), Status::InvalidArgument);
+//! o.allow_insecure_http(true);
+//! assert!(Client::with_options("AC123456", "tvx_sk_test_key", &o).is_ok());
+//! ```
+//!
+//! ## Every failure has a status, and the deadline bounds it
+//!
+//! ```
+//! use std::time::Duration;
+//! use tryvox_core::{Client, Options, Status};
+//!
+//! // A port on this machine that nobody listens on.
+//! let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+//! let mut o = Options::new();
+//! o.set_base_url(&format!("http://127.0.0.1:{port}")).unwrap();
+//! o.set_timeout(Duration::from_secs(2)).unwrap();
+//! let client = Client::with_options("AC123456", "tvx_sk_test_key", &o).unwrap();
+//! let e = client.hangup("650e8400-e29b-41d4-a716-446655440000").unwrap_err();
+//! assert_eq!(e.status(), Status::NetworkError);
+//! assert_eq!(e.http_status(), 0); // no response arrived
+//! assert!(!e.call_is_gone());
 //! ```
 
 mod attempt;
