@@ -20,14 +20,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3_000);
 /// Extra attempts after the first one.
 pub const DEFAULT_MAX_RETRIES: u32 = 2;
 
-/// Severity of a log line; the numbers are the C callback's `level`.
+/// Severity of a log line, most severe first (`Error < Debug`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(i32)]
 pub enum LogLevel {
-    Error = 0,
-    Warn = 1,
-    Info = 2,
-    Debug = 3,
+    Error,
+    Warn,
+    Info,
+    Debug,
 }
 
 /// Receives the library's log lines, from whichever thread does the work.

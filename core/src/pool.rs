@@ -83,7 +83,7 @@ impl WorkerPool {
         Ok(())
     }
 
-    /// True once `shutdown` has begun: no job will be taken any more.
+    /// True once `shutdown` has begun: new jobs are refused (queued ones still run).
     pub(crate) fn is_shutting_down(&self) -> bool {
         lock(&self.shared.state).shutting_down
     }

@@ -147,13 +147,15 @@ pub(crate) fn last_http_status() -> c_int {
     read_last(|l| l.http_status, 0)
 }
 
-/// A call id from C, kept as the C string it arrived as: validated UTF-8 for the core,
-/// and handed back to the callback as is, without a second conversion.
+/// A call id from C for an async hangup: copied once, into the C string the callback is
+/// handed back (no conversion on the way out). The core reads it as `&str` through
+/// `AsRef`, a UTF-8 check of at most 128 validated bytes.
 pub(crate) struct CallId(CString);
 
 impl CallId {
     pub(crate) fn new(id: &str) -> CallId {
-        CallId(c_string(id))
+        // A validated id holds no NUL; `c_string` covers the impossible case.
+        CallId(CString::new(id).unwrap_or_else(|_| c_string(id)))
     }
 
     pub(crate) fn as_c_str(&self) -> &CStr {

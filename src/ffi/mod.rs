@@ -1,5 +1,7 @@
-//! The C ABI (v1). Each function is one conversion around a core call, behind the panic
-//! boundary of [`boundary`]. The doc comments here become `include/tryvox.h`.
+//! The C ABI (v1). Each function that does work is one conversion around a core call,
+//! behind the panic boundary of [`boundary`]; the getters that only read a static table or
+//! this thread's last error are not wrapped (see `boundary.rs` for why they cannot
+//! panic). The doc comments here become `include/tryvox.h`.
 #![allow(non_camel_case_types)]
 // The safety contract of every function (pointers NULL or live, strings NUL-terminated) is
 // stated in its C-facing doc comment, which becomes the header; a Rust "# Safety" heading
@@ -477,6 +479,16 @@ pub unsafe extern "C" fn tryvox_options_allow_insecure_http(
     }
 }
 
+/// The C numbers of the log levels (see tryvox_log_callback): part of the ABI.
+fn c_level(level: LogLevel) -> c_int {
+    match level {
+        LogLevel::Error => 0,
+        LogLevel::Warn => 1,
+        LogLevel::Info => 2,
+        LogLevel::Debug => 3,
+    }
+}
+
 /// Sends the library's log lines to `cb` with `user_data` (see tryvox_log_callback).
 /// NULL `cb` turns logging off (the default). `user_data` is passed through untouched and
 /// must stay valid for as long as any client built from these options exists.
@@ -491,7 +503,7 @@ pub unsafe extern "C" fn tryvox_options_set_log_callback(
         Arc::new(move |level: LogLevel, message: &str| {
             let m = boundary::c_string(message);
             // SAFETY: the caller's callback, with a string valid for its duration.
-            unsafe { cb(user_data as *mut c_void, level as c_int, m.as_ptr()) };
+            unsafe { cb(user_data as *mut c_void, c_level(level), m.as_ptr()) };
         }) as LogFn
     });
     // SAFETY: the caller's options pointer, NULL-checked by with_options.
