@@ -232,8 +232,12 @@ int tryvox_hangup_async(struct tryvox_client *client,
                         void *user_data);
 
 /**
- * Hangs up `count` calls, at most `max_parallel` at once (0 means 32; values above 65
- * are capped at 65), and blocks until all are done. This is the emergency-shutdown path.
+ * Hangs up `count` calls, at most `max_parallel` at once (0 means 32; values above 1024
+ * are capped at 1024), and blocks until all are done. This is the emergency-shutdown
+ * path. The batch runs on the calling thread and up to `max_parallel - 1` threads of its
+ * own, joined before this returns (it never waits behind queued async hangups); each
+ * hangup in flight holds one connection, so the process needs about `max_parallel` free
+ * file descriptors.
  *
  * `call_uuids` points to `count` NUL-terminated ids (borrowed for the call);
  * `statuses_out` to `count` ints, where the outcome of `call_uuids[i]` is written to

@@ -848,3 +848,50 @@ fn a_stalled_resolver_gives_timeout_and_never_holds_up_drop() {
         "dropping the client waited for a stuck lookup"
     );
 }
+
+/// Raises this process's soft descriptor limit to at least `want` (up to the hard limit):
+/// a test holding both ends of a thousand connections needs over 2,000.
+fn descriptors(want: u64) {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < want {
+            l.rlim_cur = want.min(l.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
+#[test]
+fn a_thousand_hangups_in_flight_at_once() {
+    // The contract honours max_parallel up to at least 1,024. The server holds every
+    // `gate-1000-` request until 1,000 of them are in flight at once: a client with
+    // fewer in flight never opens the gate, and its hangups end in 503 or TIMEOUT.
+    descriptors(8192);
+    let s = TestServer::start();
+    let mut o = opts(&s);
+    o.set_timeout(Duration::from_secs(25)).unwrap();
+    o.set_max_retries(0).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let ids: Vec<String> = (0..1200).map(|_| uniq("gate-1000-")).collect();
+    // 5,000 asks for more than the limit: capped at 1,024.
+    let results = c.hangup_many(&ids, 5000).unwrap();
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    let peak = s.gate_peak();
+    println!("bulk of 1,200 at max_parallel 5,000: peak in flight {peak}");
+    assert!(
+        failed.is_empty(),
+        "{} of 1200 failed (peak in flight {peak}), first: {}",
+        failed.len(),
+        failed[0]
+    );
+    assert!(peak >= 1000, "peak in flight {peak}");
+    assert!(peak <= tryvox_core::MAX_PARALLEL, "peak in flight {peak}");
+    assert_eq!(s.requests().len(), 1200, "one request per id");
+}

@@ -1,22 +1,27 @@
 //! `hangup_many`: a batch of hangups with bounded parallelism, run by the caller's
-//! thread with helpers from the client's worker pool.
+//! thread and threads of the batch's own.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use crate::client::{Core, HangupResult};
 use crate::error::Error;
-use crate::pool::{WorkerPool, MAX_WORKERS};
+use crate::pool::{WorkerPool, WORKER_STACK};
 use crate::validate;
 
 /// `hangup_many` parallelism when the caller passes 0.
 pub const DEFAULT_PARALLEL: usize = 32;
 
+/// The most hangups one `hangup_many` call has in flight: larger `max_parallel` values
+/// are capped here. Each in-flight hangup holds a thread and a connection (a file
+/// descriptor): a process that uses the limit needs about this many descriptors free.
+pub const MAX_PARALLEL: usize = 1024;
+
 /// Hangs up every id with at most `max_parallel` requests in flight (0 means
 /// [`DEFAULT_PARALLEL`]), returning each outcome in order. If any id is invalid, nothing
 /// is sent and the error names the first bad one; called from a callback while the client
 /// is being dropped, nothing is sent and the error is `Status::Busy`.
-pub(crate) fn hangup_many<S: AsRef<str>>(
+pub(crate) fn hangup_many<S: AsRef<str> + Sync>(
     core: &Arc<Core>,
     pool: &WorkerPool,
     call_uuids: &[S],
@@ -34,77 +39,59 @@ pub(crate) fn hangup_many<S: AsRef<str>>(
             "the hangups were not started: the client is being freed; nothing was sent",
         ));
     }
-    let ids: Arc<Vec<String>> =
-        Arc::new(call_uuids.iter().map(|s| s.as_ref().to_owned()).collect());
-    let n = ids.len();
+    let n = call_uuids.len();
     let runners = if max_parallel == 0 {
         DEFAULT_PARALLEL
     } else {
         max_parallel
     }
-    .min(MAX_WORKERS + 1)
+    .min(MAX_PARALLEL)
     .min(n);
-    let batch = Arc::new(Batch {
-        ids,
+    let batch = Batch {
+        ids: call_uuids,
         next: AtomicUsize::new(0),
         results: (0..n).map(|_| OnceLock::new()).collect(),
-        completed: Mutex::new(0),
-        all_done: Condvar::new(),
-    });
-    // Helpers on the pool speed the batch up but are never waited for: the caller's
-    // thread runs too, and then waits only for hangups already in flight. A helper
-    // that starts late (every worker busy, e.g. in callbacks that themselves call
-    // this) finds nothing left and returns, so no wait depends on a free worker.
-    for _ in 1..runners {
-        let (b, core) = (Arc::clone(&batch), Arc::clone(core));
-        if pool.submit(Box::new(move || b.run(&core))).is_err() {
-            break;
+    };
+    // The batch has its own runners: the caller's thread and `runners - 1` scoped
+    // threads, all joined before this returns. Nothing waits for the client's worker
+    // pool, so a bulk call never queues behind async backlog, and callbacks that call
+    // this cannot deadlock on busy workers. A thread that cannot start only lowers the
+    // parallelism.
+    std::thread::scope(|scope| {
+        for _ in 1..runners {
+            let started = std::thread::Builder::new()
+                .name("tryvox-bulk".into())
+                .stack_size(WORKER_STACK)
+                .spawn_scoped(scope, || batch.run(core));
+            if started.is_err() {
+                break;
+            }
         }
-    }
-    batch.run(core);
-    batch.wait_all();
+        batch.run(core);
+    });
     Ok(batch
         .results
-        .iter()
+        .into_iter()
         .map(|r| {
-            r.get()
-                .cloned()
+            r.into_inner()
                 .unwrap_or_else(|| Err(Error::internal("hangup did not run")))
         })
         .collect())
 }
 
 /// One `hangup_many` call: runners take the next index until none is left.
-struct Batch {
-    ids: Arc<Vec<String>>,
+struct Batch<'a, S> {
+    ids: &'a [S],
     next: AtomicUsize,
     results: Vec<OnceLock<HangupResult>>,
-    /// How many results are set; `all_done` fires when it reaches `ids.len()`.
-    completed: Mutex<usize>,
-    all_done: Condvar,
 }
 
-impl Batch {
+impl<S: AsRef<str>> Batch<'_, S> {
     fn run(&self, core: &Core) {
         loop {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
             let Some(id) = self.ids.get(i) else { return };
-            let _ = self.results[i].set(core.hangup_guarded(id));
-            let mut done = self.completed.lock().unwrap_or_else(|e| e.into_inner());
-            *done += 1;
-            if *done == self.ids.len() {
-                self.all_done.notify_all();
-            }
-        }
-    }
-
-    /// Blocks until every id has its result. Called after the caller's own `run`
-    /// returned, so every index is taken: what remains is in flight on a running
-    /// thread, each bounded by its deadline.
-    fn wait_all(&self) {
-        let mut done = self.completed.lock().unwrap_or_else(|e| e.into_inner());
-        while *done < self.ids.len() {
-            done = self.all_done.wait(done).unwrap_or_else(|e| e.into_inner());
+            let _ = self.results[i].set(core.hangup_guarded(id.as_ref()));
         }
     }
 }

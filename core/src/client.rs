@@ -160,9 +160,10 @@ impl Client {
     }
 
     /// Hangs up every id with at most `max_parallel` requests in flight (0 means
-    /// [`DEFAULT_PARALLEL`](crate::DEFAULT_PARALLEL)), returning each outcome in order. If
-    /// any id is invalid, nothing is sent and the error names the first bad one.
-    pub fn hangup_many<S: AsRef<str>>(
+    /// [`DEFAULT_PARALLEL`](crate::DEFAULT_PARALLEL); at most
+    /// [`MAX_PARALLEL`](crate::MAX_PARALLEL)), returning each outcome in order. If any id
+    /// is invalid, nothing is sent and the error names the first bad one.
+    pub fn hangup_many<S: AsRef<str> + Sync>(
         &self,
         call_uuids: &[S],
         max_parallel: usize,

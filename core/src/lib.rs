@@ -54,7 +54,7 @@ mod status;
 mod transport;
 mod validate;
 
-pub use bulk::DEFAULT_PARALLEL;
+pub use bulk::{DEFAULT_PARALLEL, MAX_PARALLEL};
 pub use client::{Client, HangupResult};
 pub use error::{Error, Status};
 pub use options::{

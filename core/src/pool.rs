@@ -13,7 +13,7 @@ use std::thread::{self, JoinHandle};
 /// the pool (a `hangup_many` caller adds its own thread).
 pub const MAX_WORKERS: usize = 64;
 /// Stack per worker: a hangup needs far less than std's 2 MiB default.
-const WORKER_STACK: usize = 512 * 1024;
+pub(crate) const WORKER_STACK: usize = 512 * 1024;
 
 pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 

@@ -21,6 +21,7 @@
 //! | `retry-ended-`       | 503 once, then 404 call_already_ended |
 //! | `hang-`              | never answers |
 //! | `slow-MS-`           | 204 after MS milliseconds |
+//! | `gate-N-`            | held until N `gate-` requests are in flight at once, then 204 (503 after 10 s) |
 //! | `huge-`              | 500 with a 100 MB body, streamed |
 //! | `echo-key-`          | 401 whose message quotes the Authorization header |
 //! | `leak-N-`            | 401 whose flat `message` is N x's followed by the key |
@@ -75,6 +76,11 @@ struct State {
     per_id: Mutex<HashMap<String, usize>>,
     connections: AtomicUsize,
     huge_bytes_sent: AtomicU64,
+    /// `gate-` requests in flight now, the most seen at once, and whether the gate opened.
+    gate_waiting: AtomicUsize,
+    gate_peak: AtomicUsize,
+    gate_open: std::sync::atomic::AtomicBool,
+    gate: Notify,
 }
 
 pub struct TestServer {
@@ -139,6 +145,11 @@ impl TestServer {
 
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The most `gate-` requests that were in flight at once.
+    pub fn gate_peak(&self) -> usize {
+        self.state.gate_peak.load(Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> Vec<Seen> {
@@ -358,6 +369,31 @@ async fn handle(
     }
     if id.starts_with("hang-") {
         std::future::pending::<()>().await;
+    }
+    if let Some(rest) = id.strip_prefix("gate-") {
+        let (n, _) = num(rest);
+        let now = st.gate_waiting.fetch_add(1, Ordering::SeqCst) + 1;
+        st.gate_peak.fetch_max(now, Ordering::SeqCst);
+        if now as u64 >= n {
+            st.gate_open.store(true, Ordering::SeqCst);
+            st.gate.notify_waiters();
+        }
+        let opened = async {
+            loop {
+                let notified = st.gate.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if st.gate_open.load(Ordering::SeqCst) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let ok = tokio::time::timeout(Duration::from_secs(10), opened)
+            .await
+            .is_ok();
+        st.gate_waiting.fetch_sub(1, Ordering::SeqCst);
+        return reply(if ok { 204 } else { 503 }, "");
     }
     if let Some(rest) = id.strip_prefix("slow-") {
         let (ms, _) = num(rest);
