@@ -895,3 +895,20 @@ fn a_thousand_hangups_in_flight_at_once() {
     assert!(peak <= tryvox_core::MAX_PARALLEL, "peak in flight {peak}");
     assert_eq!(s.requests().len(), 1200, "one request per id");
 }
+
+#[test]
+fn a_response_head_over_the_limit_is_a_protocol_error_after_one_request() {
+    // A head of about 20 KiB: over the 16 KiB limit. It must be reported for what it is,
+    // once, not taken for a closed connection and sent again.
+    let s = TestServer::start();
+    let c = client(&s);
+    let id = uniq("bighead-20-");
+    let e = c.hangup(&id).unwrap_err();
+    assert_eq!(e.status(), Status::ProtocolError, "{e}");
+    assert_eq!(s.requests_for(&id).len(), 1, "sent once");
+    // A head under the limit is fine.
+    assert_eq!(
+        c.hangup(&uniq("bighead-8-")).map_err(|e| e.to_string()),
+        Ok(204)
+    );
+}

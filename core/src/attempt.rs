@@ -130,7 +130,12 @@ fn transport_error(e: &ureq::Error, tls: bool) -> (Status, Failure, &'static str
             Failure::Connection,
             "the connection failed before a response arrived",
         ),
-        E::Protocol(_) | E::LargeResponseHeader(..) => (
+        E::LargeResponseHeader(..) => (
+            Status::ProtocolError,
+            Failure::Final,
+            "the server's response head is larger than the 16 KiB allowed",
+        ),
+        E::Protocol(_) => (
             Status::ProtocolError,
             Failure::Final,
             "the server's answer is not valid HTTP",

@@ -21,6 +21,9 @@ use crate::retry::{self, Decision, Stop};
 use crate::secret::ApiKey;
 use crate::validate;
 
+/// The largest response head accepted; a larger one is `Status::ProtocolError`.
+const MAX_HEAD: usize = 16 * 1024;
+
 /// The outcome of one hangup: the HTTP status of the success (204 from the API), or why
 /// the call could not be hung up.
 pub type HangupResult = Result<u16, Error>;
@@ -94,9 +97,12 @@ impl Client {
             .timeout_global(Some(options.timeout))
             // A hangup's request and response are a few hundred bytes: ureq's 128 KiB
             // default buffers per connection would cost memory and copying for nothing.
-            .input_buffer_size(16 * 1024)
+            // The read buffer must be larger than the head limit: with the two equal, a
+            // head over the limit filled the buffer, the limit never fired, and the full
+            // buffer read as a closed peer (NETWORK_ERROR, and the DELETE sent again).
+            .input_buffer_size(MAX_HEAD + 4 * 1024)
             .output_buffer_size(8 * 1024)
-            .max_response_header_size(16 * 1024)
+            .max_response_header_size(MAX_HEAD)
             .max_idle_connections(2 * MAX_WORKERS)
             .max_idle_connections_per_host(2 * MAX_WORKERS)
             .build();

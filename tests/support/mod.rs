@@ -13,6 +13,7 @@
 //! | `nf-empty-`          | 404, empty body |
 //! | `nf-html-`           | 404, an HTML page |
 //! | `st-NNN-`            | status NNN with a nested envelope (code `E_NNN`) |
+//! | `bighead-KB-`        | 204 whose head carries KB KiB of `X-Filler` header fields |
 //! | `flaky-NNN-K-`       | status NNN for the first K requests of this id, then 204 |
 //! | `drop-K-`            | close the connection without answering K times, then 204 |
 //! | `rasec-S-K-`         | 429 `Retry-After: S` K times, then 204 |
@@ -303,6 +304,18 @@ async fn handle(
         let mut r = reply(404, "<html><body><h1>404 Not Found</h1>nginx</body></html>");
         r.headers_mut()
             .insert("content-type", "text/html".parse().unwrap());
+        return r;
+    }
+    if let Some(rest) = id.strip_prefix("bighead-") {
+        let (kb, _) = num(rest);
+        let mut r = reply(204, "");
+        for i in 0..kb {
+            let name = format!("x-filler-{i}");
+            r.headers_mut().insert(
+                hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "f".repeat(1000).parse().unwrap(),
+            );
+        }
         return r;
     }
     if let Some(rest) = id.strip_prefix("st-") {
