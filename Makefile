@@ -16,8 +16,20 @@ ifeq ($(WIPE),0)
 FEATURES := --no-default-features
 endif
 
+# The release workspace, then the CLI the README names (target/release/tryvox-hangup).
 build:
 	$(CARGO) build --release --workspace $(FEATURES)
+	@$(MAKE) --no-print-directory $(LIBDIR)/tryvox-hangup
+
+# The incident CLI, linked against the libtryvox.so next to it; it finds the library at
+# run time through its RUNPATH ($$ORIGIN/../lib: installed as bin/tryvox-hangup next to
+# lib/), so a relocated prefix works without LD_LIBRARY_PATH. CLI_RPATH= drops it.
+CLI_CFLAGS ?= -O2 -std=c99 -Wall -Wextra -Werror
+CLI_RPATH ?= $$ORIGIN/../lib
+comma := ,
+%/tryvox-hangup: examples/tryvox-hangup.c include/tryvox.h %/libtryvox.so
+	$(CC) $(CLI_CFLAGS) -Iinclude $< -o $@.tmp$$$$ -L$* -ltryvox $(if $(CLI_RPATH),'-Wl$(comma)-rpath$(comma)$(CLI_RPATH)') \
+	    && mv -f $@.tmp$$$$ $@
 
 # The main job: build the library and the simulator, start the simulator, run the C demo.
 demo: build
@@ -53,18 +65,55 @@ bench:
 header:
 	TRYVOX_UPDATE_HEADER=1 $(CARGO) build
 
-# Installs lib/libtryvox.so.$(VERSION) (+ .so.0 and .so links), lib/libtryvox.a, the
-# headers and lib/pkgconfig/tryvox.pc under $(DESTDIR)$(PREFIX).
+# Installs under $(DESTDIR)$(PREFIX):
+#   lib/libtryvox.so.$(VERSION) (stripped; + .so.0 and .so links), lib/libtryvox.a (debug
+#   sections stripped), include/tryvox.h and tryvox.hpp, lib/pkgconfig/tryvox.pc,
+#   lib/cmake/tryvox/ (find_package(tryvox CONFIG): tryvox::tryvox), bin/tryvox-hangup,
+#   and the library's debug info apart, as distributions keep it:
+#   lib/debug$(libdir)/libtryvox.so.$(VERSION).debug, named by the library's
+#   .gnu_debuglink (gdb finds it there when PREFIX=/usr, or with
+#   `set debug-file-directory $(PREFIX)/lib/debug`). SPLIT_DEBUG=0 installs unstripped.
+# libdir/includedir/bindir may be moved (Debian: libdir=/usr/lib/x86_64-linux-gnu).
 install: build install-files
 
-install-files:
-	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
-	install -m 755 $(BUILD)/libtryvox.so $(DESTDIR)$(PREFIX)/lib/libtryvox.so.$(VERSION)
-	ln -sf libtryvox.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libtryvox.so.0
-	ln -sf libtryvox.so.0 $(DESTDIR)$(PREFIX)/lib/libtryvox.so
-	install -m 644 $(BUILD)/libtryvox.a $(DESTDIR)$(PREFIX)/lib/libtryvox.a
-	install -m 644 include/tryvox.h include/tryvox.hpp $(DESTDIR)$(PREFIX)/include/
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' tryvox.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/tryvox.pc
+libdir ?= $(PREFIX)/lib
+includedir ?= $(PREFIX)/include
+bindir ?= $(PREFIX)/bin
+debugdir ?= $(PREFIX)/lib/debug
+cmakedir ?= $(libdir)/cmake/tryvox
+OBJCOPY ?= objcopy
+SPLIT_DEBUG ?= 1
+# For the relocatable CMake package: libdir and includedir relative to PREFIX (absolute
+# when outside it) and the way from cmakedir back up to PREFIX.
+rel_to_prefix = $(if $(filter $(PREFIX)/%,$(1)),$(patsubst $(PREFIX)/%,%,$(1)),$(1))
+cmake_up = $(if $(filter $(PREFIX)/%,$(cmakedir)),$(shell echo '$(call rel_to_prefix,$(cmakedir))' | sed 's|[^/][^/]*|..|g'),$(PREFIX))
+so_debug = $(DESTDIR)$(debugdir)$(libdir)/libtryvox.so.$(VERSION).debug
+
+install-files: $(BUILD)/tryvox-hangup
+	install -d $(DESTDIR)$(libdir)/pkgconfig $(DESTDIR)$(includedir) $(DESTDIR)$(bindir) $(DESTDIR)$(cmakedir)
+ifeq ($(SPLIT_DEBUG),1)
+	install -d $(DESTDIR)$(debugdir)$(libdir)
+	$(OBJCOPY) --only-keep-debug --compress-debug-sections $(BUILD)/libtryvox.so $(so_debug)
+	chmod 644 $(so_debug)
+	$(OBJCOPY) --strip-unneeded --remove-section=.comment --add-gnu-debuglink=$(so_debug) $(BUILD)/libtryvox.so $(DESTDIR)$(libdir)/libtryvox.so.$(VERSION)
+	chmod 755 $(DESTDIR)$(libdir)/libtryvox.so.$(VERSION)
+	$(OBJCOPY) -D --strip-debug $(BUILD)/libtryvox.a $(DESTDIR)$(libdir)/libtryvox.a
+	chmod 644 $(DESTDIR)$(libdir)/libtryvox.a
+else
+	install -m 755 $(BUILD)/libtryvox.so $(DESTDIR)$(libdir)/libtryvox.so.$(VERSION)
+	install -m 644 $(BUILD)/libtryvox.a $(DESTDIR)$(libdir)/libtryvox.a
+endif
+	ln -sf libtryvox.so.$(VERSION) $(DESTDIR)$(libdir)/libtryvox.so.0
+	ln -sf libtryvox.so.0 $(DESTDIR)$(libdir)/libtryvox.so
+	install -m 644 include/tryvox.h include/tryvox.hpp $(DESTDIR)$(includedir)/
+	install -m 755 $(BUILD)/tryvox-hangup $(DESTDIR)$(bindir)/tryvox-hangup
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBDIR@|$(libdir)|' \
+	    -e 's|@INCLUDEDIR@|$(includedir)|' tryvox.pc.in > $(DESTDIR)$(libdir)/pkgconfig/tryvox.pc
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@CMAKEDIR@|$(cmakedir)|g' \
+	    -e 's|@CMAKE_UP@|$(cmake_up)|g' -e 's|@LIBDIR_REL@|$(call rel_to_prefix,$(libdir))|g' \
+	    -e 's|@INCLUDEDIR_REL@|$(call rel_to_prefix,$(includedir))|g' \
+	    cmake/tryvox-config.cmake.in > $(DESTDIR)$(cmakedir)/tryvox-config.cmake
+	sed -e 's|@VERSION@|$(VERSION)|g' cmake/tryvox-config-version.cmake.in > $(DESTDIR)$(cmakedir)/tryvox-config-version.cmake
 
 clean:
 	$(CARGO) clean

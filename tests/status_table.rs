@@ -127,7 +127,7 @@ fn csharp_binding_lists_every_status() {
 #[test]
 fn python_binding_lists_every_status() {
     // `OK, NOT_FOUND, ... = range(N)`, possibly over several lines.
-    let py = read("bindings/python/tryvox.py");
+    let py = read("bindings/python/src/tryvox/__init__.py");
     let start = py.find("\nOK, ").expect("status tuple") + 1;
     let end = start + py[start..].find("= range(").unwrap();
     let names: Vec<&str> = py[start..end]

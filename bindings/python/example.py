@@ -1,5 +1,7 @@
-"""Python example and test against the simulator: threads sharing one client.
-usage: example.py LIVE_ID LIVE_ID LIVE_ID LIVE_ID... (env TRYVOX_BASE_URL, TRYVOX_ACCOUNT_ID, TRYVOX_API_KEY)"""
+"""Python example and test against the simulator: threads sharing one client, then asyncio.
+usage: example.py LIVE_ID LIVE_ID LIVE_ID LIVE_ID... (env TRYVOX_BASE_URL, TRYVOX_ACCOUNT_ID, TRYVOX_API_KEY)
+Needs only the installed package (pip install the wheel): no PYTHONPATH, no TRYVOX_LIB."""
+import asyncio
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -41,5 +43,19 @@ with tryvox.Client(os.environ["TRYVOX_ACCOUNT_ID"], os.environ["TRYVOX_API_KEY"]
     expect(all(r == 204 for r in results), f"threads {results}")
     expect(c.hangup_many([ids[-1], ids[0], "nope"], 2) == [tryvox.OK, tryvox.ALREADY_ENDED, tryvox.NOT_FOUND], "many")
 
+
+async def async_part():
+    async with tryvox.Client(os.environ["TRYVOX_ACCOUNT_ID"], os.environ["TRYVOX_API_KEY"],
+                             base_url=os.environ["TRYVOX_BASE_URL"]) as c:
+        try:
+            await c.hangup_async(ids[0])
+            expect(False, "async hangup of an ended call must raise")
+        except tryvox.AlreadyEnded as e:
+            expect(e.http_status == 404, f"async details {e!r}")
+        statuses = await c.hangup_many_async([ids[1], "nope"])
+        expect(statuses == [tryvox.ALREADY_ENDED, tryvox.NOT_FOUND], f"many async {statuses}")
+
+
+asyncio.run(async_part())
 print("Python example:", "FAILED" if failures else f"ok (libtryvox {tryvox.version()})")
 sys.exit(1 if failures else 0)

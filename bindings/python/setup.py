@@ -1,0 +1,49 @@
+"""Bundles the built libtryvox into the package and tags the wheel for this platform.
+
+The library copied into the wheel (as tryvox/libtryvox.so.0) is $TRYVOX_BUNDLE_LIB if set,
+else ../../target/release/libtryvox.so (`cargo build --release`, or `make wheel`). The
+Python code itself is pure (ctypes), so the tag is py3-none-<platform>: any Python 3.8+,
+this OS and CPU only.
+"""
+import os
+import shutil
+
+from setuptools import Distribution, setup
+from setuptools.command.build_py import build_py
+
+try:  # setuptools >= 70.1
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # older setuptools, with the `wheel` package
+    from wheel.bdist_wheel import bdist_wheel
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_LIB = os.path.join(HERE, "..", "..", "target", "release", "libtryvox.so")
+
+
+class BuildPyWithLibrary(build_py):
+    def run(self):
+        super().run()
+        lib = os.environ.get("TRYVOX_BUNDLE_LIB") or DEFAULT_LIB
+        if not os.path.isfile(lib):
+            raise SystemExit(f"tryvox: {lib} does not exist: build the library first "
+                             "(`make wheel` does, or `cargo build --release`), or set "
+                             "TRYVOX_BUNDLE_LIB to a built libtryvox.so")
+        dest = os.path.join(self.build_lib, "tryvox", "libtryvox.so.0")
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.copyfile(lib, dest)
+        os.chmod(dest, 0o755)
+
+
+class BinaryDistribution(Distribution):
+    def has_ext_modules(self):
+        return True  # it carries a native library: a platform wheel, installed in platlib
+
+
+class PlatformWheel(bdist_wheel):
+    def get_tag(self):
+        _, _, plat = super().get_tag()
+        return "py3", "none", plat
+
+
+setup(distclass=BinaryDistribution,
+      cmdclass={"build_py": BuildPyWithLibrary, "bdist_wheel": PlatformWheel})

@@ -1,0 +1,267 @@
+//! The Python package as a user gets it: build the platform wheel of bindings/python
+//! (bundling the libtryvox.so this test run built, target/debug under `cargo test`),
+//! install it into a fresh virtual environment, then run bindings/python/example.py and
+//! bindings/python/tests/test_async.py against the simulator with only what the docs tell
+//! a user to set (no PYTHONPATH, no TRYVOX_LIB, no LD_LIBRARY_PATH).
+//!
+//! Offline: the wheel is built with `pip wheel --no-index --no-build-isolation` in a venv
+//! that sees the system's setuptools and wheel (Debian: python3-venv python3-setuptools
+//! python3-wheel). Without them this prints SKIPPED; with CI=true it fails.
+
+mod support;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{have_tool, seed_calls, target_dir};
+use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
+use tryvox_sim::{spawn, Config};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `cmd` in its own process group, killing the whole group after `secs`; asserts it
+/// succeeded and did not print the key; returns stdout followed by stderr.
+fn run(what: &str, cmd: &mut Command, dir: &Path, secs: u64) -> String {
+    let name: String = what
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let (out_path, err_path) = (
+        dir.join(format!("{name}.out")),
+        dir.join(format!("{name}.err")),
+    );
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            // SAFETY: signals the process group this test created (pgid = the child's pid).
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = format!(
+        "{}{}",
+        std::fs::read_to_string(&out_path).unwrap_or_default(),
+        std::fs::read_to_string(&err_path).unwrap_or_default()
+    );
+    assert!(!text.contains(KEY), "{what} printed the key");
+    println!("--- {what}\n{text}");
+    match status {
+        None => panic!("{what} did not finish within {secs} s:\n{text}"),
+        Some(st) => assert!(st.success(), "{what} failed ({st}):\n{text}"),
+    }
+    text
+}
+
+/// Copies what the package build reads (no build/, *.egg-info or caches from a checkout).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == "__pycache__" || name == "build" || name == "dist" || name.ends_with(".egg-info")
+        {
+            continue;
+        }
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(&name));
+        } else {
+            std::fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// A command with no variable that would let Python find the package or the library
+/// some other way than the installed wheel.
+fn clean(program: &Path, dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(dir)
+        .env_remove("PYTHONPATH")
+        .env_remove("PYTHONHOME")
+        .env_remove("PYTHONSTARTUP")
+        .env_remove("TRYVOX_LIB")
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("PIP_FIND_LINKS")
+        .env_remove("PIP_INDEX_URL")
+        .env_remove("PIP_EXTRA_INDEX_URL")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .env("PIP_NO_INPUT", "1")
+        .env("PIP_ROOT_USER_ACTION", "ignore");
+    cmd
+}
+
+/// python3 can make venvs (ensurepip) and its site-packages hold setuptools and wheel.
+fn have_python_build_tools() -> bool {
+    if !have_tool("python3") {
+        return false;
+    }
+    let ok = Command::new("python3")
+        .args(["-c", "import venv, ensurepip, setuptools, wheel"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").is_err(),
+            "python3 venv/ensurepip, setuptools and wheel are required in CI \
+             (apt-get install python3-venv python3-setuptools python3-wheel)"
+        );
+        eprintln!(
+            "\n==================== SKIPPED: python3 lacks venv, setuptools or wheel ====================\n"
+        );
+    }
+    ok
+}
+
+#[test]
+fn wheel_installs_into_a_fresh_venv_and_runs_example_and_async_tests() {
+    if !have_python_build_tools() {
+        return;
+    }
+    let so = target_dir().join("libtryvox.so");
+    assert!(
+        so.exists(),
+        "{} is not built: `cargo test` builds only the rlib; run `cargo build` first (`make test` does)",
+        so.display()
+    );
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pkg_python");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let src = work.join("src");
+    copy_tree(&root().join("bindings/python"), &src);
+
+    // 1. The wheel, built offline with the system's setuptools and wheel.
+    let build_env = work.join("build-env");
+    run(
+        "venv for the build",
+        Command::new("python3")
+            .args(["-m", "venv", "--system-site-packages"])
+            .arg(&build_env),
+        &work,
+        120,
+    );
+    let wheels = work.join("wheels");
+    run(
+        "pip wheel",
+        clean(&build_env.join("bin/python"), &work)
+            .args(["-m", "pip", "wheel", "--no-index", "--no-build-isolation"])
+            .args(["--no-deps", "--no-cache-dir", "-w"])
+            .arg(&wheels)
+            .arg(&src)
+            .env("TRYVOX_BUNDLE_LIB", &so),
+        &work,
+        180,
+    );
+    let built: Vec<PathBuf> = std::fs::read_dir(&wheels)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
+        .collect();
+    assert_eq!(built.len(), 1, "one wheel: {built:?}");
+    let wheel = &built[0];
+    let file = wheel.file_name().unwrap().to_string_lossy().into_owned();
+    let prefix = format!("tryvox-{}-py3-none-", env!("CARGO_PKG_VERSION"));
+    assert!(
+        file.starts_with(&prefix) && !file.ends_with("-any.whl"),
+        "{file}: want {prefix}<platform>.whl (a platform wheel, version of Cargo.toml)"
+    );
+
+    // 2. A fresh venv (no system site-packages) and the wheel, as a user installs it.
+    let venv = work.join("venv");
+    run(
+        "venv",
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+        &work,
+        120,
+    );
+    let python = venv.join("bin/python");
+    run(
+        "pip install",
+        clean(&python, &work)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--no-index",
+                "--no-deps",
+                "--no-cache-dir",
+            ])
+            .arg(wheel),
+        &work,
+        120,
+    );
+    let where_ = run(
+        "import",
+        clean(&python, &work).args([
+            "-c",
+            "import os, tryvox\n\
+             d = os.path.dirname(tryvox.__file__)\n\
+             print(tryvox.library_path())\n\
+             assert os.path.isfile(os.path.join(d, 'py.typed'))\n\
+             assert os.path.dirname(tryvox.library_path()) == d, tryvox.library_path()",
+        ]),
+        &work,
+        30,
+    );
+    assert!(
+        where_.trim().starts_with(&*venv.to_string_lossy()),
+        "the library must come from the wheel in the venv: {where_}"
+    );
+
+    // 3. The example and the asyncio tests, against the simulator.
+    let s = spawn(Config::default()).unwrap();
+    let ids = seed_calls(&s, 6);
+    let with_env = |cmd: &mut Command| {
+        cmd.env("TRYVOX_BASE_URL", &s.base_url)
+            .env("TRYVOX_ACCOUNT_ID", ACCOUNT)
+            .env("TRYVOX_API_KEY", KEY);
+    };
+    let mut cmd = clean(&python, &work);
+    with_env(&mut cmd);
+    let text = run(
+        "example.py",
+        cmd.arg(root().join("bindings/python/example.py"))
+            .args(&ids),
+        &work,
+        60,
+    );
+    assert!(text.contains("Python example: ok"), "{text}");
+
+    let mut cmd = clean(&python, &work);
+    with_env(&mut cmd);
+    let text = run(
+        "tests/test_async.py",
+        cmd.arg(root().join("bindings/python/tests/test_async.py")),
+        &work,
+        60,
+    );
+    assert!(text.contains("async tests: ok"), "{text}");
+    for bad in [
+        "Traceback",
+        "Exception ignored",
+        "Task was destroyed",
+        "never awaited",
+    ] {
+        assert!(
+            !text.contains(bad),
+            "test_async.py printed {bad:?}:\n{text}"
+        );
+    }
+}
