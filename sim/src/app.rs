@@ -1,12 +1,12 @@
 //! Routes: the documented voice endpoints under `/v1`, and control endpoints under `/_sim`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -53,7 +53,64 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_sim/calls/{call_uuid}/{action}", post(control))
         .route("/_sim/webhooks", get(webhooks))
         .route("/_sim/inbox", get(inbox_list).post(inbox_push))
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// Whether every request is logged on stderr. Off unless the binary turns it on
+/// (`--log`, or by default when stderr is a terminal); tests that embed the simulator
+/// stay quiet.
+static REQUEST_LOG: AtomicBool = AtomicBool::new(false);
+
+/// Turns the per-request log on or off for every simulator in this process.
+pub fn set_request_log(on: bool) {
+    REQUEST_LOG.store(on, Ordering::Relaxed);
+}
+
+/// One stderr line per request: UTC time, method, path, status, latency. Never headers
+/// (so never the Authorization key) nor the query or body. A request whose connection is
+/// dropped before an answer (the drop fault, a client that went away) is logged as `-`.
+struct LogLine {
+    method: Method,
+    path: String,
+    start: Instant,
+    status: Option<StatusCode>,
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let status = self
+            .status
+            .map_or_else(|| "-".to_owned(), |s| s.as_u16().to_string());
+        let secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let (day, ms_of_day) = (secs.as_secs() % 86_400, secs.subsec_millis());
+        eprintln!(
+            "{:02}:{:02}:{:02}.{ms_of_day:03} {} {} {status} {ms:.1} ms",
+            day / 3600,
+            day / 60 % 60,
+            day % 60,
+            self.method,
+            self.path,
+        );
+    }
+}
+
+async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if !REQUEST_LOG.load(Ordering::Relaxed) {
+        return next.run(req).await;
+    }
+    let mut line = LogLine {
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        start: Instant::now(),
+        status: None,
+    };
+    let resp = next.run(req).await;
+    line.status = Some(resp.status());
+    resp
 }
 
 fn code_for(status: u16) -> &'static str {

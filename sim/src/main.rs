@@ -10,7 +10,12 @@ use tokio::sync::Notify;
 use tryvox_sim::faults::GlobalFaults;
 use tryvox_sim::server::{serve, Config};
 
-const USAGE: &str = "usage: tryvox-sim [options]
+const USAGE: &str = r#"usage: tryvox-sim [options]
+
+Prints its base URL on the first line of stdout, then the account and key to use, and
+serves until SIGINT or SIGTERM.
+
+options:
   --listen ADDR            address to listen on (default 127.0.0.1:0, a free port)
   --account ID             account id (default AC123456)
   --api-key KEY            the Bearer key to accept (default tvx_sk_test_simulator)
@@ -22,9 +27,45 @@ const USAGE: &str = "usage: tryvox-sim [options]
   --retry-after S          the Retry-After seconds for --rate-limit-rate (default 1)
   --drop-rate R            close this share of connections without an answer
   --tls-cert FILE --tls-key FILE   serve https with this PEM chain and key
-";
+  --log                    log every request on stderr: time, method, path, status,
+                           latency (never a header, so never the key); the default
+                           when stderr is a terminal
+  --quiet                  do not log requests (the default when stderr is not a terminal)
+  -h, --help               this text
 
-fn parse() -> Result<Config, String> {
+endpoints (/v1 needs `Authorization: Bearer KEY`; /_sim needs nothing):
+  POST   /v1/voice/accounts/{auth_id}/calls              create a call: JSON {"from",
+                                                        "to" (E.164), "answer_url"};
+                                                        optional hangup_url, ring_url,
+                                                        answer_method, ring_timeout,
+                                                        time_limit; 201 with call_uuid
+  GET    /v1/voice/accounts/{auth_id}/calls              list calls (?status= &from= &to=
+                                                        &page= &per_page=)
+  GET    /v1/voice/accounts/{auth_id}/calls/{call_uuid}  one call
+  DELETE /v1/voice/accounts/{auth_id}/calls/{call_uuid}  hang up: 204; 404 call_not_found
+                                                        or call_already_ended
+  GET    /_sim/health                                    {"status","calls","hangups"}
+  POST   /_sim/seed                                      JSON {"count": N} creates N
+                                                        ringing calls (optional tenant,
+                                                        hangup_url, id_prefix); answers
+                                                        {"call_uuids": [...]}
+  POST   /_sim/calls/{call_uuid}/answer                  answer a ringing call
+  POST   /_sim/calls/{call_uuid}/caller-hangup           the caller hangs up
+  POST   /_sim/calls/{call_uuid}/callee-hangup           the callee hangs up
+  POST   /_sim/calls/{call_uuid}/timeout                 the call hits its time limit
+  POST   /_sim/calls/{call_uuid}/faults                  script this call's next answers:
+                                                        JSON {"responses": [{"status",
+                                                        "body", "retry_after",
+                                                        "delay_ms", "drop", "hang"}]}
+  GET    /_sim/webhooks                                  webhook deliveries made so far
+  GET    /_sim/inbox, POST /_sim/inbox                   a webhook receiver: POST stores
+                                                        a body, GET lists them
+"#;
+
+/// The parsed command line: the server's configuration and whether to log requests.
+fn parse() -> Result<(Config, bool), String> {
+    use std::io::IsTerminal;
+    let mut log = std::io::stderr().is_terminal();
     let mut c = Config::default();
     let mut f = GlobalFaults {
         retry_after_secs: 1,
@@ -59,6 +100,8 @@ fn parse() -> Result<Config, String> {
             "--drop-rate" => f.drop_rate = rate(val()?)?,
             "--tls-cert" => cert = Some(PathBuf::from(val()?)),
             "--tls-key" => key = Some(PathBuf::from(val()?)),
+            "--log" => log = true,
+            "--quiet" => log = false,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -72,12 +115,15 @@ fn parse() -> Result<Config, String> {
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
     c.faults = f;
-    Ok(c)
+    Ok((c, log))
 }
 
 fn main() {
     let config = match parse() {
-        Ok(c) => c,
+        Ok((c, log)) => {
+            tryvox_sim::app::set_request_log(log);
+            c
+        }
         Err(e) => {
             eprintln!("tryvox-sim: {e}");
             std::process::exit(2);
