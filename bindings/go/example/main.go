@@ -3,10 +3,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/tryvox/libtryvox/bindings/go/tryvox"
 )
@@ -43,19 +45,28 @@ func main() {
 	_, err = tryvox.NewClient("AC1", "bad key", nil)
 	expect(errors.Is(err, tryvox.ErrInvalidArgument), "bad key")
 
-	// Goroutines sharing one client.
+	// Goroutines sharing one client, each bounded by its context.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	var wg sync.WaitGroup
 	results := make([]error, len(ids)-2)
 	for i, id := range ids[1 : len(ids)-1] {
 		wg.Add(1)
 		go func(i int, id string) {
 			defer wg.Done()
-			results[i] = c.Hangup(id)
+			results[i] = c.HangupContext(ctx, id)
 		}(i, id)
 	}
 	wg.Wait()
 	for i, r := range results {
 		expect(r == nil, fmt.Sprintf("goroutine %d: %v", i, r))
+	}
+	// Non-blocking: the result arrives on a channel.
+	ch, err := c.HangupAsync(ids[0])
+	expect(err == nil, fmt.Sprint("async queued: ", err))
+	if err == nil {
+		r := <-ch
+		expect(errors.Is(r.Err, tryvox.ErrAlreadyEnded) && r.CallUUID == ids[0], fmt.Sprint("async: ", r))
 	}
 	errs, err := c.HangupMany([]string{ids[len(ids)-1], ids[0], "nope"}, 2)
 	expect(err == nil && errs[0] == nil && errors.Is(errs[1], tryvox.ErrAlreadyEnded) &&

@@ -1,5 +1,5 @@
 // C# example and test against the simulator.
-// usage: mono example.exe LIVE_ID LIVE_ID LIVE_ID LIVE_ID... (env TRYVOX_BASE_URL, TRYVOX_ACCOUNT_ID, TRYVOX_API_KEY)
+// usage: mono Tryvox.Example.exe LIVE_ID LIVE_ID LIVE_ID LIVE_ID... (env TRYVOX_BASE_URL, TRYVOX_ACCOUNT_ID, TRYVOX_API_KEY)
 using System;
 using System.Linq;
 using System.Threading.Tasks;
@@ -37,6 +37,9 @@ static class Program
             var tasks = ids.Skip(1).Take(ids.Length - 2).Select(id => Task.Run(() => c.TryHangup(id))).ToArray();
             Task.WaitAll(tasks);
             Expect(tasks.All(t => t.Result == Status.Ok), "parallel hangups");
+            // Without blocking a thread: the task completes when the library calls back.
+            var again = c.HangupAsync(ids[1]);
+            Expect(again.Wait(10000) && again.Result == Status.AlreadyEnded, "async");
             var many = c.HangupMany(new[] { ids[ids.Length - 1], ids[0], "nope" }, 2);
             Expect(many[0] == Status.Ok && many[1] == Status.AlreadyEnded && many[2] == Status.NotFound, "many");
         }

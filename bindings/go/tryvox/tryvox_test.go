@@ -1,0 +1,458 @@
+package tryvox_test
+
+// Tests against a TryVox simulator (tryvox-sim). They read TRYVOX_BASE_URL,
+// TRYVOX_ACCOUNT_ID and TRYVOX_API_KEY and skip when these are unset; `make go-test` and
+// the Rust test tests/pkg_go_csharp.rs start a simulator and set them. Run with -race.
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tryvox/libtryvox/bindings/go/tryvox"
+)
+
+type sim struct {
+	base, account, key string
+}
+
+func simulator(t *testing.T) sim {
+	t.Helper()
+	s := sim{os.Getenv("TRYVOX_BASE_URL"), os.Getenv("TRYVOX_ACCOUNT_ID"), os.Getenv("TRYVOX_API_KEY")}
+	if s.base == "" || s.account == "" || s.key == "" {
+		t.Skip("SKIPPED: set TRYVOX_BASE_URL, TRYVOX_ACCOUNT_ID and TRYVOX_API_KEY to a simulator (make go-test does)")
+	}
+	return s
+}
+
+var idSeq int64
+
+// seed creates n live calls (of tenant, if not empty) and returns their ids.
+func (s sim) seed(t *testing.T, n int, tenant string) []string {
+	t.Helper()
+	prefix := fmt.Sprintf("go-%d-%d-", time.Now().UnixNano(), atomic.AddInt64(&idSeq, 1))
+	body := map[string]interface{}{"count": n, "id_prefix": prefix}
+	if tenant != "" {
+		body["tenant"] = tenant
+	}
+	s.post(t, "/_sim/seed", body)
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s%d", prefix, i)
+	}
+	return ids
+}
+
+// delay makes the simulator wait ms milliseconds before answering the next hangup of id.
+func (s sim) delay(t *testing.T, id string, ms int) {
+	t.Helper()
+	s.post(t, "/_sim/calls/"+id+"/faults",
+		map[string]interface{}{"responses": []interface{}{map[string]interface{}{"delay_ms": ms, "status": 204}}})
+}
+
+func (s sim) post(t *testing.T, path string, body interface{}) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	r, err := http.Post(s.base+path, "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	if r.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(r.Body)
+		t.Fatalf("POST %s: %d %s", path, r.StatusCode, msg)
+	}
+}
+
+func (s sim) client(t *testing.T, o *tryvox.Options) *tryvox.Client {
+	t.Helper()
+	if o == nil {
+		o = &tryvox.Options{}
+	}
+	if o.BaseURL == "" {
+		o.BaseURL = s.base
+	}
+	c, err := tryvox.NewClient(s.account, s.key, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestHangupBlocking(t *testing.T) {
+	s := simulator(t)
+	c := s.client(t, &tryvox.Options{UserAgent: "go-test/1.0"})
+	defer c.Close()
+	id := s.seed(t, 1, "")[0]
+	if err := c.Hangup(id); err != nil {
+		t.Fatal("first hangup:", err)
+	}
+	err := c.Hangup(id)
+	var te *tryvox.Error
+	if !errors.Is(err, tryvox.ErrAlreadyEnded) || !errors.As(err, &te) || te.HTTPStatus != 404 ||
+		te.Code != "call_already_ended" || !tryvox.IsGone(err) {
+		t.Fatalf("second hangup: %#v", err)
+	}
+	if err := c.Hangup("no-such-call"); !errors.Is(err, tryvox.ErrNotFound) {
+		t.Fatal("unknown id:", err)
+	}
+	if err := c.Hangup("a/b"); !errors.Is(err, tryvox.ErrInvalidArgument) {
+		t.Fatal("bad id:", err)
+	}
+	if _, err := tryvox.NewClient("AC1", "bad key", nil); !errors.Is(err, tryvox.ErrInvalidArgument) {
+		t.Fatal("bad key:", err)
+	}
+	if tryvox.Version() == "" || tryvox.NotFound.String() != "call not found" {
+		t.Fatal("version or status text")
+	}
+}
+
+func TestHangupMany(t *testing.T) {
+	s := simulator(t)
+	c := s.client(t, nil)
+	defer c.Close()
+	ids := s.seed(t, 3, "")
+	errs, err := c.HangupMany(append(ids, ids[0], "nope"), 2)
+	if err != nil || errs[0] != nil || errs[1] != nil || errs[2] != nil ||
+		!errors.Is(errs[3], tryvox.ErrAlreadyEnded) || !errors.Is(errs[4], tryvox.ErrNotFound) {
+		t.Fatal("many:", errs, err)
+	}
+	if _, err := c.HangupMany([]string{"ok", "a/b"}, 0); !errors.Is(err, tryvox.ErrInvalidArgument) {
+		t.Fatal("bad id in many:", err)
+	}
+}
+
+// Many goroutines queue hangups at once; each channel yields exactly one result and is
+// then closed.
+func TestHangupAsyncConcurrent(t *testing.T) {
+	s := simulator(t)
+	c := s.client(t, nil)
+	defer c.Close()
+	const n = 200
+	ids := s.seed(t, n, "")
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*n)
+	for round := 0; round < 2; round++ {
+		for _, id := range ids {
+			wg.Add(1)
+			go func(round int, id string) {
+				defer wg.Done()
+				ch, err := c.HangupAsync(id)
+				if err != nil {
+					errs <- fmt.Errorf("%s refused: %v", id, err)
+					return
+				}
+				r, ok := <-ch
+				if !ok || r.CallUUID != id {
+					errs <- fmt.Errorf("%s: got %+v (ok=%v)", id, r, ok)
+					return
+				}
+				if _, more := <-ch; more {
+					errs <- fmt.Errorf("%s: a second result", id)
+				}
+				if round == 0 && r.Err != nil {
+					errs <- fmt.Errorf("%s: %v", id, r.Err)
+				}
+				var te *tryvox.Error
+				if round == 1 && (!errors.Is(r.Err, tryvox.ErrAlreadyEnded) || !errors.As(r.Err, &te) || te.HTTPStatus != 404) {
+					errs <- fmt.Errorf("%s again: %#v", id, r.Err)
+				}
+			}(round, id)
+		}
+		wg.Wait()
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if ch, err := c.HangupAsync("a/b"); ch != nil || !errors.Is(err, tryvox.ErrInvalidArgument) {
+		t.Fatal("bad id must be refused:", err)
+	}
+}
+
+// Close delivers the results of hangups still queued or running.
+func TestCloseDeliversPending(t *testing.T) {
+	s := simulator(t)
+	c := s.client(t, nil)
+	ids := s.seed(t, 5, "")
+	var chans []<-chan tryvox.Result
+	for _, id := range ids {
+		s.delay(t, id, 300)
+		ch, err := c.HangupAsync(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chans = append(chans, ch)
+	}
+	c.Close()
+	for i, ch := range chans {
+		select {
+		case r := <-ch:
+			if r.Err != nil {
+				t.Error(ids[i], r.Err)
+			}
+		default:
+			t.Error(ids[i], "no result after Close")
+		}
+	}
+	if _, err := c.HangupAsync(ids[0]); err == nil {
+		t.Error("a closed client must refuse")
+	}
+}
+
+func TestHangupContext(t *testing.T) {
+	s := simulator(t)
+	c := s.client(t, &tryvox.Options{TimeoutMs: 5000})
+	closed := false
+	defer func() {
+		if !closed {
+			c.Close()
+		}
+	}()
+	ids := s.seed(t, 5, "")
+
+	// Plain success.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.HangupContext(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.HangupContext(ctx, ids[0]); !errors.Is(err, tryvox.ErrAlreadyEnded) {
+		t.Fatal("again:", err)
+	}
+
+	// Cancelled before the call: nothing is sent, the call lives on.
+	done, cancelNow := context.WithCancel(context.Background())
+	cancelNow()
+	if err := c.HangupContext(done, ids[1]); !errors.Is(err, context.Canceled) {
+		t.Fatal("cancelled context:", err)
+	}
+	if err := c.Hangup(ids[1]); err != nil {
+		t.Fatal("the call must still be live:", err)
+	}
+
+	// A deadline that passes while the server is slow: DeadlineExceeded on time.
+	s.delay(t, ids[2], 1500)
+	short, cancelShort := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancelShort()
+	t0 := time.Now()
+	err := c.HangupContext(short, ids[2])
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(t0) > time.Second {
+		t.Fatalf("deadline: %v after %v", err, time.Since(t0))
+	}
+
+	// Cancelled while the request is in flight: Canceled at once.
+	s.delay(t, ids[3], 1500)
+	inflight, cancelInflight := context.WithCancel(context.Background())
+	time.AfterFunc(150*time.Millisecond, cancelInflight)
+	t0 = time.Now()
+	err = c.HangupContext(inflight, ids[3])
+	if !errors.Is(err, context.Canceled) || time.Since(t0) > time.Second {
+		t.Fatalf("cancel in flight: %v after %v", err, time.Since(t0))
+	}
+
+	// Many goroutines with contexts, sharing the client.
+	more := s.seed(t, 50, "")
+	var wg sync.WaitGroup
+	var failed int32
+	for _, id := range more {
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := c.HangupContext(ctx, id); err != nil {
+				atomic.AddInt32(&failed, 1)
+				t.Error(id, err)
+			}
+		}(id)
+	}
+	wg.Wait()
+
+	// Close waits for the two abandoned requests (bounded by the 1.5 s delays).
+	t0 = time.Now()
+	c.Close()
+	closed = true
+	if time.Since(t0) > 3*time.Second {
+		t.Fatal("Close took", time.Since(t0))
+	}
+}
+
+// selfSignedPEM writes a CA certificate for the CAFile option.
+func selfSignedPEM(t *testing.T) string {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "tryvox go test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// A CONNECT proxy on loopback that records the bytes clients send through its tunnels
+// (plain http inside: the simulator does not serve TLS here).
+type recordingProxy struct {
+	mu       sync.Mutex
+	connects int
+	sent     bytes.Buffer
+}
+
+func (p *recordingProxy) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sent.Write(b)
+}
+
+func (p *recordingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodConnect {
+		http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
+		return
+	}
+	up, err := net.DialTimeout("tcp", r.Host, 2*time.Second)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer up.Close()
+	p.mu.Lock()
+	p.connects++
+	p.mu.Unlock()
+	conn, buf, err := w.(http.Hijacker).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_, _ = conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n"))
+	go func() {
+		_, _ = io.Copy(conn, up)
+		conn.Close()
+	}()
+	_, _ = io.Copy(io.MultiWriter(up, p), buf)
+}
+
+// Every option, each shown to take effect where the simulator or a proxy can see it.
+func TestEveryOption(t *testing.T) {
+	s := simulator(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := &recordingProxy{}
+	srv := &http.Server{Handler: proxy}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	var mu sync.Mutex
+	var lines []string
+	c := s.client(t, &tryvox.Options{
+		BaseURL:           s.base,
+		TimeoutMs:         4000,
+		ConnectTimeoutMs:  1000,
+		MaxRetries:        tryvox.Uint32(0),
+		TenantID:          "tenant-go",
+		UserAgent:         "go-options-test/2.0",
+		CAFile:            selfSignedPEM(t),
+		Proxy:             "http://" + ln.Addr().String(),
+		AllowInsecureHTTP: true,
+		Log: func(level tryvox.LogLevel, msg string) {
+			mu.Lock()
+			lines = append(lines, level.String()+": "+msg)
+			mu.Unlock()
+		},
+	})
+	ids := s.seed(t, 3, "tenant-go")
+	if err := c.Hangup(ids[0]); err != nil {
+		t.Fatal("tenant call:", err)
+	}
+	ch, err := c.HangupAsync(ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := <-ch; r.Err != nil {
+		t.Fatal("async tenant call:", r.Err)
+	}
+	// One scripted 503 and no retries: the failure comes back at once.
+	s.post(t, "/_sim/calls/"+ids[2]+"/faults",
+		map[string]interface{}{"responses": []interface{}{map[string]interface{}{"status": 503}}})
+	if err := c.Hangup(ids[2]); !errors.Is(err, tryvox.ErrServerError) {
+		t.Fatal("max retries 0:", err)
+	}
+	c.Close()
+
+	srv.Close() // ends the tunnels: everything sent is recorded
+	proxy.mu.Lock()
+	sent, connects := strings.ToLower(proxy.sent.String()), proxy.connects
+	proxy.mu.Unlock()
+	if connects == 0 || strings.Count(sent, "delete /v1/voice/accounts/") != 3 {
+		t.Fatalf("the proxy saw %d tunnels and %d hangups, want 3 hangups",
+			connects, strings.Count(sent, "delete /v1/voice/accounts/"))
+	}
+	if strings.Count(sent, "x-tenant-id: tenant-go\r\n") != 3 || !strings.Contains(sent, " go-options-test/2.0\r\n") {
+		// Not printed: the requests hold the key.
+		t.Fatal("X-Tenant-ID or User-Agent missing from the requests through the proxy")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lines) == 0 {
+		t.Fatal("no log lines")
+	}
+	for _, l := range lines {
+		if strings.Contains(l, s.key) {
+			t.Fatal("a log line holds the key")
+		}
+	}
+
+	// Bad values are refused with the setter's status.
+	for name, o := range map[string]*tryvox.Options{
+		"base URL":    {BaseURL: "ftp://example.com"},
+		"max retries": {BaseURL: s.base, MaxRetries: tryvox.Uint32(101)},
+		"CA file":     {BaseURL: s.base, CAFile: filepath.Join(t.TempDir(), "missing.pem")},
+		"tenant":      {BaseURL: s.base, TenantID: "a b"},
+		"insecure":    {BaseURL: "http://192.0.2.1:8080"},
+		"with log":    {BaseURL: "ftp://x", Log: func(tryvox.LogLevel, string) {}},
+	} {
+		if _, err := tryvox.NewClient(s.account, s.key, o); !errors.Is(err, tryvox.ErrInvalidArgument) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// Allowed explicitly, a plain-http base URL off loopback builds a client.
+	ok, err := tryvox.NewClient(s.account, s.key, &tryvox.Options{BaseURL: "http://192.0.2.1:8080", AllowInsecureHTTP: true})
+	if err != nil {
+		t.Fatal("allow insecure http:", err)
+	}
+	ok.Close()
+}
