@@ -176,7 +176,9 @@ struct tryvox_client *tryvox_client_new_with_options(const char *auth_id,
  * Frees a client. NULL is a no-op.
  *
  * Waits for the client's queued and running asynchronous hangups to finish (each is
- * bounded by its deadline) and delivers their callbacks before returning; no callback
+ * bounded by its deadline) and delivers their callbacks before returning. Queued hangups
+ * are all started at once (up to 1024 threads), so free takes about one deadline of the
+ * slowest, whatever the queue's length; no callback
  * runs after it returns, and no library thread of this client is left running, with one
  * exception: a host name lookup stuck in the system resolver is not waited for (free
  * would hang with it). Its thread holds no client state and no key, keeps libtryvox
@@ -223,7 +225,8 @@ int tryvox_hangup(struct tryvox_client *client, const char *call_uuid);
  * worker thread could be started.
  * `call_uuid` is copied; `user_data` is passed through untouched. The hangup follows
  * the same validation, retry and deadline rules as `tryvox_hangup`. The client runs at
- * most 64 hangups at once from its worker threads; more are queued in memory.
+ * most 64 hangups at once from its worker threads; more are queued in memory. Worker
+ * threads start on demand and exit after 5 s without work: an idle client holds none.
  * `tryvox_client_free` waits for every queued hangup. Thread-safe.
  */
 int tryvox_hangup_async(struct tryvox_client *client,

@@ -692,3 +692,36 @@ fn log_callback_gets_levels_and_no_key() {
         .iter()
         .all(|(l, m)| (0..=3).contains(l) && !m.contains(API_KEY)));
 }
+
+/// (callbacks with TRYVOX_OK, callbacks with anything else) for the free-burst test.
+static GATE_RESULTS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+unsafe extern "C" fn gate_cb(
+    _ud: *mut c_void,
+    _id: *const c_char,
+    status: c_int,
+    _http: c_int,
+    _msg: *const c_char,
+) {
+    GATE_RESULTS[usize::from(status != OK)].fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn free_starts_every_queued_hangup_at_once() {
+    // 300 async hangups queued behind the 64 workers, then freed at once. The server holds
+    // each `gate-300-` request until 300 are in flight together: drained 64 at a time (as
+    // before), the gate never opens and every hangup fails; started all at once by free,
+    // they all succeed, and free takes about one hangup's time, not five.
+    let s = TestServer::start();
+    let c = new_client(&s);
+    for _ in 0..300 {
+        let id = cs(&uniq("gate-300-"));
+        let rc = unsafe { tryvox_hangup_async(c, id.as_ptr(), Some(gate_cb), null_mut()) };
+        assert_eq!(rc, OK, "{}", last_error());
+    }
+    unsafe { tryvox_client_free(c) };
+    let ok = GATE_RESULTS[0].load(Ordering::SeqCst);
+    let other = GATE_RESULTS[1].load(Ordering::SeqCst);
+    assert_eq!((ok, other), (300, 0), "peak in flight {}", s.gate_peak());
+    assert!(s.gate_peak() >= 300);
+}

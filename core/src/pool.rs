@@ -1,19 +1,27 @@
-//! The bounded worker pool behind asynchronous and bulk hangups.
+//! The bounded worker pool behind asynchronous hangups.
 //!
-//! Threads start on demand up to a fixed cap and live until the pool shuts down (when
-//! the client is freed). Shutdown runs every queued job first, so every callback is
-//! delivered, then joins every thread: no thread outlives the client.
+//! Threads start on demand up to a fixed cap and exit after [`IDLE_EXIT`] without work, so
+//! an idle client holds no thread. Shutdown (when the client is freed) runs every queued
+//! job first, so every callback is delivered, and runs them all at once: it starts a
+//! thread for each queued job (up to [`SHUTDOWN_BURST`] in all), so free takes about one
+//! hangup's deadline whatever the queue's length, not the queue drained 64 at a time.
+//! Then it joins every thread: no thread outlives the client.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 /// Most threads one client's pool runs: the most hangups one client has in flight from
 /// the pool (a `hangup_many` caller adds its own thread).
 pub const MAX_WORKERS: usize = 64;
 /// Stack per worker: a hangup needs far less than std's 2 MiB default.
 pub(crate) const WORKER_STACK: usize = 512 * 1024;
+/// A worker with nothing to do for this long exits.
+pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(5);
+/// Most threads running at once while the pool shuts down with work queued.
+pub(crate) const SHUTDOWN_BURST: usize = 1024;
 
 pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -27,6 +35,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     ready: Condvar,
+    idle_exit: Duration,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -40,6 +49,15 @@ pub(crate) struct WorkerPool {
     max_workers: usize,
 }
 
+/// Starts one worker thread (the caller holds the state lock and records the handle).
+fn spawn_worker(shared: &Arc<Shared>, idle_exit: Duration) -> std::io::Result<JoinHandle<()>> {
+    let shared = Arc::clone(shared);
+    thread::Builder::new()
+        .name("tryvox-worker".into())
+        .stack_size(WORKER_STACK)
+        .spawn(move || worker(shared, idle_exit))
+}
+
 impl WorkerPool {
     pub(crate) fn new(max_workers: usize) -> WorkerPool {
         WorkerPool {
@@ -51,9 +69,17 @@ impl WorkerPool {
                     threads: Vec::new(),
                 }),
                 ready: Condvar::new(),
+                idle_exit: IDLE_EXIT,
             }),
             max_workers: max_workers.max(1),
         }
+    }
+
+    #[cfg(test)]
+    fn with_idle_exit(max_workers: usize, idle_exit: Duration) -> WorkerPool {
+        let mut p = WorkerPool::new(max_workers);
+        Arc::get_mut(&mut p.shared).unwrap().idle_exit = idle_exit;
+        p
     }
 
     /// Queues `job`. Fails only when a thread cannot be started and none is running.
@@ -63,13 +89,10 @@ impl WorkerPool {
             return Err("the client is being freed".into());
         }
         st.jobs.push_back(job);
+        // Workers that exited when idle leave finished handles behind.
+        st.threads.retain(|h| !h.is_finished());
         if st.idle < st.jobs.len() && st.threads.len() < self.max_workers {
-            let shared = Arc::clone(&self.shared);
-            let spawned = thread::Builder::new()
-                .name("tryvox-worker".into())
-                .stack_size(WORKER_STACK)
-                .spawn(move || worker(shared));
-            match spawned {
+            match spawn_worker(&self.shared, self.shared.idle_exit) {
                 Ok(h) => st.threads.push(h),
                 Err(e) if st.threads.is_empty() => {
                     st.jobs.pop_back();
@@ -88,10 +111,12 @@ impl WorkerPool {
         lock(&self.shared.state).shutting_down
     }
 
-    /// Number of threads started so far.
+    /// Number of worker threads alive.
     #[cfg(test)]
     pub(crate) fn threads(&self) -> usize {
-        lock(&self.shared.state).threads.len()
+        let mut st = lock(&self.shared.state);
+        st.threads.retain(|h| !h.is_finished());
+        st.threads.len()
     }
 
     /// Runs every queued job, then joins every worker. Called from a worker itself (a
@@ -101,6 +126,16 @@ impl WorkerPool {
         let threads = {
             let mut st = lock(&self.shared.state);
             st.shutting_down = true;
+            // Every queued job at once: one more thread per job no idle worker will take.
+            st.threads.retain(|h| !h.is_finished());
+            let wanted = st.jobs.len().saturating_sub(st.idle);
+            let room = SHUTDOWN_BURST.saturating_sub(st.threads.len());
+            for _ in 0..wanted.min(room) {
+                match spawn_worker(&self.shared, self.shared.idle_exit) {
+                    Ok(h) => st.threads.push(h),
+                    Err(_) => break, // the running workers will get to it
+                }
+            }
             std::mem::take(&mut st.threads)
         };
         self.shared.ready.notify_all();
@@ -119,7 +154,7 @@ impl Drop for WorkerPool {
     }
 }
 
-fn worker(shared: Arc<Shared>) {
+fn worker(shared: Arc<Shared>, idle_exit: Duration) {
     loop {
         let job = {
             let mut st = lock(&shared.state);
@@ -131,8 +166,17 @@ fn worker(shared: Arc<Shared>) {
                     break None;
                 }
                 st.idle += 1;
-                st = shared.ready.wait(st).unwrap_or_else(|e| e.into_inner());
+                let (next, waited) = shared
+                    .ready
+                    .wait_timeout(st, idle_exit)
+                    .unwrap_or_else(|e| e.into_inner());
+                st = next;
                 st.idle -= 1;
+                // Idle for the whole period: exit (a job that arrives now finds no idle
+                // worker counted and starts a thread).
+                if waited.timed_out() && st.jobs.is_empty() && !st.shutting_down {
+                    break None;
+                }
             }
         };
         match job {
@@ -164,6 +208,62 @@ mod tests {
         pool.shutdown();
         assert_eq!(n.load(Ordering::SeqCst), 1000);
         assert!(pool.submit(Box::new(|| {})).is_err());
+    }
+
+    #[test]
+    fn idle_workers_exit_and_come_back() {
+        let pool = WorkerPool::with_idle_exit(4, Duration::from_millis(50));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..8 {
+            let tx = tx.clone();
+            pool.submit(Box::new(move || tx.send(()).unwrap())).unwrap();
+        }
+        for _ in 0..8 {
+            rx.recv().unwrap();
+        }
+        // Bounded wait for the idle exit (not a timing assertion: the count must reach 0).
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while pool.threads() > 0 && std::time::Instant::now() < until {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(pool.threads(), 0, "idle workers exited");
+        // Work after that starts a thread again.
+        let tx2 = tx.clone();
+        pool.submit(Box::new(move || tx2.send(()).unwrap()))
+            .unwrap();
+        rx.recv().unwrap();
+        pool.shutdown();
+    }
+
+    #[test]
+    fn shutdown_runs_the_whole_queue_at_once() {
+        // One worker, 100 jobs that each wait for all 100 to have started: drained one
+        // at a time, the queue would never finish; at shutdown all run at once.
+        let pool = WorkerPool::new(1);
+        let started = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let all = Arc::new(AtomicUsize::new(0));
+        for _ in 0..100 {
+            let (started, all) = (Arc::clone(&started), Arc::clone(&all));
+            pool.submit(Box::new(move || {
+                let (m, cv) = &*started;
+                let mut n = m.lock().unwrap();
+                *n += 1;
+                cv.notify_all();
+                let (n, _) = cv
+                    .wait_timeout_while(n, Duration::from_secs(20), |n| *n < 100)
+                    .unwrap();
+                if *n == 100 {
+                    all.fetch_add(1, Ordering::SeqCst);
+                }
+            }))
+            .unwrap();
+        }
+        pool.shutdown();
+        assert_eq!(
+            all.load(Ordering::SeqCst),
+            100,
+            "every job saw all 100 running"
+        );
     }
 
     #[test]
