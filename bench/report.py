@@ -56,9 +56,9 @@ if mem:
     out.append(f"| {mem['n']:,} | {mem['failed']} | {mib(mem['max_rss_kb']):.1f} MiB | {mib(mem['rss_before_kb']):.1f} MiB | "
                f"{mib(mem['rss_mid_kb']):.1f} MiB | {mib(mem['rss_after_kb']):.1f} MiB | {whole:.2f} MiB | {second_half:.2f} MiB |")
     out.append("\nA leak grows with the number of hangups; a one-time step (worker threads, pooled "
-               "connections, allocator arenas reaching their steady size) does not. In separate runs "
-               "measured from a 20,000-hangup warm-up, 0.5, 2 and 4 million hangups all grew by the "
-               "same ~4.5 MiB, so the second-half figure is the leak measure.")
+               "connections, allocator arenas reaching their steady size) does not. RSS is read after "
+               "a 100,000-hangup warm-up, at half-way and at the end, so the second-half figure is the "
+               "leak measure.")
 text = "\n".join(out) + "\n"
 print(text)
 if write:
