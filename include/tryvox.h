@@ -121,6 +121,67 @@ typedef void (*tryvox_hangup_callback)(void *user_data,
                                        const char *message);
 
 /**
+ * A snapshot of a client's statistics, filled by `tryvox_client_stats`.
+ *
+ * Size-versioned: set `size` to `sizeof(tryvox_stats)` before the call. The library
+ * writes only the fields that fit in `size` bytes (fields added in later versions come
+ * after the last one here), so a program built against this header keeps working with a
+ * newer library, and a newer program with this one (it sees `size` unchanged and the
+ * fields beyond it untouched).
+ *
+ * Counters only grow over the client's life: diff two snapshots for a window.
+ * `in_flight` and `connections_open` are gauges. Latencies are whole hangups (retries
+ * and waits included) in microseconds; percentiles are upper edges of log-linear
+ * buckets (four per power of two, so at most 19% above the true value), 0 before the
+ * first hangup; `latency_max_us` is exact.
+ */
+typedef struct tryvox_stats {
+  /**
+   * Set by the caller: `sizeof(tryvox_stats)`.
+   */
+  size_t size;
+  /**
+   * Finished hangups by final status: `hangups_by_status[TRYVOX_NOT_FOUND]` etc.
+   */
+  uint64_t hangups_by_status[32];
+  /**
+   * HTTP attempts (one per hangup, plus one per retry).
+   */
+  uint64_t attempts;
+  /**
+   * Retries after a connection failed before any response.
+   */
+  uint64_t retries_connection;
+  /**
+   * Retries after a 429.
+   */
+  uint64_t retries_rate_limited;
+  /**
+   * Retries after a 500, 502, 503 or 504.
+   */
+  uint64_t retries_server_error;
+  /**
+   * Hangups running now.
+   */
+  uint64_t in_flight;
+  /**
+   * TCP connections open now.
+   */
+  uint64_t connections_open;
+  /**
+   * TCP connections opened over the client's life.
+   */
+  uint64_t connections_opened;
+  /**
+   * Latency percentiles and maximum of finished hangups, in microseconds.
+   */
+  uint64_t latency_p50_us;
+  uint64_t latency_p90_us;
+  uint64_t latency_p99_us;
+  uint64_t latency_max_us;
+} tryvox_stats;
+
+/**
  * Receives the library's log lines.
  *
  * `level` is 0 error, 1 warn, 2 info, 3 debug. `message` is valid only during the call
@@ -260,6 +321,16 @@ int tryvox_hangup_many(struct tryvox_client *client,
                        size_t count,
                        int *statuses_out,
                        uint32_t max_parallel);
+
+/**
+ * Fills `out` with `client`'s statistics (see tryvox_stats); set `out->size` first.
+ *
+ * Returns TRYVOX_OK, or TRYVOX_INVALID_ARGUMENT when `client` or `out` is NULL or
+ * `out->size` is smaller than the `size` field itself (nothing written then). Reading
+ * takes no lock: it may run on any thread while hangups are running, as often as wanted.
+ * Thread-safe.
+ */
+int tryvox_client_stats(const struct tryvox_client *client, struct tryvox_stats *out);
 
 /**
  * The message of this thread's last fallible library call: "" if it succeeded, else a

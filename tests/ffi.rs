@@ -725,3 +725,43 @@ fn free_starts_every_queued_hangup_at_once() {
     assert_eq!((ok, other), (300, 0), "peak in flight {}", s.gate_peak());
     assert!(s.gate_peak() >= 300);
 }
+
+#[test]
+fn stats_are_size_versioned_and_checked() {
+    let s = TestServer::start();
+    let c = new_client(&s);
+    for p in ["ok-", "ok-", "nf-flat-"] {
+        let id = cs(&uniq(p));
+        unsafe { tryvox_hangup(c, id.as_ptr()) };
+    }
+    unsafe {
+        let mut full: tryvox_stats = std::mem::zeroed();
+        full.size = std::mem::size_of::<tryvox_stats>();
+        assert_eq!(tryvox_client_stats(c, &mut full), OK, "{}", last_error());
+        assert_eq!(full.size, std::mem::size_of::<tryvox_stats>());
+        assert_eq!(full.hangups_by_status[OK as usize], 2);
+        assert_eq!(full.hangups_by_status[NOT_FOUND as usize], 1);
+        assert_eq!(full.attempts, 3);
+        // An older caller that knows only `size` and `hangups_by_status`: nothing after
+        // them is written.
+        let mut old: tryvox_stats = std::mem::zeroed();
+        let known = std::mem::offset_of!(tryvox_stats, attempts);
+        old.size = known;
+        old.attempts = 0xABAB;
+        old.latency_max_us = 0xCDCD;
+        assert_eq!(tryvox_client_stats(c, &mut old), OK);
+        assert_eq!(old.size, known, "size is left as the caller set it");
+        assert_eq!(old.hangups_by_status[OK as usize], 2);
+        assert_eq!((old.attempts, old.latency_max_us), (0xABAB, 0xCDCD));
+        // Bad arguments.
+        let mut bad: tryvox_stats = std::mem::zeroed();
+        bad.size = 4;
+        bad.attempts = 7;
+        assert_eq!(tryvox_client_stats(c, &mut bad), INVALID);
+        assert!(last_error().contains("size"), "{}", last_error());
+        assert_eq!(bad.attempts, 7, "nothing written");
+        assert_eq!(tryvox_client_stats(c, null_mut()), INVALID);
+        assert_eq!(tryvox_client_stats(null(), &mut full), INVALID);
+        tryvox_client_free(c);
+    }
+}

@@ -912,3 +912,94 @@ fn a_response_head_over_the_limit_is_a_protocol_error_after_one_request() {
         Ok(204)
     );
 }
+
+#[test]
+fn statistics_count_every_outcome_exactly() {
+    let s = TestServer::start();
+    let c = client(&s);
+    let mut expect_ok = 0;
+    for (prefix, n) in [
+        ("ok-", 10),
+        ("flaky-503-1-", 4),
+        ("rasec-0-1-", 3),
+        ("drop-1-", 2),
+    ] {
+        for _ in 0..n {
+            assert_eq!(c.hangup(&uniq(prefix)).map_err(|e| e.to_string()), Ok(204));
+            expect_ok += 1;
+        }
+    }
+    for _ in 0..5 {
+        assert_eq!(status_of(&c, &uniq("nf-flat-")), Status::NotFound);
+    }
+    assert_eq!(status_of(&c, "bad id"), Status::InvalidArgument);
+    let st = c.stats();
+    assert_eq!(st.with_status(Status::Ok), expect_ok);
+    assert_eq!(st.with_status(Status::NotFound), 5);
+    assert_eq!(st.with_status(Status::InvalidArgument), 1);
+    assert_eq!(st.hangups(), expect_ok + 5 + 1);
+    assert_eq!(
+        (
+            st.retries_server_error,
+            st.retries_rate_limited,
+            st.retries_connection
+        ),
+        (4, 3, 2)
+    );
+    // One attempt per valid hangup and one per retry; the invalid id made none.
+    assert_eq!(st.attempts, (expect_ok + 5) + 4 + 3 + 2);
+    assert_eq!(st.in_flight, 0);
+    assert!(
+        st.connections_opened >= 1 && st.connections_open >= 1,
+        "{st:?}"
+    );
+    assert!(
+        st.latency_p50_us <= st.latency_p90_us
+            && st.latency_p90_us <= st.latency_p99_us
+            && st.latency_p99_us <= st.latency_max_us
+            && st.latency_max_us > 0,
+        "{st:?}"
+    );
+}
+
+#[test]
+fn statistics_read_on_other_threads_during_a_bulk_run() {
+    let s = TestServer::start();
+    let c = client(&s);
+    let ids: Vec<String> = (0..2000).map(|_| uniq("ok-")).collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let reads = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut last = c.stats();
+            let mut reads = 0u64;
+            let mut problems = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let now = c.stats();
+                if now.hangups() < last.hangups() || now.attempts < last.attempts {
+                    problems.push(format!("went back: {last:?} -> {now:?}"));
+                }
+                if now.in_flight > 32 {
+                    problems.push(format!("{} in flight at max_parallel 32", now.in_flight));
+                }
+                last = now;
+                reads += 1;
+            }
+            (reads, problems)
+        });
+        let results = c.hangup_many(&ids, 32).unwrap();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(results.iter().all(|r| r.is_ok()));
+        reader.join().unwrap()
+    });
+    let (n, problems) = reads;
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(n > 0);
+    let st = c.stats();
+    assert_eq!(st.with_status(Status::Ok), 2000);
+    assert_eq!(st.attempts, 2000);
+    assert_eq!(st.in_flight, 0);
+    println!(
+        "{n} snapshots read during the bulk run; p50 {} us, p99 {} us",
+        st.latency_p50_us, st.latency_p99_us
+    );
+}

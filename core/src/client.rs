@@ -17,7 +17,8 @@ use crate::error::{Error, Status};
 use crate::options::{LogFn, LogLevel, Options};
 use crate::pool::{WorkerPool, MAX_WORKERS};
 use crate::resolve::{system_lookup, AddressBook, BookResolver};
-use crate::retry::{self, Decision, Stop};
+use crate::retry::{self, Decision, Failure, Stop};
+use crate::stats::{Recorder, RetryCause, Stats};
 use crate::secret::ApiKey;
 use crate::validate;
 
@@ -45,6 +46,7 @@ pub(crate) struct Core {
     timeout: Duration,
     max_retries: u32,
     log: Option<LogFn>,
+    stats: Arc<Recorder>,
 }
 
 impl std::fmt::Debug for Client {
@@ -111,8 +113,9 @@ impl Client {
         let book = Arc::new(AddressBook::new(
             options.lookup.clone().unwrap_or_else(system_lookup),
         ));
+        let stats = Arc::new(Recorder::default());
         #[cfg(unix)]
-        let tcp = crate::transport::PollTcpConnector::new(Arc::clone(&book));
+        let tcp = crate::transport::PollTcpConnector::new(Arc::clone(&book), Arc::clone(&stats));
         #[cfg(not(unix))]
         let tcp = ureq::unversioned::transport::TcpConnector::default();
         let connector =
@@ -136,9 +139,17 @@ impl Client {
                 timeout: options.timeout,
                 max_retries: options.max_retries,
                 log: options.log.clone(),
+                stats,
             }),
             pool: WorkerPool::new(MAX_WORKERS),
         })
+    }
+
+    /// What the client has done so far: hangups by status, attempts, retries by cause,
+    /// hangups in flight, connections, latency percentiles. Counters only grow (diff two
+    /// snapshots for a window); taking one costs no lock on the hangup path.
+    pub fn stats(&self) -> Stats {
+        self.core.stats.snapshot()
     }
 
     /// Hangs up `call_uuid`, blocking until an outcome or the deadline.
@@ -190,18 +201,38 @@ impl Core {
     /// A hangup on a pool thread, of an id the caller has validated: a panic becomes
     /// `InternalError`, never a lost callback.
     pub(crate) fn hangup_guarded(&self, call_uuid: &str) -> HangupResult {
-        catch_unwind(AssertUnwindSafe(|| self.hangup_valid(call_uuid)))
-            .unwrap_or_else(|_| Err(Error::caught_panic()))
+        let start = Instant::now();
+        catch_unwind(AssertUnwindSafe(|| self.hangup_valid(call_uuid))).unwrap_or_else(|_| {
+            let e = Error::caught_panic();
+            self.stats.finished(e.status(), start.elapsed());
+            Err(e)
+        })
     }
 
     fn hangup(&self, call_uuid: &str) -> HangupResult {
-        validate::id("call_uuid", call_uuid)?;
+        if let Err(e) = validate::id("call_uuid", call_uuid) {
+            self.stats.finished(e.status(), std::time::Duration::ZERO);
+            return Err(e);
+        }
         self.hangup_valid(call_uuid)
     }
 
     /// The hangup proper, for an id that passed `validate::id` (async and bulk check
-    /// theirs when they are queued, so workers do not check again).
+    /// theirs when they are queued, so workers do not check again), counted in the
+    /// client's statistics.
     fn hangup_valid(&self, call_uuid: &str) -> HangupResult {
+        let _in_flight = self.stats.started();
+        let start = Instant::now();
+        let result = self.hangup_uncounted(call_uuid);
+        let status = match &result {
+            Ok(_) => Status::Ok,
+            Err(e) => e.status(),
+        };
+        self.stats.finished(status, start.elapsed());
+        result
+    }
+
+    fn hangup_uncounted(&self, call_uuid: &str) -> HangupResult {
         // Built once: every attempt of this hangup reuses it. Cannot fail for an id that
         // passed validation under a base URL that passed `Options::set_base_url`.
         let uri: Uri = format!("{}{}", self.calls_url, call_uuid)
@@ -217,6 +248,7 @@ impl Core {
             }
             let budget = (retries > 0).then_some(left);
             let t0 = Instant::now();
+            self.stats.attempt();
             let attempt = self.attempt(&uri, call_uuid, budget);
             let err = match attempt.result {
                 Ok(http_status) => return Ok(http_status),
@@ -232,7 +264,14 @@ impl Core {
                 retry::jitter(),
             );
             let wait = match decision {
-                Decision::RetryAfter(wait) => wait,
+                Decision::RetryAfter(wait) => {
+                    self.stats.retry(match attempt.failure {
+                        Failure::RateLimited { .. } => RetryCause::RateLimited,
+                        Failure::Unavailable => RetryCause::ServerError,
+                        Failure::Connection | Failure::Final => RetryCause::Connection,
+                    });
+                    wait
+                }
                 Decision::Stop(why) => {
                     let err = match why {
                         Stop::Final => err,

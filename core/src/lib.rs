@@ -49,6 +49,7 @@ mod resolve;
 mod response;
 mod retry;
 mod secret;
+mod stats;
 mod status;
 #[cfg(unix)]
 mod transport;
@@ -57,6 +58,7 @@ mod validate;
 pub use bulk::{DEFAULT_PARALLEL, MAX_PARALLEL};
 pub use client::{Client, HangupResult};
 pub use error::{Error, Status};
+pub use stats::{Stats, STATUS_SLOTS};
 pub use options::{
     LogFn, LogLevel, Options, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,

@@ -14,6 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::resolve::AddressBook;
+use crate::stats::{OpenConnection, Recorder};
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, ShutdownHandle,
     Transport,
@@ -25,11 +26,13 @@ use ureq::Timeout;
 pub(crate) struct PollTcpConnector {
     /// The client's resolved addresses: ones that fail are moved to the back.
     book: Arc<AddressBook>,
+    /// The client's statistics (connections opened and open).
+    stats: Arc<Recorder>,
 }
 
 impl PollTcpConnector {
-    pub(crate) fn new(book: Arc<AddressBook>) -> PollTcpConnector {
-        PollTcpConnector { book }
+    pub(crate) fn new(book: Arc<AddressBook>, stats: Arc<Recorder>) -> PollTcpConnector {
+        PollTcpConnector { book, stats }
     }
 }
 
@@ -72,6 +75,7 @@ impl<In: Transport> Connector<In> for PollTcpConnector {
             stream,
             buffers,
             just_read: false,
+            _open: self.stats.connection_opened(),
         })))
     }
 }
@@ -226,6 +230,8 @@ pub(crate) struct PollTcpTransport {
     buffers: LazyBuffers,
     /// Set by a read, cleared by the next liveness probe (see `is_open`).
     just_read: bool,
+    /// Counts this connection as open in the client's statistics until it is dropped.
+    _open: OpenConnection,
 }
 
 impl std::fmt::Debug for PollTcpTransport {
