@@ -121,6 +121,72 @@ typedef void (*tryvox_hangup_callback)(void *user_data,
                                        const char *message);
 
 /**
+ * Progress of a `tryvox_hangup_all`: called on the calling thread after each listing and
+ * each batch of hangups, with the caller's own `sweep`, whose counts are up to date. It
+ * must not free the client; it may call any other function.
+ */
+typedef void (*tryvox_sweep_progress_callback)(void *user_data, const struct tryvox_sweep *sweep);
+
+/**
+ * What `tryvox_hangup_all` ends and what it did. Size-versioned: set `size` to
+ * `sizeof(tryvox_sweep)` and zero the rest (`memset`, or `= {0}` then set `size`); later
+ * versions add fields only after the last one here. The inputs are read, the counts
+ * written, only where they fit in `size`.
+ */
+typedef struct tryvox_sweep {
+  /**
+   * In: `sizeof(tryvox_sweep)`.
+   */
+  size_t size;
+  /**
+   * In: only calls from this number (e.g. "+14155551234"); NULL for any. Copied.
+   */
+  const char *from;
+  /**
+   * In: only calls to this number; NULL for any.
+   */
+  const char *to;
+  /**
+   * In: "inbound" or "outbound"; NULL for any.
+   */
+  const char *direction;
+  /**
+   * In: hangups in flight at once (0 means 32; at most 1024).
+   */
+  uint32_t max_parallel;
+  /**
+   * In: the sweep's deadline in milliseconds (0 means 60000). A hangup started before
+   * it runs to its own deadline; none starts after it.
+   */
+  uint32_t timeout_ms;
+  /**
+   * In: optional progress callback, and its `user_data`, passed through untouched.
+   */
+  tryvox_sweep_progress_callback progress;
+  void *user_data;
+  /**
+   * Out: calls this sweep hung up.
+   */
+  uint64_t ended;
+  /**
+   * Out: calls that had ended on their own when their hangup arrived (404).
+   */
+  uint64_t already_gone;
+  /**
+   * Out: calls whose hangup failed (not tried again by this sweep).
+   */
+  uint64_t failed;
+  /**
+   * Out: live calls left (0 on success).
+   */
+  uint64_t still_live;
+  /**
+   * Out: complete listings of the live calls made.
+   */
+  uint64_t listings;
+} tryvox_sweep;
+
+/**
  * A snapshot of a client's statistics, filled by `tryvox_client_stats`.
  *
  * Size-versioned: set `size` to `sizeof(tryvox_stats)` before the call. The library
@@ -321,6 +387,27 @@ int tryvox_hangup_many(struct tryvox_client *client,
                        size_t count,
                        int *statuses_out,
                        uint32_t max_parallel);
+
+/**
+ * Ends every live call (`ringing` or `in-progress`) of the client's account, within its
+ * tenant when one is set, or those `sweep`'s filters select: lists them page by page (100
+ * a page), hangs them up as `tryvox_hangup_many` does, and lists again until a listing
+ * comes back empty. Listing requests follow the retry and deadline rules of
+ * `tryvox_hangup`; each hangup follows its own. Calls that end on their own meanwhile
+ * are counted as gone, not as failures. Blocks until done: not for a media thread.
+ *
+ * `sweep` may be NULL (every live call, the defaults); otherwise see tryvox_sweep. Its
+ * strings are borrowed for the call.
+ *
+ * Returns TRYVOX_OK only when a final listing found no live call. TRYVOX_TIMEOUT when
+ * the sweep's deadline passed first; the status of the first failure when only calls
+ * that could not be ended are left, or when a listing failed; TRYVOX_INVALID_ARGUMENT,
+ * with nothing sent, for a NULL client, a `size` too small for the inputs or a bad
+ * filter; TRYVOX_BUSY from a callback while the client is being freed. The counts in
+ * `sweep` are right in every case, and the last error says what happened.
+ * Thread-safe.
+ */
+int tryvox_hangup_all(struct tryvox_client *client, struct tryvox_sweep *sweep);
 
 /**
  * Fills `out` with `client`'s statistics (see tryvox_stats); set `out->size` first.

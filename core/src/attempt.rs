@@ -5,36 +5,92 @@ use std::io::Read;
 use std::time::{Duration, Instant, SystemTime};
 
 use ureq::http::header::{AUTHORIZATION, RETRY_AFTER};
-use ureq::http::Uri;
+use ureq::http::{Method, Uri};
 
-use crate::client::{Core, HangupResult};
+use crate::client::Core;
 use crate::error::{Error, Status};
 use crate::options::LogLevel;
 use crate::response::{self, MAX_BODY};
 use crate::retry::Failure;
 
 /// The result of one HTTP attempt, with its retry class.
-pub(crate) struct Attempt {
-    pub(crate) result: HangupResult,
+pub(crate) struct Attempt<T = u16> {
+    pub(crate) result: Result<T, Error>,
     pub(crate) failure: Failure,
+}
+
+/// A response as one exchange saw it: status, `Retry-After`, and the body read up to its
+/// bound.
+pub(crate) struct Answer {
+    pub(crate) http_status: u16,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Answer {
+    /// The retry class of this response.
+    pub(crate) fn failure(&self) -> Failure {
+        match self.http_status {
+            429 => Failure::RateLimited {
+                retry_after: self.retry_after,
+            },
+            s if response::is_retryable_server_status(s) => Failure::Unavailable,
+            _ => Failure::Final,
+        }
+    }
 }
 
 impl Core {
     /// One DELETE on the pooled agent, bounded by `budget` (None: the agent's own total
     /// timeout, which is the whole budget of a first attempt).
     pub(crate) fn attempt(&self, uri: &Uri, call_uuid: &str, budget: Option<Duration>) -> Attempt {
-        let t0 = Instant::now();
-        let mut req = self
-            .agent
-            .delete(uri.clone())
-            .header(AUTHORIZATION, self.key.header().clone());
-        if let Some(t) = &self.tenant {
-            req = req.header("X-Tenant-ID", t.clone());
+        let answer = match self.exchange(Method::DELETE, uri, budget, MAX_BODY) {
+            Ok(a) => a,
+            Err(attempt) => return attempt,
+        };
+        let http_status = answer.http_status;
+        let result = response::classify_with(http_status, &answer.body, call_uuid, &|s: &str| {
+            self.key.redact(s)
+        })
+        .map(|()| http_status);
+        Attempt {
+            result,
+            failure: answer.failure(),
         }
+    }
+
+    /// One request with the key (and tenant) on the pooled agent, its body read up to
+    /// `body_limit` bytes; a failure before any response is mapped to its status and retry
+    /// class here.
+    pub(crate) fn exchange<T>(
+        &self,
+        method: Method,
+        uri: &Uri,
+        budget: Option<Duration>,
+        body_limit: usize,
+    ) -> Result<Answer, Attempt<T>> {
+        let t0 = Instant::now();
+        let request = ureq::http::Request::builder()
+            .method(method.clone())
+            .uri(uri.clone())
+            .header(AUTHORIZATION, self.key.header().clone());
+        let request = match &self.tenant {
+            Some(t) => request.header("X-Tenant-ID", t.clone()),
+            None => request,
+        };
+        let request = request.body(()).map_err(|e| Attempt {
+            result: Err(Error::internal(format!("request not built: {e}"))),
+            failure: Failure::Final,
+        })?;
         let sent = match budget {
             // A per-request config clones the agent's; only retries need one.
-            Some(left) => req.config().timeout_global(Some(left)).build().call(),
-            None => req.call(),
+            Some(left) => self.agent.run(
+                self.agent
+                    .configure_request(request)
+                    .timeout_global(Some(left))
+                    .build(),
+            ),
+            None => self.agent.run(request),
         };
         let mut response = match sent {
             Ok(r) => r,
@@ -44,11 +100,11 @@ impl Core {
                 // ureq's words may quote a peer (a proxy's status line, a bad header):
                 // redacted like any server text.
                 let msg = self.key.redact(&format!("{what} ({e})"));
-                self.log(LogLevel::Debug, || format!("DELETE {uri}: {msg}"));
-                return Attempt {
+                self.log(LogLevel::Debug, || format!("{method} {uri}: {msg}"));
+                return Err(Attempt {
                     result: Err(Error::new(status, msg)),
                     failure,
-                };
+                });
             }
         };
         let http_status = response.status().as_u16();
@@ -57,30 +113,26 @@ impl Core {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| response::parse_retry_after(v, SystemTime::now()));
-        // Bounded read: at most MAX_BODY bytes, whatever the server sends. A body that
+        // Bounded read: at most `body_limit` bytes, whatever the server sends. A body that
         // is cut off or fails midway leaves the status to speak for itself.
         let mut body = Vec::new();
         let _ = response
             .body_mut()
             .as_reader()
-            .take(MAX_BODY as u64)
+            .take(body_limit as u64)
             .read_to_end(&mut body);
         drop(response);
         self.log(LogLevel::Debug, || {
             format!(
-                "DELETE {uri} -> HTTP {http_status} in {} us",
+                "{method} {uri} -> HTTP {http_status} in {} us",
                 t0.elapsed().as_micros()
             )
         });
-        let result =
-            response::classify_with(http_status, &body, call_uuid, &|s: &str| self.key.redact(s))
-                .map(|()| http_status);
-        let failure = match http_status {
-            429 => Failure::RateLimited { retry_after },
-            s if response::is_retryable_server_status(s) => Failure::Unavailable,
-            _ => Failure::Final,
-        };
-        Attempt { result, failure }
+        Ok(Answer {
+            http_status,
+            retry_after,
+            body,
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use crate::client::{Core, HangupResult};
 use crate::error::Error;
@@ -39,6 +40,20 @@ pub(crate) fn hangup_many<S: AsRef<str> + Sync>(
             "the hangups were not started: the client is being freed; nothing was sent",
         ));
     }
+    Ok(run_batch(core, call_uuids, max_parallel, None)
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::internal("hangup did not run"))))
+        .collect())
+}
+
+/// Runs the hangups of validated ids, at most `max_parallel` at once; none is started
+/// after `stop_at` (a sweep's deadline): those come back as None.
+pub(crate) fn run_batch<S: AsRef<str> + Sync>(
+    core: &Arc<Core>,
+    call_uuids: &[S],
+    max_parallel: usize,
+    stop_at: Option<Instant>,
+) -> Vec<Option<HangupResult>> {
     let n = call_uuids.len();
     let runners = if max_parallel == 0 {
         DEFAULT_PARALLEL
@@ -51,6 +66,7 @@ pub(crate) fn hangup_many<S: AsRef<str> + Sync>(
         ids: call_uuids,
         next: AtomicUsize::new(0),
         results: (0..n).map(|_| OnceLock::new()).collect(),
+        stop_at,
     };
     // The batch has its own runners: the caller's thread and `runners - 1` scoped
     // threads, all joined before this returns. Nothing waits for the client's worker
@@ -69,14 +85,11 @@ pub(crate) fn hangup_many<S: AsRef<str> + Sync>(
         }
         batch.run(core);
     });
-    Ok(batch
+    batch
         .results
         .into_iter()
-        .map(|r| {
-            r.into_inner()
-                .unwrap_or_else(|| Err(Error::internal("hangup did not run")))
-        })
-        .collect())
+        .map(OnceLock::into_inner)
+        .collect()
 }
 
 /// One `hangup_many` call: runners take the next index until none is left.
@@ -84,11 +97,15 @@ struct Batch<'a, S> {
     ids: &'a [S],
     next: AtomicUsize,
     results: Vec<OnceLock<HangupResult>>,
+    stop_at: Option<Instant>,
 }
 
 impl<S: AsRef<str>> Batch<'_, S> {
     fn run(&self, core: &Core) {
         loop {
+            if self.stop_at.is_some_and(|t| Instant::now() >= t) {
+                return;
+            }
             let i = self.next.fetch_add(1, Ordering::Relaxed);
             let Some(id) = self.ids.get(i) else { return };
             let _ = self.results[i].set(core.hangup_guarded(id.as_ref()));

@@ -12,14 +12,15 @@ use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::unversioned::transport::{ConnectProxyConnector, Connector, RustlsConnector};
 use ureq::Agent;
 
+use crate::attempt::Attempt;
 use crate::bulk;
 use crate::error::{Error, Status};
 use crate::options::{LogFn, LogLevel, Options};
 use crate::pool::{WorkerPool, MAX_WORKERS};
 use crate::resolve::{system_lookup, AddressBook, BookResolver};
 use crate::retry::{self, Decision, Failure, Stop};
-use crate::stats::{Recorder, RetryCause, Stats};
 use crate::secret::ApiKey;
+use crate::stats::{Recorder, RetryCause, Stats};
 use crate::validate;
 
 /// The largest response head accepted; a larger one is `Status::ProtocolError`.
@@ -32,15 +33,15 @@ pub type HangupResult = Result<u16, Error>;
 /// A TryVox client for one account. Cheap to share: `&Client` may be used from any number
 /// of threads at once, and they all share one connection pool.
 pub struct Client {
-    core: Arc<Core>,
-    pool: WorkerPool,
+    pub(crate) core: Arc<Core>,
+    pub(crate) pool: WorkerPool,
 }
 
 /// Everything a hangup needs; shared with the worker pool's jobs.
 pub(crate) struct Core {
     pub(crate) agent: Agent,
     /// `{base}/v1/voice/accounts/{auth_id}/calls/`
-    calls_url: String,
+    pub(crate) calls_url: String,
     pub(crate) key: ApiKey,
     pub(crate) tenant: Option<HeaderValue>,
     timeout: Duration,
@@ -238,6 +239,23 @@ impl Core {
         let uri: Uri = format!("{}{}", self.calls_url, call_uuid)
             .parse()
             .map_err(|_| Error::internal("the request URL did not parse"))?;
+        let what = format!("hangup {call_uuid}");
+        self.retrying(&what, true, |budget| {
+            self.stats.attempt();
+            self.attempt(&uri, call_uuid, budget)
+        })
+    }
+
+    /// Runs `once` (one attempt, bounded by its budget: None for the first, which has the
+    /// agent's whole timeout) until it succeeds or the retry rules (`retry::decide`) stop,
+    /// all within the client's one deadline. `what` names the operation in log lines;
+    /// `counted`: retries go to the client's statistics (hangups, not listings).
+    pub(crate) fn retrying<T>(
+        &self,
+        what: &str,
+        counted: bool,
+        mut once: impl FnMut(Option<Duration>) -> Attempt<T>,
+    ) -> Result<T, Error> {
         let start = Instant::now();
         let deadline = start + self.timeout;
         let mut retries = 0;
@@ -248,10 +266,9 @@ impl Core {
             }
             let budget = (retries > 0).then_some(left);
             let t0 = Instant::now();
-            self.stats.attempt();
-            let attempt = self.attempt(&uri, call_uuid, budget);
+            let attempt = once(budget);
             let err = match attempt.result {
-                Ok(http_status) => return Ok(http_status),
+                Ok(v) => return Ok(v),
                 Err(e) => e,
             };
             let left = deadline.saturating_duration_since(Instant::now());
@@ -265,11 +282,13 @@ impl Core {
             );
             let wait = match decision {
                 Decision::RetryAfter(wait) => {
-                    self.stats.retry(match attempt.failure {
-                        Failure::RateLimited { .. } => RetryCause::RateLimited,
-                        Failure::Unavailable => RetryCause::ServerError,
-                        Failure::Connection | Failure::Final => RetryCause::Connection,
-                    });
+                    if counted {
+                        self.stats.retry(match attempt.failure {
+                            Failure::RateLimited { .. } => RetryCause::RateLimited,
+                            Failure::Unavailable => RetryCause::ServerError,
+                            Failure::Connection | Failure::Final => RetryCause::Connection,
+                        });
+                    }
                     wait
                 }
                 Decision::Stop(why) => {
@@ -287,15 +306,13 @@ impl Core {
                             self.timeout.as_millis()
                         )),
                     };
-                    self.log(LogLevel::Info, || {
-                        format!("hangup {call_uuid}: {}", err.message())
-                    });
+                    self.log(LogLevel::Info, || format!("{what}: {}", err.message()));
                     return Err(err);
                 }
             };
             self.log(LogLevel::Warn, || {
                 format!(
-                    "hangup {call_uuid}: {}; retry {} of {} in {} ms",
+                    "{what}: {}; retry {} of {} in {} ms",
                     err.message(),
                     retries + 1,
                     self.max_retries,

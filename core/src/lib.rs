@@ -50,6 +50,7 @@ mod response;
 mod retry;
 mod secret;
 mod stats;
+mod sweep;
 mod status;
 #[cfg(unix)]
 mod transport;
@@ -59,6 +60,7 @@ pub use bulk::{DEFAULT_PARALLEL, MAX_PARALLEL};
 pub use client::{Client, HangupResult};
 pub use error::{Error, Status};
 pub use stats::{Stats, STATUS_SLOTS};
+pub use sweep::{Sweep, SweepReport, DEFAULT_SWEEP_TIMEOUT, LIST_PAGE};
 pub use options::{
     LogFn, LogLevel, Options, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,

@@ -345,6 +345,9 @@ async fn list_calls(
             && q.from.as_deref().is_none_or(|f| c.from == f)
             && q.to.as_deref().is_none_or(|t| c.to == t)
     };
+    if st.faults.self_end() {
+        st.store.end_one_on_its_own(&auth::tenant(&headers));
+    }
     let all = st.store.list(&auth::tenant(&headers), keep);
     let total = all.len() as u64;
     let calls: Vec<Value> = all
@@ -368,6 +371,9 @@ async fn hangup_call(
 ) -> Response {
     if let Err(r) = gate(&st, Some(&id), &ctl, &headers, &account).await {
         return r;
+    }
+    if st.faults.self_end() {
+        st.store.end_one_on_its_own(&auth::tenant(&headers));
     }
     match st.store.hangup(&id, &auth::tenant(&headers)) {
         Ok(call) => {
@@ -398,6 +404,8 @@ async fn health(State(st): SharedState) -> Response {
 struct SeedBody {
     count: usize,
     tenant: Option<String>,
+    /// The caller's number of every seeded call (default +14155550100).
+    from: Option<String>,
     hangup_url: Option<String>,
     /// Ids become `{id_prefix}{n}` for n in 0..count, so a benchmark can name them
     /// without reading them back.
@@ -412,7 +420,7 @@ async fn seed(State(st): SharedState, Json(b): Json<SeedBody>) -> Response {
     let ids: Vec<String> = (0..b.count)
         .map(|i| {
             let new = NewCall {
-                from: "+14155550100".into(),
+                from: b.from.clone().unwrap_or_else(|| "+14155550100".into()),
                 to: format!("+1415{:07}", i % 10_000_000),
                 answer_url: "http://127.0.0.1/answer".into(),
                 hangup_url: b.hangup_url.clone(),

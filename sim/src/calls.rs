@@ -182,6 +182,27 @@ impl Store {
         out
     }
 
+    /// Ends one random live call of `tenant` as if its caller hung up; its id, if any.
+    pub fn end_one_on_its_own(&self, tenant: &Option<String>) -> Option<String> {
+        let mut calls = self.lock();
+        let now = SystemTime::now();
+        let live: Vec<String> = calls
+            .values_mut()
+            .filter(|c| &c.tenant == tenant)
+            .filter_map(|c| {
+                advance(c, now, self.answer_delay);
+                LIVE.contains(&c.status.as_str()).then(|| c.call_uuid.clone())
+            })
+            .collect();
+        if live.is_empty() {
+            return None;
+        }
+        let id = live[(crate::rng::random_u64() % live.len() as u64) as usize].clone();
+        let call = calls.get_mut(&id)?;
+        end(call, now, "completed", "caller-hangup");
+        Some(id)
+    }
+
     pub fn len(&self) -> usize {
         self.lock().len()
     }

@@ -21,6 +21,9 @@ pub struct GlobalFaults {
     pub retry_after_secs: u64,
     /// Share of requests whose connection is closed without an answer.
     pub drop_rate: f64,
+    /// Share of list and hangup requests before which one random live call of the
+    /// tenant ends on its own (caller-hangup): calls ending while a sweep runs.
+    pub self_end_rate: f64,
 }
 
 /// A fault to act out instead of the normal answer: scripted for the next request that
@@ -59,6 +62,11 @@ impl Faults {
             global,
             scripts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether a live call should end on its own before this request (`self_end_rate`).
+    pub fn self_end(&self) -> bool {
+        self.global.self_end_rate > 0.0 && crate::rng::random_unit() < self.global.self_end_rate
     }
 
     /// Replaces the script for `id`.

@@ -26,6 +26,8 @@ options:
   --rate-limit-rate R      answer this share with 429 and Retry-After
   --retry-after S          the Retry-After seconds for --rate-limit-rate (default 1)
   --drop-rate R            close this share of connections without an answer
+  --self-end-rate R        before this share of list and hangup requests, one random
+                           live call ends on its own (caller-hangup)
   --tls-cert FILE --tls-key FILE   serve https with this PEM chain and key
   --log                    log every request on stderr: time, method, path, status,
                            latency (never a header, so never the key); the default
@@ -98,6 +100,7 @@ fn parse() -> Result<(Config, bool), String> {
             "--rate-limit-rate" => f.rate_limit_rate = rate(val()?)?,
             "--retry-after" => f.retry_after_secs = val()?.parse().map_err(|e| format!("{e}"))?,
             "--drop-rate" => f.drop_rate = rate(val()?)?,
+            "--self-end-rate" => f.self_end_rate = rate(val()?)?,
             "--tls-cert" => cert = Some(PathBuf::from(val()?)),
             "--tls-key" => key = Some(PathBuf::from(val()?)),
             "--log" => log = true,

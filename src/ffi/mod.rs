@@ -277,6 +277,146 @@ pub unsafe extern "C" fn tryvox_hangup_many(
     })
 }
 
+/// Progress of a `tryvox_hangup_all`: called on the calling thread after each listing and
+/// each batch of hangups, with the caller's own `sweep`, whose counts are up to date. It
+/// must not free the client; it may call any other function.
+pub type tryvox_sweep_progress_callback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, sweep: *const tryvox_sweep)>;
+
+/// What `tryvox_hangup_all` ends and what it did. Size-versioned: set `size` to
+/// `sizeof(tryvox_sweep)` and zero the rest (`memset`, or `= {0}` then set `size`); later
+/// versions add fields only after the last one here. The inputs are read, the counts
+/// written, only where they fit in `size`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct tryvox_sweep {
+    /// In: `sizeof(tryvox_sweep)`.
+    pub size: usize,
+    /// In: only calls from this number (e.g. "+14155551234"); NULL for any. Copied.
+    pub from: *const c_char,
+    /// In: only calls to this number; NULL for any.
+    pub to: *const c_char,
+    /// In: "inbound" or "outbound"; NULL for any.
+    pub direction: *const c_char,
+    /// In: hangups in flight at once (0 means 32; at most 1024).
+    pub max_parallel: u32,
+    /// In: the sweep's deadline in milliseconds (0 means 60000). A hangup started before
+    /// it runs to its own deadline; none starts after it.
+    pub timeout_ms: u32,
+    /// In: optional progress callback, and its `user_data`, passed through untouched.
+    pub progress: tryvox_sweep_progress_callback,
+    pub user_data: *mut c_void,
+    /// Out: calls this sweep hung up.
+    pub ended: u64,
+    /// Out: calls that had ended on their own when their hangup arrived (404).
+    pub already_gone: u64,
+    /// Out: calls whose hangup failed (not tried again by this sweep).
+    pub failed: u64,
+    /// Out: live calls left (0 on success).
+    pub still_live: u64,
+    /// Out: complete listings of the live calls made.
+    pub listings: u64,
+}
+
+/// Ends every live call (`ringing` or `in-progress`) of the client's account, within its
+/// tenant when one is set, or those `sweep`'s filters select: lists them page by page (100
+/// a page), hangs them up as `tryvox_hangup_many` does, and lists again until a listing
+/// comes back empty. Listing requests follow the retry and deadline rules of
+/// `tryvox_hangup`; each hangup follows its own. Calls that end on their own meanwhile
+/// are counted as gone, not as failures. Blocks until done: not for a media thread.
+///
+/// `sweep` may be NULL (every live call, the defaults); otherwise see tryvox_sweep. Its
+/// strings are borrowed for the call.
+///
+/// Returns TRYVOX_OK only when a final listing found no live call. TRYVOX_TIMEOUT when
+/// the sweep's deadline passed first; the status of the first failure when only calls
+/// that could not be ended are left, or when a listing failed; TRYVOX_INVALID_ARGUMENT,
+/// with nothing sent, for a NULL client, a `size` too small for the inputs or a bad
+/// filter; TRYVOX_BUSY from a callback while the client is being freed. The counts in
+/// `sweep` are right in every case, and the last error says what happened.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn tryvox_hangup_all(
+    client: *mut tryvox_client,
+    sweep: *mut tryvox_sweep,
+) -> c_int {
+    boundary::status(|| {
+        // SAFETY: caller's pointers, NULL-checked by the helpers.
+        let client = unsafe { boundary::obj("client", client) }?;
+        let mut opts = tryvox_core::Sweep::default();
+        let mut size = 0;
+        if !sweep.is_null() {
+            // SAFETY: `sweep` points to at least `size` bytes, `size` first.
+            size = unsafe { std::ptr::addr_of!((*sweep).size).read_unaligned() };
+            if size < std::mem::offset_of!(tryvox_sweep, ended) {
+                return Err(invalid(
+                    "sweep->size is too small: set it to sizeof(tryvox_sweep)",
+                ));
+            }
+            // SAFETY: every input field lies within `size` bytes.
+            let s = unsafe { std::ptr::read_unaligned(sweep) };
+            let text =
+                |what: &str, p: *const c_char| -> Result<Option<String>, tryvox_core::Error> {
+                    if p.is_null() {
+                        return Ok(None);
+                    }
+                    // SAFETY: a NUL-terminated string by the contract.
+                    Ok(Some(unsafe { boundary::str_arg(what, p) }?.to_owned()))
+                };
+            opts.from = text("sweep->from", s.from)?;
+            opts.to = text("sweep->to", s.to)?;
+            opts.direction = text("sweep->direction", s.direction)?;
+            opts.max_parallel = s.max_parallel as usize;
+            opts.timeout = (s.timeout_ms > 0).then(|| Duration::from_millis(s.timeout_ms.into()));
+        }
+        // Writes the counts that fit in the caller's struct.
+        let write = |r: &tryvox_core::SweepReport| {
+            if sweep.is_null() {
+                return;
+            }
+            let fields = [
+                (std::mem::offset_of!(tryvox_sweep, ended), r.ended),
+                (
+                    std::mem::offset_of!(tryvox_sweep, already_gone),
+                    r.already_gone,
+                ),
+                (std::mem::offset_of!(tryvox_sweep, failed), r.failed),
+                (std::mem::offset_of!(tryvox_sweep, still_live), r.still_live),
+                (std::mem::offset_of!(tryvox_sweep, listings), r.listings),
+            ];
+            for (offset, value) in fields {
+                if offset + 8 <= size {
+                    // SAFETY: within the caller's `size` bytes.
+                    unsafe {
+                        sweep
+                            .cast::<u8>()
+                            .add(offset)
+                            .cast::<u64>()
+                            .write_unaligned(value)
+                    };
+                }
+            }
+        };
+        // SAFETY (read below): the progress fields were read with the inputs.
+        let callback = if sweep.is_null() {
+            None
+        } else {
+            let s = unsafe { std::ptr::read_unaligned(sweep) };
+            s.progress.map(|cb| (cb, s.user_data as usize))
+        };
+        let mut progress = |r: &tryvox_core::SweepReport| {
+            write(r);
+            if let Some((cb, user_data)) = callback {
+                // SAFETY: the caller's callback with its own struct.
+                unsafe { cb(user_data as *mut c_void, sweep) };
+            }
+        };
+        let (report, result) = client.0.hangup_all(&opts, Some(&mut progress));
+        write(&report);
+        result.map(|()| 0)
+    })
+}
+
 /// A snapshot of a client's statistics, filled by `tryvox_client_stats`.
 ///
 /// Size-versioned: set `size` to `sizeof(tryvox_stats)` before the call. The library

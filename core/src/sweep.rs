@@ -1,0 +1,328 @@
+//! `hangup_all`: end every live call of the account (within the client's tenant), or those
+//! the filters select. It lists the live calls (`ringing` and `in-progress`, every page,
+//! 100 a page), hangs them up through the bulk path, and lists again, until a listing
+//! comes back empty (OK) or only with calls that could not be ended, or the sweep's own
+//! deadline passes (TIMEOUT). The whole live set is listed before any of it is hung up,
+//! so our own hangups never shift the pages of a listing; calls that end or start on their
+//! own meanwhile are caught by the next listing, which is why only an empty listing is
+//! success. A call that ends on its own first (404) counts as gone, not as a failure.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use ureq::http::{Method, Uri};
+
+use crate::attempt::Attempt;
+use crate::bulk;
+use crate::client::Client;
+use crate::error::{Error, Status};
+use crate::response;
+use crate::validate;
+
+/// Calls asked for per listing page (the API's maximum).
+pub const LIST_PAGE: u32 = 100;
+/// The sweep's deadline when none is given.
+pub const DEFAULT_SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest listing page body read (a page of 100 calls is about 60 KiB).
+const MAX_LIST_BODY: usize = 4 << 20;
+/// The statuses of a live call.
+const LIVE: [&str; 2] = ["ringing", "in-progress"];
+
+/// What `hangup_all` ends and how.
+#[derive(Debug, Clone, Default)]
+pub struct Sweep {
+    /// Only calls from this number (E.164, e.g. `+14155551234`).
+    pub from: Option<String>,
+    /// Only calls to this number.
+    pub to: Option<String>,
+    /// Only `inbound` or `outbound` calls.
+    pub direction: Option<String>,
+    /// Hangups in flight at once (0: [`crate::DEFAULT_PARALLEL`]).
+    pub max_parallel: usize,
+    /// The sweep's deadline (None: [`DEFAULT_SWEEP_TIMEOUT`]). A hangup started before it
+    /// runs to its own deadline.
+    pub timeout: Option<Duration>,
+}
+
+/// What a sweep did. Each call is counted once, under its latest outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Calls this sweep hung up.
+    pub ended: u64,
+    /// Calls that had ended on their own by the time their hangup arrived.
+    pub already_gone: u64,
+    /// Calls whose hangup failed (they are not tried again by this sweep).
+    pub failed: u64,
+    /// Live calls in the last listing, less those ended or gone since (0 on success).
+    pub still_live: u64,
+    /// Complete listings of the live set made.
+    pub listings: u64,
+}
+
+#[derive(Deserialize)]
+struct Listing {
+    calls: Vec<ListedCall>,
+    pagination: Option<Pagination>,
+}
+
+#[derive(Deserialize)]
+struct ListedCall {
+    call_uuid: String,
+}
+
+#[derive(Deserialize)]
+struct Pagination {
+    total_pages: u64,
+}
+
+/// Percent-encodes a query value (everything but RFC 3986's unreserved characters).
+fn query_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The filters as query parameters, checked: nothing is sent for a bad filter.
+fn filter_query(sweep: &Sweep) -> Result<String, Error> {
+    let mut q = String::new();
+    for (name, value) in [("from", &sweep.from), ("to", &sweep.to)] {
+        if let Some(v) = value {
+            if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(Error::invalid(format!(
+                    "the {name} filter must be 1 to 64 visible ASCII characters"
+                )));
+            }
+            q.push_str(&format!("&{name}={}", query_value(v)));
+        }
+    }
+    if let Some(d) = &sweep.direction {
+        if d != "inbound" && d != "outbound" {
+            return Err(Error::invalid(
+                "the direction filter must be \"inbound\" or \"outbound\"",
+            ));
+        }
+        q.push_str(&format!("&direction={d}"));
+    }
+    Ok(q)
+}
+
+impl Client {
+    /// Ends every live call of the account (within the client's tenant, if one is set),
+    /// or those `sweep`'s filters select; see the module documentation for how. Returns
+    /// the counts, and `Ok(())` only when a final listing found no live call; otherwise
+    /// the error says why (TIMEOUT when the sweep's deadline passed; the first failure's
+    /// status when only calls that could not be ended are left; a listing's own failure).
+    /// `progress` is called on this thread after each listing and each batch of hangups.
+    pub fn hangup_all(
+        &self,
+        sweep: &Sweep,
+        mut progress: Option<&mut dyn FnMut(&SweepReport)>,
+    ) -> (SweepReport, Result<(), Error>) {
+        let mut report = SweepReport::default();
+        let result = self.sweep(sweep, &mut report, &mut progress);
+        (report, result)
+    }
+
+    fn sweep(
+        &self,
+        sweep: &Sweep,
+        report: &mut SweepReport,
+        progress: &mut Option<&mut dyn FnMut(&SweepReport)>,
+    ) -> Result<(), Error> {
+        let filters = filter_query(sweep)?;
+        let timeout = sweep.timeout.unwrap_or(DEFAULT_SWEEP_TIMEOUT);
+        let deadline = Instant::now() + timeout;
+        let mut failed: HashMap<String, Error> = HashMap::new();
+        let mut tell = |r: &SweepReport| {
+            if let Some(p) = progress.as_mut() {
+                p(r);
+            }
+        };
+        loop {
+            if Instant::now() >= deadline {
+                return Err(sweep_timeout(timeout, report));
+            }
+            let live = self.list_live(&filters, deadline, timeout, report)?;
+            report.listings += 1;
+            report.still_live = live.len() as u64;
+            tell(report);
+            if live.is_empty() {
+                return Ok(());
+            }
+            let mut todo = Vec::with_capacity(live.len());
+            for id in live {
+                if failed.contains_key(&id) {
+                    continue;
+                }
+                match validate::id("call_uuid", &id) {
+                    Ok(()) => todo.push(id),
+                    Err(_) => {
+                        report.failed += 1;
+                        let e = Error::new(
+                            Status::ProtocolError,
+                            "the server listed a call id that is not a valid id",
+                        );
+                        failed.insert(id, e);
+                    }
+                }
+            }
+            if todo.is_empty() {
+                let first = failed.values().next().cloned();
+                let first = first.unwrap_or_else(|| Error::internal("no failure recorded"));
+                return Err(Error::new(
+                    first.status(),
+                    format!(
+                        "{} live call(s) could not be ended; the first failure: {}",
+                        report.still_live,
+                        first.message()
+                    ),
+                ));
+            }
+            if self.pool.is_shutting_down() {
+                return Err(Error::busy("the sweep stopped: the client is being freed"));
+            }
+            // No hangup starts after the sweep's deadline; those not started stay live.
+            let results = bulk::run_batch(&self.core, &todo, sweep.max_parallel, Some(deadline));
+            for (id, r) in todo.into_iter().zip(results) {
+                match r {
+                    None => continue,
+                    Some(Ok(_)) => report.ended += 1,
+                    Some(Err(e)) if e.call_is_gone() => report.already_gone += 1,
+                    Some(Err(e)) => {
+                        report.failed += 1;
+                        failed.insert(id, e);
+                        continue;
+                    }
+                }
+                report.still_live = report.still_live.saturating_sub(1);
+            }
+            tell(report);
+        }
+    }
+
+    /// Every live call id (each once), all pages of each live status, before any hangup.
+    fn list_live(
+        &self,
+        filters: &str,
+        deadline: Instant,
+        timeout: Duration,
+        report: &SweepReport,
+    ) -> Result<Vec<String>, Error> {
+        let base = self.core.calls_url.trim_end_matches('/');
+        let mut seen = HashSet::new();
+        let mut ids = Vec::new();
+        for status in LIVE {
+            let mut page = 1u64;
+            loop {
+                if Instant::now() >= deadline {
+                    return Err(sweep_timeout(timeout, report));
+                }
+                let uri: Uri =
+                    format!("{base}?status={status}&per_page={LIST_PAGE}&page={page}{filters}")
+                        .parse()
+                        .map_err(|_| Error::internal("the list URL did not parse"))?;
+                let listing = self
+                    .core
+                    .retrying("list live calls", false, |budget| {
+                        self.list_page(&uri, budget)
+                    })
+                    .map_err(|e| e.append("; while listing live calls"))?;
+                let n = listing.calls.len();
+                for c in listing.calls {
+                    if seen.insert(c.call_uuid.clone()) {
+                        ids.push(c.call_uuid);
+                    }
+                }
+                let pages = listing.pagination.map_or(1, |p| p.total_pages);
+                if n == 0 || page >= pages {
+                    break;
+                }
+                page += 1;
+            }
+        }
+        Ok(ids)
+    }
+
+    /// One GET of a listing page.
+    fn list_page(&self, uri: &Uri, budget: Option<Duration>) -> Attempt<Listing> {
+        let core = &self.core;
+        let answer = match core.exchange(Method::GET, uri, budget, MAX_LIST_BODY) {
+            Ok(a) => a,
+            Err(attempt) => return attempt,
+        };
+        let failure = answer.failure();
+        let result = match response::classify_with(answer.http_status, &answer.body, "", &|s| {
+            core.key.redact(s)
+        }) {
+            Ok(()) => serde_json::from_slice::<Listing>(&answer.body).map_err(|_| {
+                Error::new(
+                    Status::ProtocolError,
+                    format!(
+                        "the call list is not the documented JSON (HTTP {})",
+                        answer.http_status
+                    ),
+                )
+            }),
+            Err(e) => Err(e),
+        };
+        Attempt { result, failure }
+    }
+}
+
+fn sweep_timeout(timeout: Duration, report: &SweepReport) -> Error {
+    Error::new(
+        Status::Timeout,
+        format!(
+            "the sweep's {} ms deadline passed with {} live call(s) left ({} ended, {} already gone, {} failed)",
+            timeout.as_millis(),
+            report.still_live,
+            report.ended,
+            report.already_gone,
+            report.failed
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_checked_and_encoded() {
+        let s = Sweep {
+            from: Some("+14155551234".into()),
+            direction: Some("outbound".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            filter_query(&s).unwrap(),
+            "&from=%2B14155551234&direction=outbound"
+        );
+        for bad in [
+            Sweep {
+                direction: Some("sideways".into()),
+                ..Default::default()
+            },
+            Sweep {
+                to: Some("a b".into()),
+                ..Default::default()
+            },
+            Sweep {
+                from: Some(String::new()),
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(
+                filter_query(&bad).unwrap_err().status(),
+                Status::InvalidArgument
+            );
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! `hangup_all` (the sweep) against tryvox-sim: every live call of the client's tenant
+//! ends and no other tenant's is touched; calls ending on their own meanwhile count as
+//! gone; filters; 429 and 5xx storms while listing; a deadline mid-sweep; and the C
+//! entry point with its size-versioned struct and progress callback.
+
+mod support;
+
+use std::ffi::{c_void, CString};
+use std::time::{Duration, Instant};
+
+use tryvox_core::{Client, Options, Status, Sweep};
+use tryvox_sim::faults::GlobalFaults;
+use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
+use tryvox_sim::{spawn, Config, Running};
+
+fn sim_with(faults: GlobalFaults) -> Running {
+    spawn(Config {
+        faults,
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// Creates `n` live calls named `{prefix}{i}`, in `tenant`, from `from` (if given).
+fn seed(s: &Running, n: usize, prefix: &str, tenant: Option<&str>, from: Option<&str>) {
+    let mut body = serde_json::json!({"count": n, "id_prefix": prefix});
+    if let Some(t) = tenant {
+        body["tenant"] = t.into();
+    }
+    if let Some(f) = from {
+        body["from"] = f.into();
+    }
+    let r = agent()
+        .post(format!("{}/_sim/seed", s.base_url))
+        .header("content-type", "application/json")
+        .send(body.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// The simulator's own record: (live, ended by an API hangup, ended on their own) calls
+/// of `tenant` whose id starts with `prefix`.
+fn record(s: &Running, tenant: Option<&str>, prefix: &str) -> (usize, usize, usize) {
+    let (mut live, mut api, mut own) = (0, 0, 0);
+    let mut page = 1;
+    loop {
+        let mut req = agent()
+            .get(format!("{}?per_page=100&page={page}", s.calls_url()))
+            .header("authorization", format!("Bearer {KEY}"));
+        if let Some(t) = tenant {
+            req = req.header("x-tenant-id", t);
+        }
+        let mut r = req.call().unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        let calls = v["calls"].as_array().unwrap();
+        for c in calls {
+            if !c["call_uuid"].as_str().unwrap().starts_with(prefix) {
+                continue;
+            }
+            match (c["status"].as_str().unwrap(), c["end_reason"].as_str()) {
+                ("ringing" | "in-progress", _) => live += 1,
+                (_, Some("api-hangup")) => api += 1,
+                _ => own += 1,
+            }
+        }
+        if page >= v["pagination"]["total_pages"].as_u64().unwrap() {
+            break;
+        }
+        page += 1;
+    }
+    (live, api, own)
+}
+
+fn client(s: &Running, tenant: Option<&str>, tweak: impl FnOnce(&mut Options)) -> Client {
+    let mut o = Options::new();
+    o.set_base_url(&s.base_url).unwrap();
+    if let Some(t) = tenant {
+        o.set_tenant_id(t).unwrap();
+    }
+    tweak(&mut o);
+    Client::with_options(ACCOUNT, KEY, &o).unwrap()
+}
+
+#[test]
+fn ten_thousand_calls_of_one_tenant_end_and_the_other_tenant_is_untouched() {
+    // 1% of list and hangup requests end a random live call on its own first.
+    let s = sim_with(GlobalFaults {
+        self_end_rate: 0.01,
+        ..GlobalFaults::default()
+    });
+    seed(&s, 6000, "a-", Some("tenant-a"), None);
+    seed(&s, 4000, "b-", Some("tenant-b"), None);
+    let c = client(&s, Some("tenant-a"), |_| {});
+    let mut progress = Vec::new();
+    let t0 = Instant::now();
+    let mut tell = |r: &tryvox_core::SweepReport| progress.push(*r);
+    let (report, result) = c.hangup_all(
+        &Sweep {
+            max_parallel: 64,
+            ..Sweep::default()
+        },
+        Some(&mut tell),
+    );
+    let took = t0.elapsed();
+    println!(
+        "10,000 live calls (6,000 ours): {report:?} in {} ms",
+        took.as_millis()
+    );
+    assert_eq!(result.map_err(|e| e.to_string()), Ok(()));
+    let (live, api, own) = record(&s, Some("tenant-a"), "a-");
+    assert_eq!(live, 0, "no live call of tenant-a is left");
+    assert_eq!(
+        report.ended as usize, api,
+        "ended = the simulator's api hangups"
+    );
+    assert_eq!(report.still_live, 0);
+    assert_eq!(report.failed, 0);
+    // Calls that ended on their own after being listed answered 404: counted as gone.
+    assert!(
+        report.already_gone as usize <= own,
+        "{report:?}, {own} ended on their own"
+    );
+    assert!(own > 0, "the 1% rate ended some calls on their own");
+    assert_eq!(
+        report.ended as usize + own,
+        6000,
+        "every call of tenant-a ended: by us or on its own"
+    );
+    assert_eq!(
+        record(&s, Some("tenant-b"), "b-"),
+        (4000, 0, 0),
+        "tenant-b untouched"
+    );
+    assert!(report.listings >= 2, "a final, empty listing");
+    assert!(progress.len() >= 2 && progress.last() == Some(&report));
+}
+
+#[test]
+fn filters_narrow_the_sweep() {
+    let s = sim_with(GlobalFaults::default());
+    seed(&s, 120, "x-", None, Some("+14155550111"));
+    seed(&s, 80, "y-", None, None);
+    let c = client(&s, None, |_| {});
+    let (report, result) = c.hangup_all(
+        &Sweep {
+            from: Some("+14155550111".into()),
+            ..Sweep::default()
+        },
+        None,
+    );
+    assert_eq!(result.map_err(|e| e.to_string()), Ok(()));
+    assert_eq!(report.ended, 120);
+    assert_eq!(record(&s, None, "x-"), (0, 120, 0));
+    assert_eq!(
+        record(&s, None, "y-"),
+        (80, 0, 0),
+        "other callers untouched"
+    );
+    // A bad filter: nothing sent.
+    let (_, result) = c.hangup_all(
+        &Sweep {
+            direction: Some("sideways".into()),
+            ..Sweep::default()
+        },
+        None,
+    );
+    assert_eq!(result.unwrap_err().status(), Status::InvalidArgument);
+    assert_eq!(record(&s, None, "y-"), (80, 0, 0));
+}
+
+#[test]
+fn rate_limits_and_server_errors_while_listing_follow_the_retry_rules() {
+    let s = sim_with(GlobalFaults {
+        rate_limit_rate: 0.10,
+        retry_after_secs: 0,
+        error_rate: 0.05,
+        ..GlobalFaults::default()
+    });
+    seed(&s, 500, "r-", None, None);
+    let c = client(&s, None, |o| o.set_max_retries(8).unwrap());
+    let (report, result) = c.hangup_all(&Sweep::default(), None);
+    assert_eq!(result.map_err(|e| e.to_string()), Ok(()), "{report:?}");
+    assert_eq!(record(&s, None, "r-"), (0, 500, 0));
+    assert_eq!(report.ended, 500);
+    let st = c.stats();
+    assert!(
+        st.retries_rate_limited + st.retries_server_error > 0,
+        "{st:?}"
+    );
+}
+
+#[test]
+fn a_deadline_mid_sweep_is_timeout_with_the_counts_right() {
+    // 20 ms per answer, 2 at a time: 400 calls need about 4 s; the sweep has 1.5 s.
+    let s = sim_with(GlobalFaults {
+        latency: Duration::from_millis(20),
+        ..GlobalFaults::default()
+    });
+    seed(&s, 400, "d-", None, None);
+    let c = client(&s, None, |_| {});
+    let (report, result) = c.hangup_all(
+        &Sweep {
+            max_parallel: 2,
+            timeout: Some(Duration::from_millis(1500)),
+            ..Sweep::default()
+        },
+        None,
+    );
+    let e = result.unwrap_err();
+    assert_eq!(e.status(), Status::Timeout, "{e}");
+    let (live, api, own) = record(&s, None, "d-");
+    assert_eq!(own, 0);
+    assert_eq!(
+        report.ended as usize, api,
+        "ended = the simulator's api hangups"
+    );
+    assert!(report.ended > 0 && live > 0, "{report:?}");
+    assert_eq!(
+        report.still_live as usize, live,
+        "still live = the simulator's live calls"
+    );
+    assert!(e.message().contains("deadline"), "{e}");
+}
+
+unsafe extern "C" fn count_progress(
+    user_data: *mut c_void,
+    sweep: *const tryvox::ffi::tryvox_sweep,
+) {
+    let (calls, last_listings) = unsafe { &mut *(user_data as *mut (u32, u64)) };
+    *calls += 1;
+    *last_listings = unsafe { (*sweep).listings };
+}
+
+#[test]
+fn the_c_sweep_with_its_struct_and_progress() {
+    use tryvox::ffi::*;
+    let s = sim_with(GlobalFaults::default());
+    seed(&s, 150, "c-", None, Some("+14155550122"));
+    seed(&s, 30, "k-", None, None);
+    unsafe {
+        let o = tryvox_options_new();
+        let url = CString::new(s.base_url.clone()).unwrap();
+        tryvox_options_set_base_url(o, url.as_ptr());
+        let acct = CString::new(ACCOUNT).unwrap();
+        let key = CString::new(KEY).unwrap();
+        let c = tryvox_client_new_with_options(acct.as_ptr(), key.as_ptr(), o);
+        tryvox_options_free(o);
+        assert!(!c.is_null());
+        let from = CString::new("+14155550122").unwrap();
+        let mut seen = (0u32, 0u64);
+        let mut sw: tryvox_sweep = std::mem::zeroed();
+        sw.size = std::mem::size_of::<tryvox_sweep>();
+        sw.from = from.as_ptr();
+        sw.progress = Some(count_progress);
+        sw.user_data = &mut seen as *mut (u32, u64) as *mut c_void;
+        assert_eq!(tryvox_hangup_all(c, &mut sw), 0);
+        assert_eq!((sw.ended, sw.failed, sw.still_live), (150, 0, 0));
+        assert!(seen.0 >= 2 && seen.1 == sw.listings, "{seen:?}");
+        assert_eq!(record(&s, None, "k-"), (30, 0, 0));
+        // Bad input: a size too small for the inputs, a bad direction: nothing sent.
+        let mut small: tryvox_sweep = std::mem::zeroed();
+        small.size = 8;
+        assert_eq!(tryvox_hangup_all(c, &mut small), 3);
+        let dir = CString::new("sideways").unwrap();
+        let mut bad: tryvox_sweep = std::mem::zeroed();
+        bad.size = std::mem::size_of::<tryvox_sweep>();
+        bad.direction = dir.as_ptr();
+        assert_eq!(tryvox_hangup_all(c, &mut bad), 3);
+        assert_eq!(record(&s, None, "k-"), (30, 0, 0));
+        // NULL sweep: the defaults, every live call.
+        assert_eq!(tryvox_hangup_all(c, std::ptr::null_mut()), 0);
+        assert_eq!(record(&s, None, "k-"), (0, 30, 0));
+        tryvox_client_free(c);
+    }
+}
