@@ -84,7 +84,8 @@ typedef enum tryvox_status {
   /**
    * The library could not take the request, and nothing was sent: the client is being
    * freed (a callback running while the client is freed asked for more work), or the
-   * library could not start a thread (the process is at its thread or memory limit).
+   * library could not start a thread or open a connection (the process is at its
+   * thread, memory or file descriptor limit).
    * Not a bug; the host may retry later. Added after v1: treat unknown numbers above
    * 13 as failures too.
    */
@@ -366,8 +367,8 @@ int tryvox_hangup_async(struct tryvox_client *client,
  * are capped at 1024), and blocks until all are done. This is the emergency-shutdown
  * path. The batch runs on the calling thread and up to `max_parallel - 1` threads of its
  * own, joined before this returns (it never waits behind queued async hangups); each
- * hangup in flight holds one connection, so the process needs about `max_parallel` free
- * file descriptors.
+ * hangup in flight holds one connection, so parallelism is also capped at half the file
+ * descriptors the process has free (a hangup that still finds none is TRYVOX_BUSY).
  *
  * `call_uuids` points to `count` NUL-terminated ids (borrowed for the call);
  * `statuses_out` to `count` ints, where the outcome of `call_uuids[i]` is written to

@@ -1003,3 +1003,48 @@ fn statistics_read_on_other_threads_during_a_bulk_run() {
         st.latency_p50_us, st.latency_p99_us
     );
 }
+
+#[test]
+fn an_address_that_accepts_then_closes_moves_to_the_back() {
+    // The name's first address accepts every connection and closes it at once (a
+    // half-dead load balancer); the second is the live server. The first attempt fails
+    // there, its address moves to the back, and the retry reaches the live one.
+    let s = TestServer::start();
+    let port = s.addr.port();
+    let closer = std::net::TcpListener::bind(("127.0.0.2", port))
+        .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.2:{port}: {e}"));
+    let closer_addr = closer.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = Arc::clone(&accepted);
+    closer.set_nonblocking(true).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let t = std::thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            match closer.accept() {
+                Ok((conn, _)) => {
+                    a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    drop(conn);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+    let order = vec![closer_addr, s.addr];
+    let lookup: tryvox_core::LookupFn = Arc::new(move |_: &str| Ok(order.clone()));
+    let c = named_client("halfdead.test", port, lookup, 5000, 2);
+    for i in 0..3 {
+        assert_eq!(
+            c.hangup(&uniq("ok-")).map_err(|e| e.to_string()),
+            Ok(204),
+            "hangup {i}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    t.join().unwrap();
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the first connection went to the closing address"
+    );
+}

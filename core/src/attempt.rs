@@ -169,6 +169,13 @@ fn transport_error(e: &ureq::Error, tls: bool) -> (Status, Failure, &'static str
         E::Tls(_) | E::Pem(_) | E::Rustls(_) => {
             (Status::TlsError, Failure::Final, "TLS handshake failed")
         }
+        #[cfg(unix)]
+        E::Io(io) if crate::transport::is_out_of_descriptors(io) => (
+            Status::Busy,
+            Failure::Connection,
+            "no connection could be opened: the process has no file descriptor free \
+             (too many open files)",
+        ),
         E::Io(io) if tls && is_tls_io(io) => {
             (Status::TlsError, Failure::Final, "TLS handshake failed")
         }
@@ -203,4 +210,23 @@ fn transport_error(e: &ureq::Error, tls: bool) -> (Status, Failure, &'static str
 /// certificate, an unknown CA) fail if that ever changes.
 fn is_tls_io(io: &std::io::Error) -> bool {
     io.kind() == std::io::ErrorKind::InvalidData && io.get_ref().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn out_of_descriptors_is_busy_and_retried() {
+        for errno in [libc::EMFILE, libc::ENFILE] {
+            let e = ureq::Error::Io(std::io::Error::from_raw_os_error(errno));
+            let (status, failure, what) = transport_error(&e, false);
+            assert_eq!(status, Status::Busy);
+            assert_eq!(failure, Failure::Connection);
+            assert!(what.contains("file descriptor"));
+        }
+        let refused = ureq::Error::Io(std::io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(transport_error(&refused, false).0, Status::NetworkError);
+    }
 }

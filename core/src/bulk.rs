@@ -61,7 +61,8 @@ pub(crate) fn run_batch<S: AsRef<str> + Sync>(
         max_parallel
     }
     .min(MAX_PARALLEL)
-    .min(n);
+    .min(n)
+    .min(descriptor_budget());
     let batch = Batch {
         ids: call_uuids,
         next: AtomicUsize::new(0),
@@ -90,6 +91,16 @@ pub(crate) fn run_batch<S: AsRef<str> + Sync>(
         .into_iter()
         .map(OnceLock::into_inner)
         .collect()
+}
+
+/// How many hangups may be in flight for the descriptors this process has free: each
+/// holds a connection. Half of what is free (the host needs some too), at least one.
+fn descriptor_budget() -> usize {
+    #[cfg(unix)]
+    if let Some(free) = crate::transport::free_descriptors() {
+        return (free / 2).max(1);
+    }
+    usize::MAX
 }
 
 /// One `hangup_many` call: runners take the next index until none is left.

@@ -28,6 +28,9 @@ pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 struct State {
     jobs: VecDeque<Job>,
     idle: usize,
+    /// Workers that have not decided to exit (a handle may outlive its worker's decision,
+    /// so spawning counts these, not unfinished handles).
+    live: usize,
     shutting_down: bool,
     threads: Vec<JoinHandle<()>>,
 }
@@ -65,6 +68,7 @@ impl WorkerPool {
                 state: Mutex::new(State {
                     jobs: VecDeque::new(),
                     idle: 0,
+                    live: 0,
                     shutting_down: false,
                     threads: Vec::new(),
                 }),
@@ -91,10 +95,13 @@ impl WorkerPool {
         st.jobs.push_back(job);
         // Workers that exited when idle leave finished handles behind.
         st.threads.retain(|h| !h.is_finished());
-        if st.idle < st.jobs.len() && st.threads.len() < self.max_workers {
+        if st.idle < st.jobs.len() && st.live < self.max_workers {
             match spawn_worker(&self.shared, self.shared.idle_exit) {
-                Ok(h) => st.threads.push(h),
-                Err(e) if st.threads.is_empty() => {
+                Ok(h) => {
+                    st.live += 1;
+                    st.threads.push(h);
+                }
+                Err(e) if st.live == 0 => {
                     st.jobs.pop_back();
                     return Err(format!("cannot start a worker thread: {e}"));
                 }
@@ -129,10 +136,13 @@ impl WorkerPool {
             // Every queued job at once: one more thread per job no idle worker will take.
             st.threads.retain(|h| !h.is_finished());
             let wanted = st.jobs.len().saturating_sub(st.idle);
-            let room = SHUTDOWN_BURST.saturating_sub(st.threads.len());
+            let room = SHUTDOWN_BURST.saturating_sub(st.live);
             for _ in 0..wanted.min(room) {
                 match spawn_worker(&self.shared, self.shared.idle_exit) {
-                    Ok(h) => st.threads.push(h),
+                    Ok(h) => {
+                        st.live += 1;
+                        st.threads.push(h);
+                    }
                     Err(_) => break, // the running workers will get to it
                 }
             }
@@ -143,6 +153,15 @@ impl WorkerPool {
         for h in threads {
             if h.thread().id() != me {
                 let _ = h.join();
+            }
+        }
+        // Last resort: jobs no worker could take (no thread could be started) run here,
+        // so every callback is still delivered.
+        loop {
+            let job = lock(&self.shared.state).jobs.pop_front();
+            match job {
+                Some(job) => drop(catch_unwind(AssertUnwindSafe(job))),
+                None => break,
             }
         }
     }
@@ -163,6 +182,7 @@ fn worker(shared: Arc<Shared>, idle_exit: Duration) {
                     break Some(job);
                 }
                 if st.shutting_down {
+                    st.live -= 1;
                     break None;
                 }
                 st.idle += 1;
@@ -175,6 +195,7 @@ fn worker(shared: Arc<Shared>, idle_exit: Duration) {
                 // Idle for the whole period: exit (a job that arrives now finds no idle
                 // worker counted and starts a thread).
                 if waited.timed_out() && st.jobs.is_empty() && !st.shutting_down {
+                    st.live -= 1;
                     break None;
                 }
             }
@@ -264,6 +285,27 @@ mod tests {
             100,
             "every job saw all 100 running"
         );
+    }
+
+    #[test]
+    fn a_job_submitted_while_every_worker_exits_still_runs() {
+        // The review's race: workers time out idle and are exiting (their handles not yet
+        // finished) when a job arrives. It must start a worker, not wait for the next
+        // submit. Tight idle exit, one worker, many rounds.
+        let pool = WorkerPool::with_idle_exit(1, Duration::from_millis(1));
+        for round in 0..2000 {
+            let (tx, rx) = std::sync::mpsc::channel();
+            pool.submit(Box::new(move || tx.send(()).unwrap())).unwrap();
+            // A bounded wait: a stuck job never arrives (the next submit would free it).
+            assert!(
+                rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+                "round {round}: the job waited for a worker that was exiting"
+            );
+            if round % 3 == 0 {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+        pool.shutdown();
     }
 
     #[test]

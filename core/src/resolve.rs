@@ -40,7 +40,8 @@ pub(crate) fn system_lookup() -> LookupFn {
 /// One lookup in flight; every waiter of that name shares it.
 #[derive(Default)]
 struct Pending {
-    answer: Mutex<Option<io::Result<Vec<SocketAddr>>>>,
+    /// The answer and when it arrived.
+    answer: Mutex<Option<(io::Result<Vec<SocketAddr>>, Instant)>>,
     done: Condvar,
 }
 
@@ -79,12 +80,25 @@ impl AddressBook {
         deadline: Option<Instant>,
         reason: ureq::Timeout,
     ) -> Result<Vec<SocketAddr>, ureq::Error> {
+        let asked = Instant::now();
         let pending = {
             let mut entries = lock(&self.entries);
-            match entries.get(key) {
+            let current = match entries.get(key) {
                 Some(Entry::Resolved(addrs, at)) if at.elapsed() < TTL => return Ok(addrs.clone()),
-                Some(Entry::Looking(p)) => Arc::clone(p),
-                _ => {
+                Some(Entry::Looking(p)) => Some(Arc::clone(p)),
+                _ => None,
+            };
+            // A lookup that finished after all its waiters gave up: a success is cached
+            // from when it arrived (and may already be too old); a failure is not served
+            // to a later caller, who asks again.
+            let usable = current.filter(|p| match lock(&p.answer).as_ref() {
+                None => true,
+                Some((Ok(addrs), at)) => !addrs.is_empty() && at.elapsed() < TTL,
+                Some((Err(_), at)) => *at >= asked,
+            });
+            match usable {
+                Some(p) => p,
+                None => {
                     let p = Arc::new(Pending::default());
                     self.start_lookup(key, Arc::clone(&p))?;
                     entries.insert(key.to_owned(), Entry::Looking(Arc::clone(&p)));
@@ -94,25 +108,22 @@ impl AddressBook {
         };
         let mut answer = lock(&pending.answer);
         loop {
-            if let Some(a) = answer.as_ref() {
-                let result = match a {
-                    Ok(addrs) if !addrs.is_empty() => Ok(addrs.clone()),
-                    _ => Err(ureq::Error::HostNotFound),
+            // The deadline first: an answer that arrives as it passes leaves no time to
+            // connect.
+            let left = deadline.map(|dl| dl.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Err(ureq::Error::Timeout(reason));
+            }
+            if let Some((a, at)) = answer.as_ref() {
+                let (result, at) = match a {
+                    Ok(addrs) if !addrs.is_empty() => (Ok(addrs.clone()), *at),
+                    _ => (Err(ureq::Error::HostNotFound), *at),
                 };
                 drop(answer);
-                self.settle(key, &pending, result.as_ref().ok());
+                self.settle(key, &pending, result.as_ref().ok(), at);
                 return result;
             }
-            let wait = match deadline {
-                None => Duration::from_secs(3600),
-                Some(dl) => {
-                    let left = dl.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(ureq::Error::Timeout(reason));
-                    }
-                    left
-                }
-            };
+            let wait = left.unwrap_or(Duration::from_secs(3600));
             answer = pending
                 .done
                 .wait_timeout(answer, wait)
@@ -130,22 +141,26 @@ impl AddressBook {
             .spawn(move || {
                 pin_code_while_running();
                 let answer = lookup(&key);
-                *lock(&pending.answer) = Some(answer);
+                *lock(&pending.answer) = Some((answer, Instant::now()));
                 pending.done.notify_all();
             })
             .map(drop)
             .map_err(ureq::Error::Io)
     }
 
-    /// Replaces a finished lookup by its answer (cached) or by nothing (a failure is not
-    /// cached: the next hangup asks again).
-    fn settle(&self, key: &str, pending: &Arc<Pending>, addrs: Option<&Vec<SocketAddr>>) {
+    /// Replaces a finished lookup by its answer, cached from when it `arrived`, or by
+    /// nothing (a failure is not cached: the next hangup asks again).
+    fn settle(
+        &self,
+        key: &str,
+        pending: &Arc<Pending>,
+        addrs: Option<&Vec<SocketAddr>>,
+        arrived: Instant,
+    ) {
         let mut entries = lock(&self.entries);
         if matches!(entries.get(key), Some(Entry::Looking(p)) if Arc::ptr_eq(p, pending)) {
             match addrs {
-                Some(a) => {
-                    entries.insert(key.to_owned(), Entry::Resolved(a.clone(), Instant::now()))
-                }
+                Some(a) => entries.insert(key.to_owned(), Entry::Resolved(a.clone(), arrived)),
                 None => entries.remove(key),
             };
         }
@@ -286,6 +301,38 @@ mod tests {
             assert_eq!(got[0], a);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1, "later ones from the cache");
+    }
+
+    #[test]
+    fn a_failure_nobody_waited_for_is_not_served_later() {
+        // The lookup fails after its only waiter gave up: the next caller asks again.
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&calls);
+        let lookup: LookupFn = Arc::new(move |_: &str| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            if n == 0 {
+                let _ = lock(&gate).recv();
+                return Err(io::Error::other("the DNS server is down"));
+            }
+            Ok(vec!["127.0.0.1:9".parse().unwrap()])
+        });
+        let r = BookResolver(Arc::new(AddressBook::new(lookup)));
+        let uri: Uri = "http://flaky.name:9/x".parse().unwrap();
+        let cfg = Config::default();
+        assert!(matches!(
+            r.resolve(&uri, &cfg, t(50)),
+            Err(ureq::Error::Timeout(_))
+        ));
+        release.send(()).unwrap();
+        while calls.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(50)); // let the failure land
+        let got = r.resolve(&uri, &cfg, t(5000)).unwrap();
+        assert_eq!(got[0], "127.0.0.1:9".parse().unwrap());
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "asked again");
     }
 
     #[test]

@@ -78,7 +78,8 @@ statuses! {
     InternalError = 12, "internal error";
     /// The library could not take the request, and nothing was sent: the client is being
     /// freed (a callback running while the client is freed asked for more work), or the
-    /// library could not start a thread (the process is at its thread or memory limit).
+    /// library could not start a thread or open a connection (the process is at its
+    /// thread, memory or file descriptor limit).
     /// Not a bug; the host may retry later. Added after v1: treat unknown numbers above
     /// 13 as failures too.
     Busy = 13, "busy: request not taken";

@@ -47,7 +47,8 @@ impl<In: Transport> Connector<In> for PollTcpConnector {
         if let Some(t) = chained {
             return Ok(Some(Either::A(t)));
         }
-        let deadline = details.timeout.not_zero().map(|d| Instant::now() + *d);
+        // No time left is TIMEOUT now (ureq's `not_zero` would make it a second).
+        let deadline = deadline_of(&details.timeout)?;
         let addrs: Vec<SocketAddr> = details.addrs.iter().copied().collect();
         let outcome = happy_eyeballs(&addrs, deadline);
         for a in &outcome.losers {
@@ -72,10 +73,13 @@ impl<In: Transport> Connector<In> for PollTcpConnector {
             details.config.output_buffer_size(),
         );
         Ok(Some(Either::B(PollTcpTransport {
+            peer: stream.peer_addr().ok(),
             stream,
             buffers,
             just_read: false,
             _open: self.stats.connection_opened(),
+            book: Arc::clone(&self.book),
+            answered: false,
         })))
     }
 }
@@ -93,6 +97,26 @@ struct Race {
     error: Option<io::Error>,
     /// The deadline passed with attempts still connecting.
     timed_out: bool,
+}
+
+/// EMFILE or ENFILE: the process (or the system) has no file descriptor free.
+pub(crate) fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// About how many more descriptors this process may open (its soft limit less those
+/// open), where that can be read (Linux); None elsewhere.
+pub(crate) fn free_descriptors() -> Option<usize> {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+        return None;
+    }
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count();
+    usize::try_from(l.rlim_cur).ok().map(|limit| limit.saturating_sub(open))
 }
 
 /// The order of RFC 8305 section 4: families alternate, starting with the first
@@ -140,6 +164,12 @@ fn happy_eyeballs(addrs: &[SocketAddr], deadline: Option<Instant>) -> Race {
                 Some(addr) => {
                     match mio::net::TcpStream::connect(addr) {
                         Ok(s) => trying.push((addr, s)),
+                        // Out of descriptors is this process's state, not the address's.
+                        Err(e) if is_out_of_descriptors(&e) => {
+                            race.error = Some(e);
+                            race.losers.extend(trying.iter().map(|(a, _)| *a));
+                            return race;
+                        }
                         Err(e) => {
                             race.losers.push(addr);
                             race.error = Some(e);
@@ -232,6 +262,23 @@ pub(crate) struct PollTcpTransport {
     just_read: bool,
     /// Counts this connection as open in the client's statistics until it is dropped.
     _open: OpenConnection,
+    /// The address connected to, and the book to report it to if it fails before it
+    /// ever answered (a server that accepts and then resets): it moves to the back.
+    peer: Option<SocketAddr>,
+    book: Arc<AddressBook>,
+    /// Bytes have arrived on this connection (or it was reported already).
+    answered: bool,
+}
+
+impl PollTcpTransport {
+    /// The connection failed or closed: if it never answered, its address goes back.
+    fn failed_before_answering(&mut self) {
+        if !std::mem::replace(&mut self.answered, true) {
+            if let Some(peer) = self.peer {
+                self.book.demote(peer);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for PollTcpTransport {
@@ -311,7 +358,10 @@ impl Transport for PollTcpTransport {
                     wait(fd, libc::POLLOUT, deadline, timeout.reason)?
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    self.failed_before_answering();
+                    return Err(e.into());
+                }
             }
         }
         Ok(())
@@ -330,6 +380,11 @@ impl Transport for PollTcpTransport {
                 Ok(n) => {
                     self.buffers.input_appended(n);
                     self.just_read = n > 0;
+                    if n == 0 {
+                        self.failed_before_answering();
+                    } else {
+                        self.answered = true;
+                    }
                     return Ok(n > 0);
                 }
                 Err(e)
@@ -337,7 +392,10 @@ impl Transport for PollTcpTransport {
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                     ) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    self.failed_before_answering();
+                    return Err(e.into());
+                }
             }
         }
     }

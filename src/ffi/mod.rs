@@ -225,8 +225,8 @@ pub unsafe extern "C" fn tryvox_hangup_async(
 /// are capped at 1024), and blocks until all are done. This is the emergency-shutdown
 /// path. The batch runs on the calling thread and up to `max_parallel - 1` threads of its
 /// own, joined before this returns (it never waits behind queued async hangups); each
-/// hangup in flight holds one connection, so the process needs about `max_parallel` free
-/// file descriptors.
+/// hangup in flight holds one connection, so parallelism is also capped at half the file
+/// descriptors the process has free (a hangup that still finds none is TRYVOX_BUSY).
 ///
 /// `call_uuids` points to `count` NUL-terminated ids (borrowed for the call);
 /// `statuses_out` to `count` ints, where the outcome of `call_uuids[i]` is written to
