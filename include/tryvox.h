@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct tryvox_sweep;
+
 /**
  * Status codes returned by every fallible function (as an `int`). The numbers are part
  * of the ABI and never change meaning; new values may be added after the last one.
