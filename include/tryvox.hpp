@@ -7,11 +7,15 @@
  *   error-code enum, so `ec == tryvox::status::not_found` works.
  * - Two styles: hangup(id) throws tryvox::error unless the call was ended;
  *   hangup(id, ec) never throws and reports through ec.
+ * - client::stats() returns a tryvox::stats: the C tryvox_stats snapshot (size filled in),
+ *   with hangups(status) and the latencies as std::chrono::microseconds.
  * - Thread-safety is the C library's: one client may be used from many threads at once.
  */
 #ifndef TRYVOX_HPP
 #define TRYVOX_HPP
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -125,6 +129,44 @@ class options {
     tryvox_options *p_;
 };
 
+/**
+ * A snapshot of a client's statistics: the C tryvox_stats (every field of tryvox.h, e.g.
+ * `attempts`, `retries_server_error`, `in_flight`, `latency_p99_us`), zeroed and with
+ * `size` set on construction. Counters only grow over the client's life (diff two
+ * snapshots for a window); `in_flight` and `connections_open` are gauges.
+ */
+struct stats : tryvox_stats {
+    stats() noexcept : tryvox_stats() { size = sizeof(tryvox_stats); }
+
+    /** Finished hangups whose final status is `s` (0 for a number the library lacks). */
+    std::uint64_t hangups(status s) const noexcept {
+        const std::size_t i = static_cast<std::size_t>(static_cast<int>(s));
+        return i < sizeof(hangups_by_status) / sizeof(hangups_by_status[0]) ? hangups_by_status[i] : 0;
+    }
+    /** Finished hangups, whatever their status. */
+    std::uint64_t hangups() const noexcept {
+        std::uint64_t n = 0;
+        for (std::uint64_t v : hangups_by_status) n += v;
+        return n;
+    }
+    /** Retries for any cause. */
+    std::uint64_t retries() const noexcept {
+        return retries_connection + retries_rate_limited + retries_server_error;
+    }
+    /** Latencies of whole hangups (percentiles are upper bucket edges; 0 before the first). */
+    std::chrono::microseconds latency_p50() const noexcept { return us(latency_p50_us); }
+    std::chrono::microseconds latency_p90() const noexcept { return us(latency_p90_us); }
+    std::chrono::microseconds latency_p99() const noexcept { return us(latency_p99_us); }
+    std::chrono::microseconds latency_max() const noexcept { return us(latency_max_us); }
+
+  private:
+    static std::chrono::microseconds us(std::uint64_t v) noexcept {
+        typedef std::chrono::microseconds::rep rep;
+        const std::uint64_t top = static_cast<std::uint64_t>(std::chrono::microseconds::max().count());
+        return std::chrono::microseconds(static_cast<rep>(v < top ? v : top));
+    }
+};
+
 /** One async outcome, as the callback receives it. */
 struct outcome {
     std::string call_uuid;
@@ -179,6 +221,26 @@ class client {
         result.reserve(out.size());
         for (int s : out) result.push_back(static_cast<status>(s));
         return result;
+    }
+
+    /**
+     * The client's statistics now (tryvox_client_stats). Takes no lock: call it from any
+     * thread, as often as wanted, while hangups run. Throws tryvox::error only for a
+     * moved-from client.
+     */
+    tryvox::stats stats() const {
+        tryvox::stats s;
+        detail::check(tryvox_client_stats(p_.get(), &s));
+        return s;
+    }
+
+    /** As stats(), without throwing; ec is cleared on success. */
+    tryvox::stats stats(std::error_code &ec) const noexcept {
+        tryvox::stats s;
+        const int rc = tryvox_client_stats(p_.get(), &s);
+        ec = make_error_code(static_cast<status>(rc));
+        if (rc == TRYVOX_OK) ec.clear();
+        return s;
     }
 
     tryvox_client *get() const noexcept { return p_.get(); }

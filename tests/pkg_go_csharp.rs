@@ -2,12 +2,13 @@
 //! the simulator:
 //!
 //! - Go: `#cgo pkg-config: tryvox` with the in-tree .pc file (`make go-pkgconfig`), then
-//!   `go vet ./...`, `go test -race ./...` (HangupContext, HangupAsync, every option) and
-//!   the example; and a user's module outside the tree (`go mod edit -replace`) against a
-//!   `make install-files PREFIX=...` prefix, found by pkg-config alone.
+//!   `go vet ./...`, `go test -race ./...` (HangupContext, HangupAsync, every option,
+//!   Stats read during HangupMany) and the example; and a user's module outside the tree
+//!   (`go mod edit -replace`) against a `make install-files PREFIX=...` prefix, found by
+//!   pkg-config alone.
 //! - C#: `make csharp` (mcs) lays out Tryvox.dll with runtimes/linux-x64/native/libtryvox.so
 //!   as the NuGet package does; the test program (HangupAsync under load, cancellation,
-//!   every option setter) and the example run with Mono, without LD_LIBRARY_PATH.
+//!   every option setter, Stats) and the example run with Mono, without LD_LIBRARY_PATH.
 //!
 //! A missing toolchain prints a loud SKIPPED line; with CI=true it is a failure. Every
 //! command runs in its own process group, killed if it outlives its time limit.
@@ -170,6 +171,7 @@ fn go_vet_race_tests_and_example_in_tree() {
         "TestHangupAsyncConcurrent",
         "TestHangupContext",
         "TestEveryOption",
+        "TestStats",
     ] {
         assert!(text.contains(&format!("--- PASS: {t}")), "{t} did not pass");
     }
@@ -321,6 +323,7 @@ fn csharp_mono_package_layout_async_and_options() {
         "HangupAsync, many at once",
         "HangupAsync cancellation",
         "every option",
+        "stats",
     ] {
         assert!(text.contains(&format!("ok   {t}")), "{t} did not pass");
     }

@@ -5,8 +5,9 @@
 // csharp) puts it next to Tryvox.dll with a Tryvox.dll.config that maps "tryvox" to the
 // same runtimes/ path. Otherwise put it on LD_LIBRARY_PATH or install it.
 //
-// TryvoxClient is thread-safe; dispose it when done (Dispose waits for queued async
-// hangups and completes their tasks, like tryvox_client_free).
+// TryvoxClient is thread-safe (Stats() may be read from any thread while hangups run);
+// dispose it when done (Dispose waits for queued async hangups and completes their tasks,
+// like tryvox_client_free).
 using System;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -62,6 +63,72 @@ namespace Tryvox
         Debug = 3,
     }
 
+    /// <summary>
+    /// A snapshot of a client's statistics (TryvoxClient.Stats): the C tryvox_stats, field
+    /// for field. Counters only grow over the client's life (subtract two snapshots for a
+    /// window); InFlight and ConnectionsOpen are gauges. Latencies are whole hangups
+    /// (retries and waits included) in microseconds; the percentiles are upper edges of
+    /// log-linear buckets (at most 19% above the true value), 0 before the first hangup;
+    /// LatencyMaxUs is exact.
+    /// </summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct Stats
+    {
+        /// <summary>sizeof(tryvox_stats) as the library was asked to fill it.</summary>
+        public UIntPtr Size;
+        /// <summary>Finished hangups by final status, indexed by the Status number (see Hangups).</summary>
+        [MarshalAs(UnmanagedType.ByValArray, SizeConst = StatusSlots)]
+        public ulong[] HangupsByStatus;
+        /// <summary>HTTP attempts: one per hangup sent, plus one per retry.</summary>
+        public ulong Attempts;
+        /// <summary>Retries after a connection failed before any response.</summary>
+        public ulong RetriesConnection;
+        /// <summary>Retries after a 429.</summary>
+        public ulong RetriesRateLimited;
+        /// <summary>Retries after a 500, 502, 503 or 504.</summary>
+        public ulong RetriesServerError;
+        /// <summary>Hangups running now.</summary>
+        public ulong InFlight;
+        /// <summary>TCP connections open now.</summary>
+        public ulong ConnectionsOpen;
+        /// <summary>TCP connections opened over the client's life.</summary>
+        public ulong ConnectionsOpened;
+        /// <summary>Latency percentiles and maximum of finished hangups, in microseconds.</summary>
+        public ulong LatencyP50Us, LatencyP90Us, LatencyP99Us, LatencyMaxUs;
+
+        /// <summary>The length of HangupsByStatus (room for statuses added later).</summary>
+        public const int StatusSlots = 32;
+
+        /// <summary>Finished hangups whose final status is s (0 for an unknown number).</summary>
+        public ulong Hangups(Status s)
+        {
+            int i = (int)s;
+            return HangupsByStatus != null && i >= 0 && i < HangupsByStatus.Length ? HangupsByStatus[i] : 0;
+        }
+
+        /// <summary>Finished hangups, whatever their status.</summary>
+        public ulong TotalHangups
+        {
+            get
+            {
+                ulong n = 0;
+                if (HangupsByStatus != null) foreach (var v in HangupsByStatus) n += v;
+                return n;
+            }
+        }
+
+        /// <summary>Retries for any cause.</summary>
+        public ulong Retries => RetriesConnection + RetriesRateLimited + RetriesServerError;
+
+        public TimeSpan LatencyP50 => Span(LatencyP50Us);
+        public TimeSpan LatencyP90 => Span(LatencyP90Us);
+        public TimeSpan LatencyP99 => Span(LatencyP99Us);
+        public TimeSpan LatencyMax => Span(LatencyMaxUs);
+
+        static TimeSpan Span(ulong us) =>
+            us >= (ulong)(TimeSpan.MaxValue.Ticks / 10) ? TimeSpan.MaxValue : TimeSpan.FromTicks((long)us * 10);
+    }
+
     internal static class Native
     {
         const string Lib = "tryvox";
@@ -81,6 +148,7 @@ namespace Tryvox
         [DllImport(Lib)] internal static extern int tryvox_hangup_many(ClientHandle client,
             [In, MarshalAs(UnmanagedType.LPArray, ArraySubType = UnmanagedType.LPStr)] string[] ids,
             UIntPtr count, [Out] int[] statuses, uint maxParallel);
+        [DllImport(Lib)] internal static extern int tryvox_client_stats(ClientHandle client, ref Stats stats);
         [DllImport(Lib)] internal static extern IntPtr tryvox_last_error();
         [DllImport(Lib)] internal static extern IntPtr tryvox_last_error_code();
         [DllImport(Lib)] internal static extern int tryvox_last_http_status();
@@ -237,6 +305,22 @@ namespace Tryvox
             if (ids.Length == 0) return new Status[0];
             Native.Check(Native.tryvox_hangup_many(handle, ids, (UIntPtr)ids.Length, outp, maxParallel));
             return Array.ConvertAll(outp, s => (Status)s);
+        }
+
+        /// <summary>
+        /// The client's statistics now (tryvox_client_stats). Takes no lock in the library:
+        /// call it from any thread, as often as wanted, while hangups run.
+        /// Throws ObjectDisposedException after Dispose.
+        /// </summary>
+        public Stats Stats()
+        {
+            var s = new Stats
+            {
+                Size = (UIntPtr)Marshal.SizeOf(typeof(Stats)),
+                HangupsByStatus = new ulong[Tryvox.Stats.StatusSlots],
+            };
+            Native.Check(Native.tryvox_client_stats(handle, ref s));
+            return s;
         }
 
         sealed class Pending

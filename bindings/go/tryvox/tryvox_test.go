@@ -456,3 +456,168 @@ func TestEveryOption(t *testing.T) {
 	}
 	ok.Close()
 }
+
+// statusOf is the Status an outcome carries (OK for nil).
+func statusOf(t *testing.T, err error) tryvox.Status {
+	t.Helper()
+	if err == nil {
+		return tryvox.OK
+	}
+	var te *tryvox.Error
+	if !errors.As(err, &te) {
+		t.Fatalf("not a *tryvox.Error: %#v", err)
+	}
+	return te.Status
+}
+
+// Stats counts exactly the outcomes of a mixed run (blocking, async and bulk; success,
+// already ended, not found, an invalid id, a retried 503), and goroutines reading it
+// while HangupMany runs see counters that never go back and a bounded in-flight gauge.
+func TestStats(t *testing.T) {
+	s := simulator(t)
+	c := s.client(t, &tryvox.Options{TimeoutMs: 5000})
+	closed := false
+	defer func() {
+		if !closed {
+			c.Close()
+		}
+	}()
+	if st, err := c.Stats(); err != nil || st.TotalHangups() != 0 || st.Attempts != 0 {
+		t.Fatalf("a new client: %+v %v", st, err)
+	}
+
+	ids := s.seed(t, 40, "")
+	// ids[0]: one 503, then the simulator's normal answer: a retry, then success.
+	s.post(t, "/_sim/calls/"+ids[0]+"/faults",
+		map[string]interface{}{"responses": []interface{}{map[string]interface{}{"status": 503}}})
+	// Slow answers keep the bulk run in flight long enough for the readers to see it.
+	for _, id := range ids[4:12] {
+		s.delay(t, id, 150)
+	}
+
+	var seen [32]uint64
+	sent := uint64(0) // hangups that reached the network (all but the invalid id)
+	record := func(err error) {
+		st := statusOf(t, err)
+		seen[st]++
+		if st != tryvox.InvalidArgument {
+			sent++
+		}
+	}
+	record(c.Hangup(ids[1]))
+	record(c.Hangup(ids[1]))
+	record(c.Hangup("no-such-call"))
+	record(c.Hangup("a/b")) // refused before sending: counted as InvalidArgument
+	ch, err := c.HangupAsync(ids[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	record((<-ch).Err)
+	// Refused as a whole: nothing is counted.
+	if _, err := c.HangupMany([]string{ids[3], "a/b"}, 0); !errors.Is(err, tryvox.ErrInvalidArgument) {
+		t.Fatal("bad id in many:", err)
+	}
+	if ch, err := c.HangupAsync("a/b"); ch != nil || err == nil {
+		t.Fatal("bad async id must be refused")
+	}
+
+	// Readers on other goroutines during the bulk run.
+	const maxParallel = 8
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	var maxInFlight, reads uint64
+	for r := 0; r < 4; r++ {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			var prev tryvox.Stats
+			for {
+				st, err := c.Stats()
+				if err != nil {
+					t.Error("Stats during HangupMany:", err)
+					return
+				}
+				atomic.AddUint64(&reads, 1)
+				for i := range st.HangupsByStatus {
+					if st.HangupsByStatus[i] < prev.HangupsByStatus[i] {
+						t.Errorf("hangups with status %d went back: %d after %d", i, st.HangupsByStatus[i], prev.HangupsByStatus[i])
+					}
+				}
+				if st.Attempts < prev.Attempts || st.Retries() < prev.Retries() ||
+					st.ConnectionsOpened < prev.ConnectionsOpened || st.LatencyMax < prev.LatencyMax {
+					t.Errorf("a counter went back: %+v after %+v", st, prev)
+				}
+				if st.InFlight > maxParallel {
+					t.Errorf("%d in flight, at most %d expected", st.InFlight, maxParallel)
+				}
+				for {
+					m := atomic.LoadUint64(&maxInFlight)
+					if st.InFlight <= m || atomic.CompareAndSwapUint64(&maxInFlight, m, st.InFlight) {
+						break
+					}
+				}
+				prev = st
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Millisecond):
+				}
+			}
+		}()
+	}
+	bulk := append(append([]string{ids[0]}, ids[3:]...), ids[1], "nope")
+	errs, err := c.HangupMany(bulk, maxParallel)
+	close(stop)
+	readers.Wait()
+	if err != nil {
+		t.Fatal("many:", err)
+	}
+	for i, e := range errs {
+		record(e)
+		want := tryvox.OK
+		if bulk[i] == ids[1] {
+			want = tryvox.AlreadyEnded
+		} else if bulk[i] == "nope" {
+			want = tryvox.NotFound
+		}
+		if statusOf(t, e) != want {
+			t.Errorf("%s: %v, want %v", bulk[i], e, want)
+		}
+	}
+
+	st, err := c.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stats: %+v (%d reads during HangupMany, at most %d in flight)", st, atomic.LoadUint64(&reads), atomic.LoadUint64(&maxInFlight))
+	if st.HangupsByStatus != seen {
+		t.Errorf("hangups by status %v, the outcomes seen %v", st.HangupsByStatus, seen)
+	}
+	total := uint64(len(bulk) + 5)
+	if st.TotalHangups() != total || st.Hangups(tryvox.OK) != 40 || st.Hangups(tryvox.AlreadyEnded) != 2 ||
+		st.Hangups(tryvox.NotFound) != 2 || st.Hangups(tryvox.InvalidArgument) != 1 || st.Hangups(tryvox.Status(99)) != 0 {
+		t.Errorf("want %d hangups: 40 ok, 2 already ended, 2 not found, 1 invalid: %v", total, st.HangupsByStatus)
+	}
+	if st.RetriesServerError != 1 || st.Attempts != sent+st.Retries() {
+		t.Errorf("%d attempts, %d retries after a 5xx, %d retries in all; %d hangups sent",
+			st.Attempts, st.RetriesServerError, st.Retries(), sent)
+	}
+	if st.InFlight != 0 || st.ConnectionsOpened == 0 || st.ConnectionsOpen > st.ConnectionsOpened {
+		t.Errorf("gauges: %d in flight, %d of %d connections open", st.InFlight, st.ConnectionsOpen, st.ConnectionsOpened)
+	}
+	if atomic.LoadUint64(&maxInFlight) == 0 {
+		t.Error("no reader saw a hangup in flight")
+	}
+	// Eight answers took 150 ms: the maximum (exact) and p99 say so, in the right unit.
+	if st.LatencyMax < 150*time.Millisecond || st.LatencyMax > 5*time.Second ||
+		st.LatencyP50 == 0 || st.LatencyP50 > st.LatencyP90 || st.LatencyP90 > st.LatencyP99 ||
+		st.LatencyP99 < 100*time.Millisecond {
+		t.Errorf("latencies: p50 %v p90 %v p99 %v max %v", st.LatencyP50, st.LatencyP90, st.LatencyP99, st.LatencyMax)
+	}
+
+	c.Close()
+	closed = true
+	if _, err := c.Stats(); !errors.Is(err, tryvox.ErrInvalidArgument) {
+		t.Error("Stats on a closed client:", err)
+	}
+}
