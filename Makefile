@@ -22,12 +22,15 @@ build:
 	@$(MAKE) --no-print-directory $(LIBDIR)/tryvox-hangup
 
 # The incident CLI, linked against the libtryvox.so next to it; it finds the library at
-# run time through its RUNPATH ($$ORIGIN/../lib: installed as bin/tryvox-hangup next to
-# lib/), so a relocated prefix works without LD_LIBRARY_PATH. CLI_RPATH= drops it.
+# run time through its RUNPATH: $$ORIGIN/../lib (installed as bin/tryvox-hangup next to
+# lib/, so a relocated prefix works without LD_LIBRARY_PATH), then $$ORIGIN (the build
+# directory: the SONAME link libtryvox.so.0 -> libtryvox.so made here beside it lets
+# target/release/tryvox-hangup run in place). CLI_RPATH= drops the RUNPATH.
 CLI_CFLAGS ?= -O2 -std=c99 -Wall -Wextra -Werror
-CLI_RPATH ?= $$ORIGIN/../lib
+CLI_RPATH ?= $$ORIGIN/../lib:$$ORIGIN
 comma := ,
 %/tryvox-hangup: examples/tryvox-hangup.c include/tryvox.h %/libtryvox.so
+	ln -sfn libtryvox.so $*/libtryvox.so.0
 	$(CC) $(CLI_CFLAGS) -Iinclude $< -o $@.tmp$$$$ -L$* -ltryvox $(if $(CLI_RPATH),'-Wl$(comma)-rpath$(comma)$(CLI_RPATH)') \
 	    && mv -f $@.tmp$$$$ $@
 

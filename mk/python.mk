@@ -1,5 +1,6 @@
 # Python package (bindings/python): `make wheel` builds target/release, then a platform
-# wheel bundling libtryvox.so.0 into target/wheels/. Install it with
+# wheel bundling libtryvox.so.0 (a copy without debug info: setup.py runs
+# `objcopy --strip-debug`) into target/wheels/. Install it with
 #   python3 -m venv .venv && .venv/bin/pip install target/wheels/tryvox-*.whl
 # Offline when python3 already has setuptools and wheel (Debian: python3-setuptools
 # python3-wheel); otherwise pip fetches them from PyPI into an isolated build env.

@@ -15,8 +15,9 @@
 //!    Everything else (account, key, `PKG_CONFIG_PATH`, ...) must be set by a block.
 //! 2. The fence's info string names the language. `sh` blocks are sourced into the
 //!    session with `errexit` and `pipefail`: any failing command fails the test. Every
-//!    other language (`c`, `cpp`, `go`, `csharp`, `python`) is a complete program that the
-//!    text tells the reader to save under a name, given by a `save as` directive; the file
+//!    other language (`c`, `cpp`, `go`, `csharp`, `python`, and `cmake` for a whole
+//!    `CMakeLists.txt`) is a complete program or project file that the text tells the
+//!    reader to save under a name, given by a `save as` directive; the file
 //!    (a relative path, such as `hangup-go/main.go`) is written before the session starts,
 //!    and a later `sh` block builds and runs it. A
 //!    fence without a language, an unknown language, or a program without `save as`
@@ -55,7 +56,7 @@ use support::have_tool;
 /// A session may build the release library (a few minutes on a fresh two-core machine).
 const SESSION_LIMIT: Duration = Duration::from_secs(1500);
 const KEY: &str = tryvox_sim::server::DEFAULT_API_KEY;
-const LANGUAGES: &[&str] = &["sh", "c", "cpp", "go", "csharp", "python"];
+const LANGUAGES: &[&str] = &["sh", "c", "cpp", "go", "csharp", "python", "cmake"];
 const EXCLUDED: &[&str] = &["make demo", "make test"];
 
 fn root() -> &'static Path {

@@ -54,7 +54,7 @@ fn check(what: &str, out: Output) -> String {
 fn c_cli_tool() {
     let exe = compile_c("examples/tryvox-hangup.c", "tryvox-hangup");
     let s = spawn(Config::default()).unwrap();
-    let ids = seed_calls(&s, 2);
+    let ids = seed_calls(&s, 3);
     let run = |args: &[&str]| {
         env_cmd(&mut Command::new(&exe), &s)
             .args(args)
@@ -72,12 +72,74 @@ fn c_cli_tool() {
     assert_eq!(run(&["no-such-call"]).status.code(), Some(1), "not found");
     assert_eq!(run(&["a/b"]).status.code(), Some(3), "invalid id");
     assert_eq!(run(&[]).status.code(), Some(64), "usage");
+    // `--` ends the options and is not an id itself (sent, it would be "not found": 1).
+    assert_eq!(run(&["--", "a/b"]).status.code(), Some(3), "--");
+    cli_options_send_nothing(&exe, &s, &ids[2]);
     let out = run(&[&ids[1], "nope"]);
     assert_eq!(out.status.code(), Some(2));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("call already ended") && text.contains("call not found"),
         "{text}"
+    );
+}
+
+/// `--help`/`-h` print the usage on stdout and exit 0; an unknown option is a usage error
+/// (64, the CLI's usage status: 2 would read as "already ended"). Neither sends anything:
+/// with TRYVOX_BASE_URL at a listener of this test, nothing connects to it, and against the
+/// simulator the live call `live` stays live.
+fn cli_options_send_nothing(exe: &Path, s: &Running, live: &str) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let trap = format!("http://{}", listener.local_addr().unwrap());
+    let cases: &[(&[&str], i32)] = &[
+        (&["--help"], 0),
+        (&["-h", live], 0),
+        (&[live, "--help"], 0),
+        (&["--bogus", live], 64),
+        (&[live, "-x"], 64),
+        (&["-", live], 64),
+    ];
+    for (base, what) in [(trap.as_str(), "trap"), (s.base_url.as_str(), "simulator")] {
+        for (args, want) in cases {
+            let out = env_cmd(&mut Command::new(exe), s)
+                .env("TRYVOX_BASE_URL", base)
+                .args(*args)
+                .output()
+                .unwrap();
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            assert_eq!(
+                out.status.code(),
+                Some(*want),
+                "{args:?} ({what}): {stdout}{stderr}"
+            );
+            if *want == 0 {
+                for word in ["TRYVOX_ACCOUNT_ID", "TRYVOX_BASE_URL", "Exit status", "64"] {
+                    assert!(stdout.contains(word), "--help lacks {word:?}: {stdout}");
+                }
+            } else {
+                assert!(stderr.contains("unknown option"), "{args:?}: {stderr}");
+                assert!(stdout.is_empty(), "{args:?} printed {stdout}");
+            }
+        }
+    }
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("an option made the CLI connect: {other:?}"),
+    }
+    // Still live: this hangup is the first one it gets.
+    let out = env_cmd(&mut Command::new(exe), s)
+        .arg(live)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }
 
@@ -108,12 +170,17 @@ fn cpp_wrapper() {
     assert!(status.success());
     let s = spawn(Config::default()).unwrap();
     let ids = seed_calls(&s, 5);
-    check(
+    let text = check(
         "C++",
         env_cmd(&mut Command::new(&exe), &s)
             .args(&ids)
             .output()
             .unwrap(),
+    );
+    // The example checks client::stats() against the outcomes it saw, and prints it.
+    assert!(
+        text.contains("C++ example: ok") && text.contains("stats: 8 hangups ("),
+        "{text}"
     );
 }
 

@@ -216,7 +216,20 @@ fn make_install_then_pkg_config_and_cmake() {
     );
 
     let s = spawn(Config::default()).unwrap();
-    let ids = seed_calls(&s, 3);
+    let ids = seed_calls(&s, 4);
+
+    // The CLI the Makefile built in the build directory runs in place: its RUNPATH ends
+    // with $ORIGIN and the SONAME link libtryvox.so.0 is beside it.
+    let built_cli = target_dir().join("tryvox-hangup");
+    assert_eq!(
+        std::fs::read_link(target_dir().join("libtryvox.so.0")).unwrap(),
+        PathBuf::from("libtryvox.so")
+    );
+    let out = run(
+        with_api(&mut Command::new(&built_cli), &s.base_url).arg(&ids[3]),
+        Duration::from_secs(30),
+    );
+    check("tryvox-hangup in the build directory", out);
 
     // The CLI `make install` puts in bin/ finds lib/ by itself (RUNPATH $ORIGIN/../lib).
     let cli = prefix.join("bin/tryvox-hangup");

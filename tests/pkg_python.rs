@@ -26,6 +26,11 @@ fn root() -> &'static Path {
 /// Runs `cmd` in its own process group, killing the whole group after `secs`; asserts it
 /// succeeded and did not print the key; returns stdout followed by stderr.
 fn run(what: &str, cmd: &mut Command, dir: &Path, secs: u64) -> String {
+    run_expect(what, cmd, dir, secs, 0)
+}
+
+/// As `run`, for a command that must exit with `code`.
+fn run_expect(what: &str, cmd: &mut Command, dir: &Path, secs: u64, code: i32) -> String {
     let name: String = what
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -63,7 +68,7 @@ fn run(what: &str, cmd: &mut Command, dir: &Path, secs: u64) -> String {
     println!("--- {what}\n{text}");
     match status {
         None => panic!("{what} did not finish within {secs} s:\n{text}"),
-        Some(st) => assert!(st.success(), "{what} failed ({st}):\n{text}"),
+        Some(st) => assert_eq!(st.code(), Some(code), "{what} ({st}):\n{text}"),
     }
     text
 }
@@ -224,6 +229,28 @@ fn wheel_installs_into_a_fresh_venv_and_runs_example_and_async_tests() {
         where_.trim().starts_with(&*venv.to_string_lossy()),
         "the library must come from the wheel in the venv: {where_}"
     );
+    // Bundled without its debug info (setup.py strips a copy; the build's stays whole).
+    if have_tool("readelf") {
+        let sections = |lib: &Path| {
+            let out = Command::new("readelf")
+                .arg("-SW")
+                .arg(lib)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let bundled = PathBuf::from(where_.trim());
+        assert!(
+            !sections(&bundled).contains(".debug_info"),
+            "{}: the wheel bundles the library's debug info",
+            bundled.display()
+        );
+        assert!(
+            sections(&so).contains(".debug_info"),
+            "{}: the build's own library lost its debug info",
+            so.display()
+        );
+    }
 
     // 3. The example and the asyncio tests, against the simulator.
     let s = spawn(Config::default()).unwrap();
@@ -243,6 +270,21 @@ fn wheel_installs_into_a_fresh_venv_and_runs_example_and_async_tests() {
         60,
     );
     assert!(text.contains("Python example: ok"), "{text}");
+    // Too few ids: a usage line saying how many, exit 2, nothing sent.
+    let mut cmd = clean(&python, &work);
+    with_env(&mut cmd);
+    let text = run_expect(
+        "example.py with 2 ids",
+        cmd.arg(root().join("bindings/python/example.py"))
+            .args(&ids[4..]),
+        &work,
+        30,
+        2,
+    );
+    assert!(
+        text.contains("usage:") && text.contains("4 or more") && !text.contains("Traceback"),
+        "{text}"
+    );
 
     let mut cmd = clean(&python, &work);
     with_env(&mut cmd);

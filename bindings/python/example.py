@@ -6,10 +6,16 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-import tryvox
-
 ids = sys.argv[1:]
-assert len(ids) >= 4, "need 4 live call ids"
+ENV = ("TRYVOX_BASE_URL", "TRYVOX_ACCOUNT_ID", "TRYVOX_API_KEY")
+if len(ids) < 4 or not all(os.environ.get(v) for v in ENV):
+    print(f"usage: {sys.argv[0]} LIVE_ID LIVE_ID LIVE_ID LIVE_ID... (4 or more live call ids; "
+          f"got {len(ids)})\n"
+          "  env (all required): " + ", ".join(ENV), file=sys.stderr)
+    sys.exit(2)
+
+import tryvox  # noqa: E402 (after the usage check, which needs no package)
+
 failures = []
 
 
