@@ -108,6 +108,12 @@ typedef struct tryvox_client tryvox_client;
 typedef struct tryvox_options tryvox_options;
 
 /**
+ * A scheduled hangup, from `tryvox_hangup_after`. Opaque; release with
+ * `tryvox_timer_free`. Safe to use from any thread, also after its client was freed.
+ */
+typedef struct tryvox_timer tryvox_timer;
+
+/**
  * Receives the outcome of one `tryvox_hangup_async`.
  *
  * Runs exactly once per accepted request, on a thread the library owns. `call_uuid` is
@@ -363,6 +369,47 @@ int tryvox_hangup_async(struct tryvox_client *client,
                         const char *call_uuid,
                         tryvox_hangup_callback callback,
                         void *user_data);
+
+/**
+ * Schedules a hangup of `call_uuid` after `delay_ms` milliseconds (a maximum call
+ * duration reached, a prepaid balance run out) and returns at once.
+ *
+ * Pending hangups cost no thread each: one timer thread per client holds them all (it
+ * starts with the first and exits 5 s after the last). When the time comes, the hangup
+ * runs exactly as a `tryvox_hangup_async` of it would (same rules, same worker threads),
+ * and `callback` runs exactly once with the outcome, unless `tryvox_timer_cancel`
+ * returned TRYVOX_OK first. If the client is freed while the hangup is pending,
+ * nothing is sent and `callback` runs once, during `tryvox_client_free`, with
+ * TRYVOX_BUSY.
+ *
+ * `timer_out` may be NULL (the hangup cannot then be cancelled); otherwise it receives a
+ * handle the caller owns and releases with `tryvox_timer_free`. `call_uuid` is copied.
+ * Returns TRYVOX_OK when scheduled; TRYVOX_INVALID_ARGUMENT for a NULL client or
+ * callback or a bad id (nothing scheduled, `*timer_out` set to NULL); TRYVOX_BUSY while
+ * the client is being freed or when no timer thread can start. Thread-safe.
+ */
+int tryvox_hangup_after(struct tryvox_client *client,
+                        const char *call_uuid,
+                        uint32_t delay_ms,
+                        tryvox_hangup_callback callback,
+                        void *user_data,
+                        struct tryvox_timer **timer_out);
+
+/**
+ * Cancels a scheduled hangup. Returns TRYVOX_OK when it was cancelled before it fired:
+ * nothing is sent and its callback never runs. Returns TRYVOX_BUSY when it is too late
+ * (the hangup is firing or fired, or its client was freed): its callback runs, or ran,
+ * exactly once. TRYVOX_INVALID_ARGUMENT for NULL. A second cancel returns TRYVOX_BUSY.
+ * Cancel and firing never both win. Thread-safe; the handle stays valid until
+ * `tryvox_timer_free`.
+ */
+int tryvox_timer_cancel(struct tryvox_timer *timer);
+
+/**
+ * Releases a timer handle. It does not cancel the hangup (call `tryvox_timer_cancel`
+ * first for that). NULL is a no-op. Valid before or after the client is freed.
+ */
+void tryvox_timer_free(struct tryvox_timer *timer);
 
 /**
  * Hangs up `count` calls, at most `max_parallel` at once (0 means 32; values above 1024

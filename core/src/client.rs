@@ -21,6 +21,7 @@ use crate::resolve::{system_lookup, AddressBook, BookResolver};
 use crate::retry::{self, Decision, Failure, Stop};
 use crate::secret::ApiKey;
 use crate::stats::{Recorder, RetryCause, Stats};
+use crate::timers::{Fire, ScheduledHangup, Timers};
 use crate::validate;
 
 /// The largest response head accepted; a larger one is `Status::ProtocolError`.
@@ -34,7 +35,8 @@ pub type HangupResult = Result<u16, Error>;
 /// of threads at once, and they all share one connection pool.
 pub struct Client {
     pub(crate) core: Arc<Core>,
-    pub(crate) pool: WorkerPool,
+    pub(crate) pool: Arc<WorkerPool>,
+    timers: Timers,
 }
 
 /// Everything a hangup needs; shared with the worker pool's jobs.
@@ -142,7 +144,8 @@ impl Client {
                 log: options.log.clone(),
                 stats,
             }),
-            pool: WorkerPool::new(MAX_WORKERS),
+            pool: Arc::new(WorkerPool::new(MAX_WORKERS)),
+            timers: Timers::default(),
         })
     }
 
@@ -177,6 +180,66 @@ impl Client {
             .map_err(|e| Error::busy(format!("the hangup was not queued: {e}; nothing was sent")))
     }
 
+    /// Schedules a hangup of `call_uuid` after `delay` (a call's maximum duration, a
+    /// prepaid balance running out) and returns a handle that can cancel it until it
+    /// fires. Pending hangups cost no thread each: one timer thread per client holds them
+    /// all. When its time comes the hangup runs as [`Client::hangup_async`]'s would, and
+    /// `done` runs exactly once with the outcome, unless [`ScheduledHangup::cancel`]
+    /// returned true first. Dropping the client with the hangup still pending delivers
+    /// `done` once with `Status::Busy`, nothing sent.
+    pub fn hangup_after<I, F>(
+        &self,
+        call_uuid: I,
+        delay: Duration,
+        done: F,
+    ) -> Result<ScheduledHangup, Error>
+    where
+        I: AsRef<str> + Send + 'static,
+        F: FnOnce(I, HangupResult) + Send + 'static,
+    {
+        validate::id("call_uuid", call_uuid.as_ref())?;
+        let at = Instant::now()
+            .checked_add(delay)
+            .ok_or_else(|| Error::invalid("the delay is too long"))?;
+        let (core, pool) = (Arc::clone(&self.core), Arc::clone(&self.pool));
+        let fire: Fire = Box::new(move |now: bool| {
+            // The request and its callback travel together; whoever runs takes them.
+            let slot = Arc::new(std::sync::Mutex::new(Some((call_uuid, done))));
+            let take = |slot: &std::sync::Mutex<Option<(I, F)>>| {
+                slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+            };
+            let theirs = Arc::clone(&slot);
+            let queued = pool.submit(Box::new(move || {
+                if let Some((id, done)) = take(&theirs) {
+                    let result = if now {
+                        core.hangup_guarded(id.as_ref())
+                    } else {
+                        Err(Error::busy(
+                            "the scheduled hangup was not sent: the client was freed before its time",
+                        ))
+                    };
+                    done(id, result);
+                }
+            }));
+            if queued.is_err() {
+                // No worker could take it (no thread could start): delivered here, on
+                // the timer thread or the thread dropping the client.
+                if let Some((id, done)) = take(&slot) {
+                    done(
+                        id,
+                        Err(Error::busy(
+                            "the scheduled hangup was not sent: no thread could take it",
+                        )),
+                    );
+                }
+            }
+        });
+        self.timers.schedule(at, fire).map_err(|fire| {
+            drop(fire);
+            Error::busy("the hangup was not scheduled: the client is being freed; nothing was sent")
+        })
+    }
+
     /// Hangs up every id with at most `max_parallel` requests in flight (0 means
     /// [`DEFAULT_PARALLEL`](crate::DEFAULT_PARALLEL); at most
     /// [`MAX_PARALLEL`](crate::MAX_PARALLEL)), returning each outcome in order. If any id
@@ -192,8 +255,13 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        // Every queued hangup finishes (each bounded by its deadline) and delivers its
-        // callback before the client is gone.
+        // Scheduled hangups whose time has not come are not sent: each callback is
+        // delivered once, with BUSY, through the pool. Then every queued hangup finishes
+        // (each bounded by its deadline) and delivers its callback before the client is
+        // gone.
+        for fire in self.timers.stop() {
+            fire(false);
+        }
         self.pool.shutdown();
     }
 }

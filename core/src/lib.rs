@@ -50,8 +50,9 @@ mod response;
 mod retry;
 mod secret;
 mod stats;
-mod sweep;
 mod status;
+mod sweep;
+mod timers;
 #[cfg(unix)]
 mod transport;
 mod validate;
@@ -59,8 +60,6 @@ mod validate;
 pub use bulk::{DEFAULT_PARALLEL, MAX_PARALLEL};
 pub use client::{Client, HangupResult};
 pub use error::{Error, Status};
-pub use stats::{Stats, STATUS_SLOTS};
-pub use sweep::{Sweep, SweepReport, DEFAULT_SWEEP_TIMEOUT, LIST_PAGE};
 pub use options::{
     LogFn, LogLevel, Options, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -68,6 +67,9 @@ pub use options::{
 pub use pool::MAX_WORKERS;
 #[doc(hidden)]
 pub use resolve::LookupFn;
+pub use stats::{Stats, STATUS_SLOTS};
+pub use sweep::{Sweep, SweepReport, DEFAULT_SWEEP_TIMEOUT, LIST_PAGE};
+pub use timers::ScheduledHangup;
 
 /// Pure pieces exposed for the fuzz targets; not a stable API.
 #[doc(hidden)]

@@ -210,11 +210,30 @@ mod tests {
 
     #[test]
     fn buckets_cover_and_are_ordered() {
-        for us in [0u64, 1, 2, 3, 5, 17, 100, 1_000, 123_456, 10_000_000, u64::MAX / 2] {
+        for us in [
+            0u64,
+            1,
+            2,
+            3,
+            5,
+            17,
+            100,
+            1_000,
+            123_456,
+            10_000_000,
+            u64::MAX / 2,
+        ] {
             let b = bucket(us);
-            assert!(upper_edge(b) >= us, "{us} in bucket {b} up to {}", upper_edge(b));
+            assert!(
+                upper_edge(b) >= us,
+                "{us} in bucket {b} up to {}",
+                upper_edge(b)
+            );
             if b > 0 {
-                assert!(upper_edge(b - 1) < us, "{us}: bucket {b} is the first that holds it");
+                assert!(
+                    upper_edge(b - 1) < us,
+                    "{us}: bucket {b} is the first that holds it"
+                );
             }
         }
         for b in 1..BUCKETS {
@@ -250,11 +269,17 @@ mod tests {
         let a = r.started();
         let c = r.connection_opened();
         let s = r.snapshot();
-        assert_eq!((s.in_flight, s.connections_open, s.connections_opened), (1, 1, 1));
+        assert_eq!(
+            (s.in_flight, s.connections_open, s.connections_opened),
+            (1, 1, 1)
+        );
         drop(a);
         drop(c);
         let s = r.snapshot();
-        assert_eq!((s.in_flight, s.connections_open, s.connections_opened), (0, 0, 1));
+        assert_eq!(
+            (s.in_flight, s.connections_open, s.connections_opened),
+            (0, 0, 1)
+        );
         assert_eq!(s.latency_p50_us, 0, "no hangup yet");
     }
 }

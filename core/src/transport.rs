@@ -116,7 +116,9 @@ pub(crate) fn free_descriptors() -> Option<usize> {
         return None;
     }
     let open = std::fs::read_dir("/proc/self/fd").ok()?.count();
-    usize::try_from(l.rlim_cur).ok().map(|limit| limit.saturating_sub(open))
+    usize::try_from(l.rlim_cur)
+        .ok()
+        .map(|limit| limit.saturating_sub(open))
 }
 
 /// The order of RFC 8305 section 4: families alternate, starting with the first

@@ -191,7 +191,8 @@ impl Store {
             .filter(|c| &c.tenant == tenant)
             .filter_map(|c| {
                 advance(c, now, self.answer_delay);
-                LIVE.contains(&c.status.as_str()).then(|| c.call_uuid.clone())
+                LIVE.contains(&c.status.as_str())
+                    .then(|| c.call_uuid.clone())
             })
             .collect();
         if live.is_empty() {

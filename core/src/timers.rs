@@ -1,0 +1,237 @@
+//! Scheduled hangups (`hangup_after`): one timer thread per client, a heap of due times,
+//! no thread per pending hangup. When a hangup's time comes, the timer thread hands it to
+//! the client's worker pool, exactly as `hangup_async` does; it never sends anything
+//! itself, so a slow hangup never delays another timer. The thread starts with the first
+//! scheduled hangup and exits after [`IDLE_EXIT`](crate::pool::IDLE_EXIT) with nothing
+//! pending.
+//!
+//! Cancel and firing race under one lock: `cancel` wins (true, the callback never runs)
+//! only if the hangup has not been taken for firing; after that it returns false and the
+//! callback runs with the hangup's outcome. Dropping the client takes every pending
+//! hangup off the heap and delivers its callback once, with `Status::Busy`, nothing sent.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::pool::IDLE_EXIT;
+
+/// What a pending hangup is asked to do: fire now (true), or report that the client was
+/// dropped before its time (false). Either way its callback runs once.
+pub(crate) type Fire = Box<dyn FnOnce(bool) + Send>;
+
+#[derive(Default)]
+struct State {
+    due: BinaryHeap<Reverse<(Instant, u64)>>,
+    pending: HashMap<u64, Fire>,
+    next: u64,
+    stopping: bool,
+    thread: Option<JoinHandle<()>>,
+    running: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Default)]
+pub(crate) struct Timers {
+    shared: Arc<Shared>,
+}
+
+/// A scheduled hangup, as `Client::hangup_after` returns it. Dropping it does not cancel
+/// the hangup; it may outlive the client.
+#[derive(Clone)]
+pub struct ScheduledHangup {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl std::fmt::Debug for ScheduledHangup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScheduledHangup")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl ScheduledHangup {
+    /// Cancels the hangup if it has not fired: true means it never will and its callback
+    /// never runs; false means it is firing or fired (or the client was dropped), and its
+    /// callback runs or ran exactly once.
+    pub fn cancel(&self) -> bool {
+        let fire = lock(&self.shared.state).pending.remove(&self.id);
+        // Dropped outside the lock: the callback's captures may be anything.
+        fire.is_some()
+    }
+}
+
+impl Timers {
+    /// Schedules `fire` for `at`; gives it back once the client is being dropped or when
+    /// no timer thread can start.
+    pub(crate) fn schedule(&self, at: Instant, fire: Fire) -> Result<ScheduledHangup, Fire> {
+        let mut st = lock(&self.shared.state);
+        if st.stopping {
+            return Err(fire);
+        }
+        let mut exited = None;
+        if !st.running {
+            let shared = Arc::clone(&self.shared);
+            let spawned = std::thread::Builder::new()
+                .name("tryvox-timer".into())
+                .stack_size(256 * 1024)
+                .spawn(move || run(shared));
+            match spawned {
+                Ok(h) => {
+                    st.running = true;
+                    // The previous timer thread has exited (running was false).
+                    exited = st.thread.replace(h);
+                }
+                Err(_) => return Err(fire),
+            }
+        }
+        let id = st.next;
+        st.next += 1;
+        st.pending.insert(id, fire);
+        st.due.push(Reverse((at, id)));
+        drop(st);
+        self.shared.wake.notify_all();
+        if let Some(h) = exited {
+            let _ = h.join();
+        }
+        Ok(ScheduledHangup {
+            shared: Arc::clone(&self.shared),
+            id,
+        })
+    }
+
+    /// Stops the timer thread and returns every hangup still pending, oldest first.
+    pub(crate) fn stop(&self) -> Vec<Fire> {
+        let (thread, mut pending) = {
+            let mut st = lock(&self.shared.state);
+            st.stopping = true;
+            let mut order: Vec<(Instant, u64)> = st.due.drain().map(|Reverse(e)| e).collect();
+            order.sort();
+            let pending: Vec<Fire> = order
+                .into_iter()
+                .filter_map(|(_, id)| st.pending.remove(&id))
+                .collect();
+            (st.thread.take(), pending)
+        };
+        self.shared.wake.notify_all();
+        if let Some(t) = thread {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+        pending.shrink_to_fit();
+        pending
+    }
+
+    /// Hangups waiting for their time.
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        lock(&self.shared.state).pending.len()
+    }
+}
+
+fn run(shared: Arc<Shared>) {
+    let mut st = lock(&shared.state);
+    loop {
+        if st.stopping {
+            st.running = false;
+            return;
+        }
+        let now = Instant::now();
+        // Fire everything due (skipping cancelled entries), outside the lock.
+        let mut due = Vec::new();
+        while let Some(Reverse((at, id))) = st.due.peek().copied() {
+            if at > now {
+                break;
+            }
+            st.due.pop();
+            if let Some(fire) = st.pending.remove(&id) {
+                due.push(fire);
+            }
+        }
+        if !due.is_empty() {
+            drop(st);
+            for fire in due {
+                fire(true);
+            }
+            st = lock(&shared.state);
+            continue;
+        }
+        let wait = match st.due.peek() {
+            Some(Reverse((at, _))) => at.saturating_duration_since(now),
+            None if st.pending.is_empty() => IDLE_EXIT,
+            None => Duration::from_secs(3600),
+        };
+        let idle = st.due.is_empty();
+        let (next, timed_out) = shared
+            .wake
+            .wait_timeout(st, wait)
+            .unwrap_or_else(|e| e.into_inner());
+        st = next;
+        if idle && timed_out.timed_out() && st.due.is_empty() && !st.stopping {
+            st.running = false;
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn fire_cancel_and_stop() {
+        let t = Timers::default();
+        let fired = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let make = || {
+            let (f, d) = (Arc::clone(&fired), Arc::clone(&dropped));
+            Box::new(move |fire: bool| {
+                if fire {
+                    f.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    d.fetch_add(1, Ordering::SeqCst);
+                }
+            }) as Fire
+        };
+        let sched = |after: Duration| {
+            t.schedule(Instant::now() + after, make())
+                .unwrap_or_else(|_| panic!("scheduled"))
+        };
+        let soon = sched(Duration::from_millis(20));
+        let cancelled = sched(Duration::from_millis(20));
+        let _late = sched(Duration::from_secs(3600));
+        assert!(cancelled.cancel(), "cancelled before its time");
+        assert!(!cancelled.cancel(), "only once");
+        let until = Instant::now() + Duration::from_secs(20);
+        while fired.load(Ordering::SeqCst) == 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(fired.load(Ordering::SeqCst), 1);
+        assert!(!soon.cancel(), "too late: it fired");
+        assert_eq!(t.pending(), 1);
+        for f in t.stop() {
+            f(false);
+        }
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "the pending one, once");
+        assert_eq!(fired.load(Ordering::SeqCst), 1);
+        assert!(
+            t.schedule(Instant::now(), make()).is_err(),
+            "refused once stopped"
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! Scheduled hangups (`hangup_after`, `tryvox_hangup_after`): firing, cancel before and
+//! after firing, free with pending ones (each callback once, BUSY, nothing sent), and
+//! 100,000 pending on one timer thread. The tests of this file run one at a time: one
+//! counts the process's threads.
+
+mod support;
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{uniq, TestServer, API_KEY, AUTH_ID};
+use tryvox_core::{Client, Options, Status};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn client(s: &TestServer) -> Client {
+    let mut o = Options::new();
+    o.set_base_url(&s.base_url()).unwrap();
+    Client::with_options(AUTH_ID, API_KEY, &o).unwrap()
+}
+
+fn threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn fire_cancel_and_free() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = TestServer::start();
+    let c = client(&s);
+    let (tx, rx) = mpsc::channel();
+    let send = |tx: &mpsc::Sender<(String, Result<u16, Status>, Instant)>| {
+        let tx = tx.clone();
+        move |id: String, r: tryvox_core::HangupResult| {
+            let _ = tx.send((id, r.map_err(|e| e.status()), Instant::now()));
+        }
+    };
+    let fired = uniq("ok-");
+    let cancelled = uniq("ok-");
+    let pending = uniq("ok-");
+    let at = Instant::now() + Duration::from_millis(200);
+    let h_fired = c
+        .hangup_after(fired.clone(), Duration::from_millis(200), send(&tx))
+        .unwrap();
+    let h_cancelled = c
+        .hangup_after(cancelled.clone(), Duration::from_secs(30), send(&tx))
+        .unwrap();
+    let _h_pending = c
+        .hangup_after(pending.clone(), Duration::from_secs(3600), send(&tx))
+        .unwrap();
+    assert!(h_cancelled.cancel(), "cancelled before its time");
+    assert!(!h_cancelled.cancel(), "a second cancel is too late");
+    let (id, r, when) = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!((id.as_str(), r), (fired.as_str(), Ok(204)));
+    println!(
+        "fired {} ms after its time",
+        when.saturating_duration_since(at).as_millis()
+    );
+    assert!(!h_fired.cancel(), "too late: it fired");
+    assert!(rx.try_recv().is_err(), "nothing else ran yet");
+    drop(c);
+    // Freed with one pending: its callback once, BUSY; the cancelled one never.
+    let (id, r, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((id.as_str(), r), (pending.as_str(), Err(Status::Busy)));
+    assert!(
+        rx.try_recv().is_err(),
+        "the cancelled hangup's callback never ran"
+    );
+    assert_eq!(s.requests_for(&fired).len(), 1);
+    assert!(
+        s.requests_for(&cancelled).is_empty(),
+        "nothing sent for the cancelled"
+    );
+    assert!(
+        s.requests_for(&pending).is_empty(),
+        "nothing sent for the pending"
+    );
+}
+
+#[test]
+fn a_hundred_thousand_pending_on_one_thread() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = TestServer::start();
+    let c = client(&s);
+    let before = threads();
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let busy = Arc::new(AtomicUsize::new(0));
+    for _ in 0..100_000 {
+        let (d, b) = (Arc::clone(&delivered), Arc::clone(&busy));
+        c.hangup_after(uniq("ok-"), Duration::from_secs(3600), move |_, r| {
+            d.fetch_add(1, Ordering::SeqCst);
+            if r.is_err_and(|e| e.status() == Status::Busy) {
+                b.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .unwrap();
+    }
+    let during = threads();
+    println!("threads: {before} before, {during} with 100,000 pending");
+    assert!(
+        during <= before + 1,
+        "one timer thread: {before} -> {during}"
+    );
+    drop(c);
+    assert_eq!(
+        delivered.load(Ordering::SeqCst),
+        100_000,
+        "every callback once"
+    );
+    assert_eq!(busy.load(Ordering::SeqCst), 100_000, "all BUSY");
+    assert!(s.requests().is_empty(), "nothing sent");
+}
+
+static C_RESULTS: Mutex<Vec<(String, c_int)>> = Mutex::new(Vec::new());
+
+unsafe extern "C" fn record(
+    _ud: *mut c_void,
+    id: *const c_char,
+    status: c_int,
+    _http: c_int,
+    _msg: *const c_char,
+) {
+    let id = unsafe { std::ffi::CStr::from_ptr(id) }
+        .to_string_lossy()
+        .into_owned();
+    C_RESULTS.lock().unwrap().push((id, status));
+}
+
+#[test]
+fn the_c_timer_api() {
+    use tryvox::ffi::*;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = TestServer::start();
+    unsafe {
+        let o = tryvox_options_new();
+        let url = CString::new(s.base_url()).unwrap();
+        tryvox_options_set_base_url(o, url.as_ptr());
+        let (a, k) = (
+            CString::new(AUTH_ID).unwrap(),
+            CString::new(API_KEY).unwrap(),
+        );
+        let c = tryvox_client_new_with_options(a.as_ptr(), k.as_ptr(), o);
+        tryvox_options_free(o);
+        let soon = CString::new(uniq("ok-")).unwrap();
+        let later = CString::new(uniq("ok-")).unwrap();
+        let mut t1: *mut tryvox_timer = std::ptr::null_mut();
+        let mut t2: *mut tryvox_timer = std::ptr::null_mut();
+        assert_eq!(
+            tryvox_hangup_after(
+                c,
+                soon.as_ptr(),
+                50,
+                Some(record),
+                std::ptr::null_mut(),
+                &mut t1
+            ),
+            0
+        );
+        assert_eq!(
+            tryvox_hangup_after(
+                c,
+                later.as_ptr(),
+                60_000,
+                Some(record),
+                std::ptr::null_mut(),
+                &mut t2
+            ),
+            0
+        );
+        assert_eq!(tryvox_timer_cancel(t2), 0, "cancelled");
+        assert_eq!(tryvox_timer_cancel(t2), 13, "a second cancel: BUSY");
+        let until = Instant::now() + Duration::from_secs(20);
+        while C_RESULTS.lock().unwrap().is_empty() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(tryvox_timer_cancel(t1), 13, "too late: fired");
+        // Bad input: nothing scheduled, the handle NULL.
+        let bad = CString::new("bad id").unwrap();
+        let mut t3: *mut tryvox_timer = 1 as *mut tryvox_timer;
+        assert_eq!(
+            tryvox_hangup_after(
+                c,
+                bad.as_ptr(),
+                10,
+                Some(record),
+                std::ptr::null_mut(),
+                &mut t3
+            ),
+            3
+        );
+        assert!(t3.is_null());
+        assert_eq!(
+            tryvox_hangup_after(
+                c,
+                soon.as_ptr(),
+                10,
+                None,
+                std::ptr::null_mut(),
+                std::ptr::null_mut()
+            ),
+            3
+        );
+        assert_eq!(tryvox_timer_cancel(std::ptr::null_mut()), 3);
+        tryvox_client_free(c);
+        // Handles outlive their client.
+        assert_eq!(tryvox_timer_cancel(t1), 13);
+        tryvox_timer_free(t1);
+        tryvox_timer_free(t2);
+        tryvox_timer_free(std::ptr::null_mut());
+    }
+    let results = C_RESULTS.lock().unwrap().clone();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0].1, 0, "the fired one ended its call");
+    assert_eq!(s.requests().len(), 1, "only the fired hangup was sent");
+}
