@@ -222,3 +222,98 @@ fn the_c_timer_api() {
     assert_eq!(results[0].1, 0, "the fired one ended its call");
     assert_eq!(s.requests().len(), 1, "only the fired hangup was sent");
 }
+
+#[test]
+fn cancel_racing_firing_goes_exactly_one_way() {
+    // 2,000 hangups due at the same moment, cancelled by another thread around that
+    // moment: each is either cancelled (true; no callback, nothing sent) or fired (false;
+    // one callback, one request), never both, never neither.
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = TestServer::start();
+    let c = client(&s);
+    let ran: Arc<Vec<AtomicUsize>> = Arc::new((0..2000).map(|_| AtomicUsize::new(0)).collect());
+    let mut handles = Vec::new();
+    for i in 0..2000 {
+        let ran = Arc::clone(&ran);
+        handles.push(
+            c.hangup_after(uniq("ok-"), Duration::from_millis(100), move |_, _| {
+                ran[i].fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap(),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(95));
+    let cancelled: Vec<bool> = handles.iter().map(|h| h.cancel()).collect();
+    drop(c); // every fired hangup has delivered its callback
+    let mut fired = 0;
+    for (i, was_cancelled) in cancelled.iter().enumerate() {
+        let runs = ran[i].load(Ordering::SeqCst);
+        assert_eq!(
+            (runs, *was_cancelled),
+            if *was_cancelled {
+                (0, true)
+            } else {
+                (1, false)
+            },
+            "hangup {i}"
+        );
+        fired += runs;
+    }
+    println!("{} cancelled, {fired} fired", 2000 - fired);
+    assert_eq!(s.requests().len(), fired, "one request per fired hangup");
+}
+
+#[test]
+fn fire_times_against_the_simulators_record() {
+    // Each scheduled hangup ends its call no earlier than its time: the simulator's
+    // end_time of each call against the time it was scheduled for (printed: lateness).
+    use tryvox_sim::server::{DEFAULT_ACCOUNT, DEFAULT_API_KEY};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = tryvox_sim::spawn(tryvox_sim::Config::default()).unwrap();
+    let ids = support::seed_calls(&s, 20);
+    let mut o = Options::new();
+    o.set_base_url(&s.base_url).unwrap();
+    let c = Client::with_options(DEFAULT_ACCOUNT, DEFAULT_API_KEY, &o).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let mut due = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let delay = Duration::from_millis(100 + 50 * i as u64);
+        due.push(std::time::SystemTime::now() + delay);
+        let tx = tx.clone();
+        c.hangup_after(id.clone(), delay, move |_, r| {
+            let _ = tx.send(r.map_err(|e| e.status()));
+        })
+        .unwrap();
+    }
+    for _ in &ids {
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), Ok(204));
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut late = Vec::new();
+    for (id, due) in ids.iter().zip(&due) {
+        let mut r = agent
+            .get(format!("{}/{id}", s.calls_url()))
+            .header("authorization", format!("Bearer {DEFAULT_API_KEY}"))
+            .call()
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        assert_eq!(v["end_reason"], "api-hangup", "{id}");
+        let ended = humantime::parse_rfc3339(v["end_time"].as_str().unwrap()).unwrap();
+        // The record has millisecond precision: a millisecond of slack, never more.
+        assert!(
+            ended + Duration::from_millis(1) >= *due,
+            "{id} ended before its time"
+        );
+        late.push(ended.duration_since(*due).unwrap_or_default().as_millis());
+    }
+    late.sort();
+    println!(
+        "lateness against the simulator's record (ms): median {}, max {}",
+        late[late.len() / 2],
+        late[late.len() - 1]
+    );
+}
