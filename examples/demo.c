@@ -5,9 +5,12 @@
  *
  * libtryvox only hangs calls up. To have a call to hang up, and to show what the
  * simulator did, this demo creates and reads calls with a tiny plain-HTTP helper
- * (loopback only, demo code: not part of the library).
+ * (loopback only, demo code: not part of the library). After the single hangups it
+ * seeds a few dozen calls and ends them all with one tryvox_hangup_all (the emergency
+ * sweep), then prints the client's statistics (tryvox_client_stats).
  */
 #include <arpa/inet.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +94,17 @@ static void on_log(void *user_data, int level, const char *message) {
     (void)user_data;
     if (level <= 1) printf("  [libtryvox %s] %s\n", level == 0 ? "error" : "warn", message);
 }
+
+/* Called by tryvox_hangup_all on this thread after each listing and each batch. */
+static void on_sweep_progress(void *user_data, const struct tryvox_sweep *sw) {
+    int *calls = user_data;
+    ++*calls;
+    printf("  .. progress: %" PRIu64 " listings, %" PRIu64 " ended, %" PRIu64 " gone already, %" PRIu64
+           " failed, %" PRIu64 " still live\n",
+           sw->listings, sw->ended, sw->already_gone, sw->failed, sw->still_live);
+}
+
+#define SEEDED 36
 
 int main(int argc, char **argv) {
     if (argc != 4) {
@@ -177,6 +191,67 @@ int main(int argc, char **argv) {
     /* 7. Bad input never reaches the network. */
     printf("7. tryvox_hangup(\"../../admin\")\n");
     expect("result", tryvox_hangup(client, "../../admin"), TRYVOX_INVALID_ARGUMENT);
+
+    /* 8. The emergency sweep: seed calls (simulator API), end every live one at once. */
+    snprintf(body, sizeof body, "{\"count\":%d}", SEEDED);
+    st = http("POST", "/_sim/seed", key, body, buf, sizeof buf);
+    if (st != 200) {
+        fprintf(stderr, "demo: seeding calls failed (HTTP %d): %s\n", st, buf);
+        return 1;
+    }
+    printf("8. seeded %d live calls; tryvox_hangup_all (every live call, 8 at once)\n", SEEDED);
+    tryvox_sweep sw;
+    memset(&sw, 0, sizeof sw);
+    sw.size = sizeof sw;
+    sw.max_parallel = 8;
+    sw.timeout_ms = 20000;
+    int progress_calls = 0;
+    sw.progress = on_sweep_progress;
+    sw.user_data = &progress_calls;
+    int rc = tryvox_hangup_all(client, &sw); /* its last HTTP status means little: not shown */
+    printf("  -> result: %s (%d)\n", tryvox_status_str(rc), rc);
+    if (rc != TRYVOX_OK) {
+        printf("  !! expected ok; message: %s\n", tryvox_last_error());
+        failures++;
+    }
+    printf("  -> %" PRIu64 " ended, %" PRIu64 " gone already, %" PRIu64 " failed, %" PRIu64
+           " still live, %" PRIu64 " listings, %d progress calls\n",
+           sw.ended, sw.already_gone, sw.failed, sw.still_live, sw.listings, progress_calls);
+    if (sw.ended != SEEDED || sw.still_live != 0 || sw.failed != 0 || progress_calls == 0) {
+        printf("  !! expected %d ended, none left or failed, progress reported\n", SEEDED);
+        failures++;
+    }
+
+    /* 9. What the client did over its life. */
+    tryvox_stats stats;
+    memset(&stats, 0, sizeof stats);
+    stats.size = sizeof stats;
+    printf("9. tryvox_client_stats\n");
+    if (tryvox_client_stats(client, &stats) != TRYVOX_OK) {
+        printf("  !! %s\n", tryvox_last_error());
+        failures++;
+    } else {
+        printf("  -> hangups by status:");
+        for (int i = 0; i < 32; i++)
+            if (stats.hangups_by_status[i])
+                printf(" %s %" PRIu64 ";", tryvox_status_str(i), stats.hangups_by_status[i]);
+        printf("\n  -> %" PRIu64 " HTTP attempts; retries: %" PRIu64 " connection, %" PRIu64
+               " rate-limited, %" PRIu64 " server error\n",
+               stats.attempts, stats.retries_connection, stats.retries_rate_limited,
+               stats.retries_server_error);
+        printf("  -> latency p50 %.2f ms, p99 %.2f ms, max %.2f ms; %" PRIu64 " connections opened\n",
+               stats.latency_p50_us / 1000.0, stats.latency_p99_us / 1000.0,
+               stats.latency_max_us / 1000.0, stats.connections_opened);
+        /* Steps 2 and 8 ended calls; 5, 6 and 7 met an ended, an unknown and a bad id. */
+        if (stats.hangups_by_status[TRYVOX_OK] != 1 + sw.ended ||
+            stats.hangups_by_status[TRYVOX_ALREADY_ENDED] != 1 ||
+            stats.hangups_by_status[TRYVOX_NOT_FOUND] != 1 ||
+            stats.hangups_by_status[TRYVOX_INVALID_ARGUMENT] != 1 || stats.in_flight != 0) {
+            printf("  !! expected %" PRIu64 " ok, 1 already ended, 1 not found, 1 invalid, none in flight\n",
+                   1 + sw.ended);
+            failures++;
+        }
+    }
 
     tryvox_client_free(client);
     printf("\n%s\n", failures ? "DEMO FAILED" : "demo complete: every outcome as documented");

@@ -142,6 +142,9 @@ impl Client {
         let timeout = sweep.timeout.unwrap_or(DEFAULT_SWEEP_TIMEOUT);
         let deadline = Instant::now() + timeout;
         let mut failed: HashMap<String, Error> = HashMap::new();
+        // Calls answered 2xx or 404 by us: a server that lists one again (its 204 did not
+        // end it) is asked again, but the call is counted once.
+        let mut settled: HashSet<String> = HashSet::new();
         let mut tell = |r: &SweepReport| {
             if let Some(p) = progress.as_mut() {
                 p(r);
@@ -195,8 +198,12 @@ impl Client {
             for (id, r) in todo.into_iter().zip(results) {
                 match r {
                     None => continue,
-                    Some(Ok(_)) => report.ended += 1,
-                    Some(Err(e)) if e.call_is_gone() => report.already_gone += 1,
+                    Some(Ok(_)) if settled.insert(id.clone()) => report.ended += 1,
+                    Some(Err(e)) if e.call_is_gone() && settled.insert(id.clone()) => {
+                        report.already_gone += 1
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) if e.call_is_gone() => {}
                     Some(Err(e)) => {
                         report.failed += 1;
                         failed.insert(id, e);

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -36,8 +37,21 @@ def sim(path, body):
     return json.loads(data) if data else None
 
 
-def seed(n):
-    return sim("/_sim/seed", {"count": n})["call_uuids"]
+def seed(n, from_=None):
+    body = {"count": n}
+    if from_ is not None:
+        body["from"] = from_
+    return sim("/_sim/seed", body)["call_uuids"]
+
+
+def script(call_uuid, *responses):
+    """The simulator's next answers to call_uuid's hangup, in order."""
+    sim(f"/_sim/calls/{call_uuid}/faults", {"responses": list(responses)})
+
+
+def unique_number():
+    """A caller number no other test seeds calls from (+1555 and 7 random digits)."""
+    return "+1555" + str(uuid.uuid4().int % 10**7).zfill(7)
 
 
 def slow_id(delay_ms):
@@ -219,11 +233,194 @@ def options():
             pass
 
 
+def outcome(call):
+    """The status number a blocking call ended with (OK when it returned)."""
+    try:
+        call()
+        return tryvox.OK
+    except tryvox.TryvoxError as e:
+        return e.status
+
+
+async def stats_count_a_mixed_run():
+    """Client.stats() after a small mixed run equals the outcomes the run saw, status by
+    status; attempts are the hangups sent plus one per retry, one retry of each kind."""
+    async with client(timeout_ms=5000) as c:
+        s0 = c.stats()
+        expect(s0.total_hangups == 0 and s0.attempts == 0 and s0.latency_max == 0.0
+               and len(s0.hangups_by_status) == 32, f"a new client: {s0}")
+        ids = seed(20)
+        script(ids[0], {"status": 503})                     # one retry after a 5xx
+        script(ids[1], {"status": 429, "retry_after": "0"})  # one retry after a 429
+        script(ids[2], {"status": 204, "delay_ms": 200})    # a slow answer: the maximum latency
+        seen = collections.Counter()
+        seen[outcome(lambda: c.hangup(ids[3]))] += 1
+        seen[outcome(lambda: c.hangup(ids[3]))] += 1              # ALREADY_ENDED
+        seen[outcome(lambda: c.hangup("no-such-" + uuid.uuid4().hex))] += 1  # NOT_FOUND
+        seen[outcome(lambda: c.hangup("a/b"))] += 1               # INVALID_ARGUMENT, not sent
+        seen[outcome(lambda: c.hangup(ids[1]))] += 1              # OK after a 429
+        try:
+            await c.hangup_async(ids[4])
+            seen[tryvox.OK] += 1
+        except tryvox.TryvoxError as e:
+            seen[e.status] += 1
+        # Refused as a whole: counted nowhere.
+        expect(outcome(lambda: c.hangup_many([ids[5], "a/b"])) == tryvox.INVALID_ARGUMENT,
+               "a bad id in hangup_many")
+        bulk = [ids[0], ids[2]] + ids[5:] + [ids[3], "nope-" + uuid.uuid4().hex]
+        statuses = await c.hangup_many_async(bulk, max_parallel=4)
+        seen.update(statuses)
+        want = [tryvox.OK] * (len(bulk) - 2) + [tryvox.ALREADY_ENDED, tryvox.NOT_FOUND]
+        expect(statuses == want, f"bulk statuses {statuses}")
+        st = c.stats()
+    counts = [seen[i] for i in range(32)]
+    expect(list(st.hangups_by_status) == counts,
+           f"hangups by status {st.hangups_by_name()}, outcomes seen {dict(seen)}")
+    expect(st.hangups(tryvox.OK) == 20 and st.hangups(tryvox.ALREADY_ENDED) == 2
+           and st.hangups(tryvox.NOT_FOUND) == 2 and st.hangups(tryvox.INVALID_ARGUMENT) == 1
+           and st.hangups(99) == 0 and st.hangups(-1) == 0, f"counts {st.hangups_by_name()}")
+    expect(st.hangups_by_name() == {"OK": 20, "NOT_FOUND": 2, "ALREADY_ENDED": 2, "INVALID_ARGUMENT": 1},
+           f"by name {st.hangups_by_name()}")
+    sent = st.total_hangups - st.hangups(tryvox.INVALID_ARGUMENT)
+    expect(st.retries_server_error == 1 and st.retries_rate_limited == 1
+           and st.attempts == sent + st.retries,
+           f"{st.attempts} attempts for {sent} hangups sent; retries: connection "
+           f"{st.retries_connection}, 429 {st.retries_rate_limited}, 5xx {st.retries_server_error}")
+    expect(st.in_flight == 0 and 0 < st.connections_opened and st.connections_open <= st.connections_opened,
+           f"gauges: {st.in_flight} in flight, {st.connections_open} of {st.connections_opened} open")
+    # Latencies in seconds: one answer took 0.2 s, the rest a few milliseconds.
+    expect(0 < st.latency_p50 <= st.latency_p90 <= st.latency_p99 <= st.latency_max * 1.2
+           and 0.2 <= st.latency_max < 5 and st.latency_p50 < 0.2,
+           f"latencies p50 {st.latency_p50} p90 {st.latency_p90} p99 {st.latency_p99} max {st.latency_max}")
+    try:
+        c.stats()
+        expect(False, "stats on a closed client must raise")
+    except tryvox.InvalidArgument:
+        pass
+    print(f"stats after a mixed run: {st.hangups_by_name()}, {st.attempts} attempts, "
+          f"{st.retries} retries, p50 {st.latency_p50 * 1000:.1f} ms, max {st.latency_max * 1000:.0f} ms")
+
+
+def hangup_all_ends_seeded_calls():
+    """hangup_all with a filter ends every seeded call from that number and nothing else;
+    its progress callback sees the counts grow; failures raise with the counts attached."""
+    number = unique_number()
+    ours = seed(40, from_=number)
+    others = seed(3, from_=unique_number())
+    updates = []
+    with client() as c:
+        before = c.stats()
+
+        def progress(r):
+            updates.append(r)
+            c.stats()  # any other call is allowed from the callback
+
+        r = c.hangup_all(from_=number, max_parallel=8, timeout=30, progress=progress)
+        expect(isinstance(r, tryvox.SweepResult), f"result type {type(r)}")
+        expect(r.ended == 40 and r.already_gone == 0 and r.failed == 0 and r.still_live == 0
+               and r.listings >= 1, f"sweep {r}")
+        expect(updates and updates[-1] == r, f"last progress {updates[-1:]} vs {r}")
+        expect(all(a.ended <= b.ended and a.listings <= b.listings for a, b in zip(updates, updates[1:])),
+               f"progress went back: {updates}")
+        expect(c.stats().hangups(tryvox.OK) - before.hangups(tryvox.OK) == 40, "stats count the sweep")
+        again = c.hangup_many(ours)
+        expect(again == [tryvox.ALREADY_ENDED] * 40, f"after the sweep: {collections.Counter(again)}")
+        expect(c.hangup_many(others) == [tryvox.OK] * 3, "calls from another number were left live")
+        # Nothing left from that number: an empty sweep is a success with nothing ended.
+        r = c.hangup_all(from_=number, to=None, direction="outbound")
+        expect(r.ended == 0 and r.listings == 1, f"empty sweep {r}")
+
+        # A hangup that fails: raised as the blocking API does, the counts on the error.
+        number = unique_number()
+        pair = seed(2, from_=number)
+        script(pair[0], {"status": 403})
+        try:
+            c.hangup_all(from_=number)
+            expect(False, "a failed hangup must raise")
+        except tryvox.TryvoxError as e:
+            expect(e.status == tryvox.FORBIDDEN and e.sweep is not None and e.sweep.failed == 1
+                   and e.sweep.ended == 1 and e.sweep.still_live >= 1, f"failed sweep {e!r} {e.sweep}")
+        # Bad filters: InvalidArgument (a ValueError), nothing sent.
+        for bad in [dict(direction="sideways"), dict(from_=""), dict(timeout=0), dict(max_parallel=-1),
+                    dict(to="a\0b")]:
+            try:
+                c.hangup_all(**bad)
+                expect(False, f"{bad} must be refused")
+            except tryvox.InvalidArgument as e:
+                expect(isinstance(e, ValueError), f"{bad}: {e!r}")
+        # An exception in progress: re-raised after the sweep, which still ran to its end.
+        number = unique_number()
+        doomed = seed(5, from_=number)
+
+        def boom(_r):
+            raise LookupError("from progress")
+        try:
+            c.hangup_all(from_=number, progress=boom)
+            expect(False, "the progress exception must be re-raised")
+        except LookupError:
+            pass
+        expect(c.hangup_many(doomed) == [tryvox.ALREADY_ENDED] * 5, "the sweep ran to its end")
+
+        def closer(_r):
+            c.close()
+        number = unique_number()
+        seed(1, from_=number)
+        try:
+            c.hangup_all(from_=number, progress=closer)
+            expect(False, "close from progress must raise")
+        except RuntimeError:
+            pass
+    try:
+        c.hangup_all()
+        expect(False, "hangup_all on a closed client must raise")
+    except tryvox.InvalidArgument:
+        pass
+    print(f"hangup_all: 40 calls ended, {len(updates)} progress updates")
+
+
+async def hangup_all_async_keeps_the_loop_running():
+    """The sweep runs in the executor: the loop ticks meanwhile. Its progress callback runs
+    on the executor's thread and takes 0.1 s each time, so the sweep surely lasts a while.
+    (A scripted 204 would not do: the simulator answers it without ending the call.)"""
+    number = unique_number()
+    seed(30, from_=number)
+    ticks = 0
+    stop = False
+    loop_thread = threading.get_ident()
+    progress_threads = set()
+
+    def slow_progress(_r):
+        progress_threads.add(threading.get_ident())
+        time.sleep(0.1)
+
+    async def ticker():
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    async with client() as c:
+        t = asyncio.ensure_future(ticker())
+        r = await c.hangup_all_async(from_=number, max_parallel=4, progress=slow_progress)
+        stop = True
+        await t
+        expect(r.ended == 30 and r.still_live == 0, f"async sweep {r}")
+        try:
+            await c.hangup_all_async(direction="up")
+            expect(False, "a bad direction must raise")
+        except tryvox.InvalidArgument:
+            pass
+    expect(ticks >= 20, f"the loop ran {ticks} ticks during a sweep of at least 0.3 s")
+    expect(progress_threads and loop_thread not in progress_threads, "progress ran on the loop's thread")
+
+
 async def main():
     await concurrent_hangups_exactly_once()
     await errors_are_raised()
     await bulk_does_not_block_the_loop()
     await close_delivers_pending_results()
+    await stats_count_a_mixed_run()
+    await hangup_all_async_keeps_the_loop_running()
 
 
 here = os.path.dirname(os.path.abspath(tryvox.__file__))
@@ -231,5 +428,6 @@ print("tryvox", tryvox.version(), "from", here, "library", tryvox.library_path()
 options()
 asyncio.run(main())
 never_calls_into_a_closed_loop()
+hangup_all_ends_seeded_calls()
 print("async tests:", "FAILED" if failures else "ok")
 sys.exit(1 if failures else 0)

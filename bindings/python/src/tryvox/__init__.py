@@ -15,6 +15,8 @@ Install the wheel (it bundles libtryvox.so.0) and import; nothing else to set:
         async with tryvox.Client("AC123456", key) as c:
             await c.hangup_async("some-call-uuid")
             statuses = await c.hangup_many_async(["id-1", "id-2"])
+            swept = await c.hangup_all_async(from_="+14155550100")   # every live call from it
+            print(swept.ended, c.stats().hangups(tryvox.OK))
 
     asyncio.run(main())
 
@@ -29,16 +31,20 @@ import asyncio
 import atexit
 import ctypes
 import ctypes.util
+import functools
 import itertools
+import math
 import logging
 import os
 import threading
 import weakref
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 __all__ = [
     "Client", "TryvoxError", "CallGone", "NotFound", "AlreadyEnded", "InvalidArgument",
+    "Stats", "SweepResult", "SweepProgress", "STATUS_NAMES",
     "status_str", "version", "library_path", "LogCallback",
     "LOG_ERROR", "LOG_WARN", "LOG_INFO", "LOG_DEBUG",
     "OK", "NOT_FOUND", "ALREADY_ENDED", "INVALID_ARGUMENT", "UNAUTHORIZED", "FORBIDDEN",
@@ -49,6 +55,12 @@ __all__ = [
 # Status numbers, in the order (and with the values) of include/tryvox.h's tryvox_status.
 OK, NOT_FOUND, ALREADY_ENDED, INVALID_ARGUMENT, UNAUTHORIZED, FORBIDDEN, RATE_LIMITED, \
     SERVER_ERROR, TIMEOUT, NETWORK_ERROR, TLS_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, BUSY = range(14)
+
+#: The names of the status numbers above, indexed by number ("OK", "NOT_FOUND", ...).
+STATUS_NAMES: Tuple[str, ...] = (
+    "OK", "NOT_FOUND", "ALREADY_ENDED", "INVALID_ARGUMENT", "UNAUTHORIZED", "FORBIDDEN",
+    "RATE_LIMITED", "SERVER_ERROR", "TIMEOUT", "NETWORK_ERROR", "TLS_ERROR", "PROTOCOL_ERROR",
+    "INTERNAL_ERROR", "BUSY")
 
 # Log levels passed to a log callback.
 LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG = range(4)
@@ -62,6 +74,50 @@ _BUNDLED_NAMES = ("libtryvox.so.0", "libtryvox.so", "libtryvox.0.dylib", "libtry
 _HangupCallback = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int,
                                    ctypes.c_char_p)
 _LogCallback = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p)
+
+# The length of tryvox_stats.hangups_by_status (room for statuses added later).
+_STATUS_SLOTS = 32
+
+
+class _CStats(ctypes.Structure):
+    """struct tryvox_stats, field for field (size-versioned: size = sizeof before the call)."""
+    _fields_ = [
+        ("size", ctypes.c_size_t),
+        ("hangups_by_status", ctypes.c_uint64 * _STATUS_SLOTS),
+        ("attempts", ctypes.c_uint64),
+        ("retries_connection", ctypes.c_uint64),
+        ("retries_rate_limited", ctypes.c_uint64),
+        ("retries_server_error", ctypes.c_uint64),
+        ("in_flight", ctypes.c_uint64),
+        ("connections_open", ctypes.c_uint64),
+        ("connections_opened", ctypes.c_uint64),
+        ("latency_p50_us", ctypes.c_uint64),
+        ("latency_p90_us", ctypes.c_uint64),
+        ("latency_p99_us", ctypes.c_uint64),
+        ("latency_max_us", ctypes.c_uint64),
+    ]
+
+
+class _CSweep(ctypes.Structure):
+    """struct tryvox_sweep (fields below, after the callback type that points to it)."""
+
+
+_SweepProgressCallback = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(_CSweep))
+_CSweep._fields_ = [
+    ("size", ctypes.c_size_t),
+    ("from_", ctypes.c_char_p),  # `from` in C
+    ("to", ctypes.c_char_p),
+    ("direction", ctypes.c_char_p),
+    ("max_parallel", ctypes.c_uint32),
+    ("timeout_ms", ctypes.c_uint32),
+    ("progress", _SweepProgressCallback),
+    ("user_data", ctypes.c_void_p),
+    ("ended", ctypes.c_uint64),
+    ("already_gone", ctypes.c_uint64),
+    ("failed", ctypes.c_uint64),
+    ("still_live", ctypes.c_uint64),
+    ("listings", ctypes.c_uint64),
+]
 
 
 def _candidates() -> List[str]:
@@ -102,6 +158,8 @@ def _load() -> ctypes.CDLL:
         "tryvox_hangup_async": (c_int, [c_void_p, c_char_p, _HangupCallback, c_void_p]),
         "tryvox_hangup_many": (c_int, [c_void_p, ctypes.POINTER(c_char_p), c_size_t, ctypes.POINTER(c_int),
                                        c_uint32]),
+        "tryvox_hangup_all": (c_int, [c_void_p, ctypes.POINTER(_CSweep)]),
+        "tryvox_client_stats": (c_int, [c_void_p, ctypes.POINTER(_CStats)]),
         "tryvox_last_error": (c_char_p, []),
         "tryvox_last_error_code": (c_char_p, []),
         "tryvox_last_http_status": (c_int, []),
@@ -137,7 +195,10 @@ def library_path() -> str:
 class TryvoxError(Exception):
     """A failed call: .status (a number above), .http_status, .code (the server's), str() the message.
 
-    Errors from hangup_async carry no server code (.code is "")."""
+    Errors from hangup_async carry no server code (.code is ""). Errors from hangup_all
+    carry what the sweep did in .sweep (a SweepResult; None for every other call)."""
+
+    sweep: Optional["SweepResult"] = None
 
     def __init__(self, status: int, message: str, http_status: int = 0, code: str = "") -> None:
         super().__init__(message)
@@ -177,12 +238,118 @@ def version() -> str:
     return (_lib.tryvox_version() or b"").decode()
 
 
-def _check(rc: int) -> None:
+def _last_error(rc: int) -> TryvoxError:
     # ctypes calls run on this OS thread, so its last error is the one just set.
+    return _error(rc, (_lib.tryvox_last_error() or b"").decode(errors="replace"),
+                  _lib.tryvox_last_http_status(),
+                  (_lib.tryvox_last_error_code() or b"").decode(errors="replace"))
+
+
+def _check(rc: int) -> None:
     if rc != OK:
-        raise _error(rc, (_lib.tryvox_last_error() or b"").decode(errors="replace"),
-                     _lib.tryvox_last_http_status(),
-                     (_lib.tryvox_last_error_code() or b"").decode(errors="replace"))
+        raise _last_error(rc)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of a client's statistics (tryvox_client_stats), from Client.stats().
+
+    Counters only grow over the client's life: subtract two snapshots for a window.
+    in_flight and connections_open are gauges. Latencies are whole hangups (retries and
+    waits included) in SECONDS (floats, microsecond resolution); the percentiles are upper
+    edges of log-linear buckets (at most 19% above the true value), 0.0 before the first
+    hangup; latency_max is exact. A hangup refused for an invalid id counts as
+    INVALID_ARGUMENT; a hangup_many or hangup_async refused as a whole counts nothing.
+    """
+
+    #: Finished hangups by final status, indexed by status number (32 slots): see hangups().
+    hangups_by_status: Tuple[int, ...]
+    #: HTTP attempts: one per hangup sent, plus one per retry.
+    attempts: int
+    #: Retries after a connection failed before any response.
+    retries_connection: int
+    #: Retries after a 429.
+    retries_rate_limited: int
+    #: Retries after a 500, 502, 503 or 504.
+    retries_server_error: int
+    #: Hangups running now (a gauge).
+    in_flight: int
+    #: TCP connections open now (a gauge).
+    connections_open: int
+    #: TCP connections opened over the client's life.
+    connections_opened: int
+    #: Latency of finished hangups, in seconds: percentiles and the (exact) maximum.
+    latency_p50: float
+    latency_p90: float
+    latency_p99: float
+    latency_max: float
+
+    def hangups(self, status: int) -> int:
+        """Finished hangups whose final status is `status` (e.g. tryvox.NOT_FOUND); 0 for a
+        number out of range."""
+        return self.hangups_by_status[status] if 0 <= status < len(self.hangups_by_status) else 0
+
+    @property
+    def total_hangups(self) -> int:
+        """Finished hangups, whatever their status."""
+        return sum(self.hangups_by_status)
+
+    @property
+    def retries(self) -> int:
+        """Retries made for any cause."""
+        return self.retries_connection + self.retries_rate_limited + self.retries_server_error
+
+    def hangups_by_name(self) -> Dict[str, int]:
+        """The non-zero counts keyed by status name ("OK", "NOT_FOUND", ...; "STATUS_<n>"
+        for a number this package does not name)."""
+        return {(STATUS_NAMES[i] if i < len(STATUS_NAMES) else f"STATUS_{i}"): n
+                for i, n in enumerate(self.hangups_by_status) if n}
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What a hangup_all did (the counts of struct tryvox_sweep)."""
+
+    #: Calls this sweep hung up.
+    ended: int
+    #: Calls that had ended on their own when their hangup arrived (404).
+    already_gone: int
+    #: Calls whose hangup failed (not tried again by this sweep).
+    failed: int
+    #: Live calls left (0 on success).
+    still_live: int
+    #: Complete listings of the live calls made.
+    listings: int
+
+
+#: A hangup_all progress callback: called with the counts so far after each listing and
+#: each batch of hangups, on the thread running the sweep.
+SweepProgress = Callable[[SweepResult], None]
+
+
+def _sweep_result(s: "_CSweep") -> SweepResult:
+    return SweepResult(int(s.ended), int(s.already_gone), int(s.failed), int(s.still_live),
+                       int(s.listings))
+
+
+def _opt_enc(name: str, value: Optional[str]) -> Optional[bytes]:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
+    return _enc(value)
+
+
+def _timeout_ms(timeout: Optional[float]) -> int:
+    """Seconds to the sweep's timeout_ms (0: the library's default, 60 s)."""
+    if timeout is None:
+        return 0
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise InvalidArgument(INVALID_ARGUMENT, f"timeout must be a number of seconds above 0, not {timeout!r}")
+    ms = math.ceil(timeout * 1000)
+    if ms > 0xFFFFFFFF:
+        raise InvalidArgument(INVALID_ARGUMENT, f"timeout must be at most {0xFFFFFFFF / 1000:.0f} s, not {timeout!r}")
+    return ms
 
 
 def _enc(s: str) -> bytes:
@@ -207,6 +374,7 @@ _pending: Dict[int, Tuple[asyncio.AbstractEventLoop, "asyncio.Future[int]", "Cli
 _pending_lock = threading.Lock()
 _keys = itertools.count(1)
 _in_log_callback = threading.local()
+_in_progress_callback = threading.local()
 
 
 def _settle(fut: "asyncio.Future[int]", status: int, http_status: int, message: str) -> None:
@@ -408,6 +576,103 @@ class Client:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(executor, self._hangup_many, ids, max_parallel)
 
+    def stats(self) -> Stats:
+        """The client's statistics now (tryvox_client_stats). Takes no lock in the library:
+        call it from any thread, as often as wanted, while hangups run. Raises
+        InvalidArgument on a closed client."""
+        out = _CStats()
+        out.size = ctypes.sizeof(_CStats)
+        p = self._acquire()
+        try:
+            _check(_lib.tryvox_client_stats(p, ctypes.byref(out)))
+        finally:
+            self._release()
+        us = 1_000_000  # microseconds to seconds (a division: 862 us prints as 0.000862)
+        return Stats(hangups_by_status=tuple(int(n) for n in out.hangups_by_status),
+                     attempts=int(out.attempts),
+                     retries_connection=int(out.retries_connection),
+                     retries_rate_limited=int(out.retries_rate_limited),
+                     retries_server_error=int(out.retries_server_error),
+                     in_flight=int(out.in_flight),
+                     connections_open=int(out.connections_open),
+                     connections_opened=int(out.connections_opened),
+                     latency_p50=out.latency_p50_us / us,
+                     latency_p90=out.latency_p90_us / us,
+                     latency_p99=out.latency_p99_us / us,
+                     latency_max=out.latency_max_us / us)
+
+    def hangup_all(self, from_: Optional[str] = None, to: Optional[str] = None,
+                   direction: Optional[str] = None, max_parallel: int = 0,
+                   timeout: Optional[float] = None,
+                   progress: Optional[SweepProgress] = None) -> SweepResult:
+        """Ends every live call (ringing or in-progress) of the account, within the client's
+        tenant, or those the filters select (tryvox_hangup_all): it lists them, hangs them up
+        at most max_parallel at once (0: 32; at most 1024), and lists again until a listing
+        comes back empty.
+
+        from_ / to: only calls from / to this number (e.g. "+14155551234"); direction:
+        "inbound" or "outbound"; None for any. timeout: the sweep's deadline in seconds
+        (None: 60 s); a hangup started before it runs to its own deadline. progress: called
+        with a SweepResult (the counts so far) after each listing and each batch, on this
+        thread; it must not close the client. An exception it raises is re-raised once the
+        sweep is over (the sweep itself cannot be stopped from it).
+
+        Returns the counts (a SweepResult) when a final listing found no live call. Raises
+        as hangup does otherwise (TryvoxError, status TIMEOUT when the deadline passed
+        first, or the first failure's; InvalidArgument, nothing sent, for a bad filter);
+        the exception's .sweep holds the counts, which are right in every case. Blocks: on
+        an event loop use hangup_all_async."""
+        s = _CSweep()
+        s.size = ctypes.sizeof(_CSweep)
+        s.from_ = _opt_enc("from_", from_)
+        s.to = _opt_enc("to", to)
+        s.direction = _opt_enc("direction", direction)
+        s.max_parallel = _u32("max_parallel", max_parallel)
+        s.timeout_ms = _timeout_ms(timeout)
+        raised: List[BaseException] = []
+        if progress is not None:
+            fn = progress
+
+            def on_progress(_user_data: Optional[int], sweep: Any) -> None:
+                # Runs on this thread, inside tryvox_hangup_all. Never raises into C.
+                if raised:
+                    return
+                _in_progress_callback.active = True
+                try:
+                    fn(_sweep_result(sweep.contents))
+                except BaseException as e:  # noqa: B036 - kept and re-raised after the sweep
+                    raised.append(e)
+                finally:
+                    _in_progress_callback.active = False
+            cb = _SweepProgressCallback(on_progress)  # alive until the call returns
+            s.progress = cb
+        p = self._acquire()
+        try:
+            rc = _lib.tryvox_hangup_all(p, ctypes.byref(s))
+            err = _last_error(rc) if rc != OK else None
+        finally:
+            self._release()
+        result = _sweep_result(s)
+        if raised:
+            raise raised[0]
+        if err is not None:
+            err.sweep = result
+            raise err
+        return result
+
+    async def hangup_all_async(self, from_: Optional[str] = None, to: Optional[str] = None,
+                               direction: Optional[str] = None, max_parallel: int = 0,
+                               timeout: Optional[float] = None,
+                               progress: Optional[SweepProgress] = None,
+                               executor: Optional[Executor] = None) -> SweepResult:
+        """As hangup_all, run in `executor` (default: the loop's) so the loop keeps running.
+        `progress` then runs on the executor's thread (use loop.call_soon_threadsafe to
+        reach the loop from it). If the await is cancelled the sweep still completes;
+        close() waits for it."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self.hangup_all, from_, to, direction, max_parallel, timeout, progress)
+        return await loop.run_in_executor(executor, call)
+
     @property
     def pending_async(self) -> int:
         """How many hangup_async requests are queued or running (their callback not yet run)."""
@@ -424,6 +689,8 @@ class Client:
         called from a log callback."""
         if getattr(_in_log_callback, "active", False):
             raise RuntimeError("a tryvox log callback must not close a client")
+        if getattr(_in_progress_callback, "active", False):
+            raise RuntimeError("a hangup_all progress callback must not close a client")
         cond = getattr(self, "_cond", None)
         if cond is None:
             return
