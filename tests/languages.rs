@@ -8,7 +8,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use support::{c_lib_dir, compile_c, have_tool, seed_calls, target_dir};
 use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
@@ -58,6 +58,7 @@ fn c_cli_tool() {
     let run = |args: &[&str]| {
         env_cmd(&mut Command::new(&exe), &s)
             .args(args)
+            .stdin(Stdio::null())
             .output()
             .unwrap()
     };
@@ -71,10 +72,12 @@ fn c_cli_tool() {
     assert_eq!(run(&[&ids[0]]).status.code(), Some(2), "already ended");
     assert_eq!(run(&["no-such-call"]).status.code(), Some(1), "not found");
     assert_eq!(run(&["a/b"]).status.code(), Some(3), "invalid id");
+    // No id as an argument and none on stdin (empty): a usage error.
     assert_eq!(run(&[]).status.code(), Some(64), "usage");
     // `--` ends the options and is not an id itself (sent, it would be "not found": 1).
     assert_eq!(run(&["--", "a/b"]).status.code(), Some(3), "--");
     cli_options_send_nothing(&exe, &s, &ids[2]);
+    // Nothing to end for either: the first such status (2), one line per call.
     let out = run(&[&ids[1], "nope"]);
     assert_eq!(out.status.code(), Some(2));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -92,16 +95,18 @@ fn cli_options_send_nothing(exe: &Path, s: &Running, live: &str) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let trap = format!("http://{}", listener.local_addr().unwrap());
-    let cases: &[(&[&str], i32)] = &[
-        (&["--help"], 0),
-        (&["-h", live], 0),
-        (&[live, "--help"], 0),
-        (&["--bogus", live], 64),
-        (&[live, "-x"], 64),
-        (&["-", live], 64),
+    // (arguments, exit status, what stderr says for a usage error)
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["--help"], 0, ""),
+        (&["-h", live], 0, ""),
+        (&[live, "--help"], 0, ""),
+        (&["--bogus", live], 64, "unknown option"),
+        (&[live, "-x"], 64, "unknown option"),
+        // `-` (read the ids from stdin) must be the only id.
+        (&["-", live], 64, "must be the only id"),
     ];
     for (base, what) in [(trap.as_str(), "trap"), (s.base_url.as_str(), "simulator")] {
-        for (args, want) in cases {
+        for (args, want, says) in cases {
             let out = env_cmd(&mut Command::new(exe), s)
                 .env("TRYVOX_BASE_URL", base)
                 .args(*args)
@@ -121,7 +126,10 @@ fn cli_options_send_nothing(exe: &Path, s: &Running, live: &str) {
                     assert!(stdout.contains(word), "--help lacks {word:?}: {stdout}");
                 }
             } else {
-                assert!(stderr.contains("unknown option"), "{args:?}: {stderr}");
+                assert!(
+                    stderr.contains(says) && stderr.contains("usage:"),
+                    "{args:?}: {stderr}"
+                );
                 assert!(stdout.is_empty(), "{args:?} printed {stdout}");
             }
         }

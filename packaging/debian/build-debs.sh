@@ -160,8 +160,10 @@ control libtryvox-dev libdevel same "libtryvox$sover (= $debver)" \
 library, the pkg-config file and the CMake package (find_package(tryvox CONFIG), target \
 tryvox::tryvox)."
 control tryvox-hangup utils "" "$dep_cli" "hang up TryVox calls from the command line" \
-    "tryvox-hangup ends the calls named on its command line through the TryVox voice API, \
-with the account and key taken from the environment."
+    "tryvox-hangup ends the calls named on its command line or on its standard input, or \
+every live call of the account (--all, with filters), through the TryVox voice API, with \
+a progress bar on a terminal, JSON output and documented exit codes; the account and key \
+are taken from the environment."
 control tryvox-sim devel "" "$dep_sim" "simulator of the TryVox voice API" \
     "tryvox-sim serves the TryVox voice API on a local port, with live calls, webhooks \
 and scripted faults, for testing programs that use it."
