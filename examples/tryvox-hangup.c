@@ -14,6 +14,8 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,7 @@
 
 #define EXIT_USAGE 64        /* sysexits EX_USAGE */
 #define EXIT_CANNOT_START 78 /* sysexits EX_CONFIG */
+#define EXIT_OUTPUT 74       /* sysexits EX_IOERR: every call settled, the output failed */
 #define EXIT_MAX_STATUS 63   /* a status above this exits 63 (64 and up are the CLI's own) */
 #define DEFAULT_PARALLEL 32
 #define MAX_PARALLEL 1024
@@ -120,6 +123,8 @@ static const char *const HELP[] = {
     "  78    could not start (TRYVOX_ACCOUNT_ID or TRYVOX_API_KEY unset,\n",
     "        TRYVOX_BASE_URL or TRYVOX_TENANT_ID invalid, the client refused, e.g. a\n",
     "        malformed account id, stdin unreadable, out of memory): nothing was sent\n",
+    "  74    every call was settled (0, 1 or 2 above) but writing the output failed\n",
+    "        (a closed pipe, a full disk): the hangups still all ran\n",
 };
 
 static void help(const char *prog) {
@@ -709,6 +714,16 @@ static int run_all(tryvox_client *c, const struct opts *o, struct bar *b) {
 
 int main(int argc, char **argv) {
     const char *prog = argc > 0 && argv[0] ? argv[0] : "tryvox-hangup";
+    /* A closed stdin, stdout or stderr would be taken by the library's first socket, and
+     * our output would go into an HTTP connection: give each closed one /dev/null. */
+    for (int fd = 0; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) == -1 && errno == EBADF) {
+            int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+            if (n >= 0 && n != fd) close(n); /* cannot happen: the lowest free fd is fd */
+        }
+    /* A reader that goes away (| head) must not stop the hangups half way: writes fail
+     * with EPIPE instead, every call is still ended, and the exit status says so. */
+    signal(SIGPIPE, SIG_IGN);
     struct opts o = {0};
     o.parallel = DEFAULT_PARALLEL;
     struct idlist ids = {0};
@@ -772,7 +787,9 @@ int main(int argc, char **argv) {
     if (ids.owned)
         for (size_t i = 0; i < ids.n; i++) free(ids.v[i]);
     free(ids.v);
-    if (fflush(stdout) != 0 || ferror(stdout))
+    if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "%s: writing the output failed\n", prog);
+        if (code >= 0 && code <= 2) code = EXIT_OUTPUT; /* a hangup failure says more */
+    }
     return code;
 }

@@ -383,7 +383,9 @@ int tryvox_hangup_async(struct tryvox_client *client,
  * TRYVOX_BUSY.
  *
  * `timer_out` may be NULL (the hangup cannot then be cancelled); otherwise it receives a
- * handle the caller owns and releases with `tryvox_timer_free`. `call_uuid` is copied.
+ * handle the caller owns and releases with `tryvox_timer_free`. It is written just before
+ * this returns, and with a short delay the callback may already have run by then: keep
+ * `*timer_out` valid until the call returns. `call_uuid` is copied.
  * Returns TRYVOX_OK when scheduled; TRYVOX_INVALID_ARGUMENT for a NULL client or
  * callback or a bad id (nothing scheduled, `*timer_out` set to NULL); TRYVOX_BUSY while
  * the client is being freed or when no timer thread can start. Thread-safe.
@@ -444,7 +446,10 @@ int tryvox_hangup_many(struct tryvox_client *client,
  * a page), hangs them up as `tryvox_hangup_many` does, and lists again until a listing
  * comes back empty. Listing requests follow the retry and deadline rules of
  * `tryvox_hangup`; each hangup follows its own. Calls that end on their own meanwhile
- * are counted as gone, not as failures. Blocks until done: not for a media thread.
+ * are counted as gone, not as failures. Bounded whatever the server says: a round keeps
+ * at most 100,000 listed ids, pages that only repeat known calls end a listing, and a
+ * round that settles no call waits (50 ms, doubling to 1 s) before listing again.
+ * Blocks until done: not for a media thread.
  *
  * `sweep` may be NULL (every live call, the defaults); otherwise see tryvox_sweep. Its
  * strings are borrowed for the call.

@@ -722,3 +722,53 @@ fn progress_bar_only_on_a_terminal() {
         "{stderr:?}"
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_or_a_closed_stdout_stops_no_hangup() {
+    // `tryvox-hangup < ids | head -2`: the reader leaves after two lines. Every call must
+    // still be ended (no SIGPIPE half way), and the exit status says the output failed.
+    let s = sim();
+    seed(&s, 3000, "pipe-", None, None);
+    let ids = names("pipe-", 0..3000).join("\n");
+    let mut child = cmd(&s)
+        .arg("--no-progress")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(ids.as_bytes());
+    });
+    {
+        let mut out = child.stdout.take().unwrap();
+        let mut first = [0u8; 64];
+        let _ = out.read(&mut first); // the first lines, then the reader goes away
+    }
+    let status = wait_bounded(&mut child, "the CLI with its reader gone");
+    feeder.join().unwrap();
+    assert_eq!(status.code(), Some(74), "{status:?}");
+    let (live, ended) = listing(&s, None, "pipe-");
+    assert!(live.is_empty(), "{} calls left live", live.len());
+    assert_eq!(ended.len(), 3000);
+
+    // stdout closed (`>&-`): the output must not land in the library's connection.
+    seed(&s, 500, "closed-", None, None);
+    let list = names("closed-", 0..500).join(" ");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec \"$CLI\" --no-progress {list} >&-"))
+        .env("CLI", cli())
+        .env("TRYVOX_BASE_URL", &s.base_url)
+        .env("TRYVOX_ACCOUNT_ID", ACCOUNT)
+        .env("TRYVOX_API_KEY", KEY)
+        .env("LD_LIBRARY_PATH", c_lib_dir())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let (live, ended) = listing(&s, None, "closed-");
+    assert!(live.is_empty(), "{} calls left live", live.len());
+    assert_eq!(ended.len(), 500);
+}

@@ -291,3 +291,75 @@ fn the_c_sweep_with_its_struct_and_progress() {
         tryvox_client_free(c);
     }
 }
+
+#[test]
+fn a_server_that_repeats_its_listing_and_never_ends_a_call_is_bounded() {
+    // Every page lists the same 100 calls, total_pages claims a billion, and DELETE
+    // answers 204 without ending anything. The sweep must stay bounded in what it keeps
+    // and sends, and end in TIMEOUT with those calls counted as still live.
+    let s = support::TestServer::start();
+    let mut o = Options::new();
+    o.set_base_url(&s.base_url()).unwrap();
+    o.set_tenant_id("repeat-listing").unwrap();
+    let c = Client::with_options(support::AUTH_ID, support::API_KEY, &o).unwrap();
+    let (report, result) = c.hangup_all(
+        &Sweep {
+            timeout: Some(Duration::from_secs(2)),
+            ..Sweep::default()
+        },
+        None,
+    );
+    let e = result.unwrap_err();
+    assert_eq!(e.status(), Status::Timeout, "{e}");
+    assert_eq!(report.ended, 100, "each call counted once: {report:?}");
+    assert!(report.still_live >= 100, "{report:?}");
+    let requests = s.requests();
+    let gets = requests.iter().filter(|r| r.method == "GET").count();
+    let deletes = requests.len() - gets;
+    println!("{report:?}: {gets} listing requests, {deletes} hangups in 2 s");
+    // A repeated batch ends a status's listing (1 + 8 pages each), and a round that
+    // settles nothing new waits (50 ms, doubling to 1 s) before the next.
+    assert!(report.listings <= 12, "{report:?}");
+    assert!(gets <= 2 * 9 * 12, "{gets} listing requests");
+    assert!(deletes <= 100 * 12, "{deletes} hangups");
+}
+
+#[test]
+fn a_sweep_struct_as_small_as_its_inputs_is_read_no_further() {
+    // A caller built against a header whose struct ends after the inputs: `size` is the
+    // offset of the first count. Put it at the very end of a page followed by an
+    // inaccessible one: reading a byte past `size` would crash the test.
+    use tryvox::ffi::*;
+    let s = sim_with(GlobalFaults::default());
+    seed(&s, 5, "g-", None, None);
+    let size = std::mem::offset_of!(tryvox_sweep, ended);
+    unsafe {
+        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let base = libc::mmap(
+            std::ptr::null_mut(),
+            2 * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(base, libc::MAP_FAILED);
+        assert_eq!(
+            libc::mprotect(base.cast::<u8>().add(page).cast(), page, libc::PROT_NONE),
+            0
+        );
+        let sw = base.cast::<u8>().add(page - size).cast::<tryvox_sweep>();
+        std::ptr::write_bytes(sw.cast::<u8>(), 0, size);
+        std::ptr::addr_of_mut!((*sw).size).write_unaligned(size);
+        let o = tryvox_options_new();
+        let url = CString::new(s.base_url.clone()).unwrap();
+        tryvox_options_set_base_url(o, url.as_ptr());
+        let (a, k) = (CString::new(ACCOUNT).unwrap(), CString::new(KEY).unwrap());
+        let c = tryvox_client_new_with_options(a.as_ptr(), k.as_ptr(), o);
+        tryvox_options_free(o);
+        assert_eq!(tryvox_hangup_all(c, sw), 0);
+        tryvox_client_free(c);
+        libc::munmap(base, 2 * page);
+    }
+    assert_eq!(record(&s, None, "g-"), (0, 5, 0));
+}

@@ -24,6 +24,12 @@ use crate::validate;
 pub const LIST_PAGE: u32 = 100;
 /// The sweep's deadline when none is given.
 pub const DEFAULT_SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most call ids one listing round keeps (then the round hangs those up and lists again):
+/// a bound on memory whatever a server claims.
+const MAX_LISTED: usize = 100_000;
+/// Pause after a round that settled no call (a server listing calls its 204s did not end),
+/// doubling to a second: not a loop of listings and DELETEs as fast as the server answers.
+const IDLE_ROUND_PAUSE: Duration = Duration::from_millis(50);
 /// Listing pages fetched at once after the first.
 const LIST_PARALLEL: usize = 8;
 /// Largest listing page body read (a page of 100 calls is about 60 KiB).
@@ -150,10 +156,15 @@ impl Client {
                 p(r);
             }
         };
+        let mut pause = IDLE_ROUND_PAUSE;
         loop {
             if Instant::now() >= deadline {
                 return Err(sweep_timeout(timeout, report));
             }
+            if self.pool.is_shutting_down() {
+                return Err(Error::busy("the sweep stopped: the client is being freed"));
+            }
+            let settled_before = (report.ended, report.already_gone, report.failed);
             let live = self.list_live(&filters, deadline, timeout, report)?;
             report.listings += 1;
             report.still_live = live.len() as u64;
@@ -196,37 +207,68 @@ impl Client {
             // No hangup starts after the sweep's deadline; those not started stay live.
             let results = bulk::run_batch(&self.core, &todo, sweep.max_parallel, Some(deadline));
             for (id, r) in todo.into_iter().zip(results) {
+                // Only a call settled for the first time leaves the live count: one the
+                // server lists again after our 204 is still live by its own account.
                 match r {
-                    None => continue,
-                    Some(Ok(_)) if settled.insert(id.clone()) => report.ended += 1,
+                    None => {}
+                    Some(Ok(_)) if settled.insert(id.clone()) => {
+                        report.ended += 1;
+                        report.still_live = report.still_live.saturating_sub(1);
+                    }
                     Some(Err(e)) if e.call_is_gone() && settled.insert(id.clone()) => {
-                        report.already_gone += 1
+                        report.already_gone += 1;
+                        report.still_live = report.still_live.saturating_sub(1);
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) if e.call_is_gone() => {}
                     Some(Err(e)) => {
                         report.failed += 1;
                         failed.insert(id, e);
-                        continue;
                     }
                 }
-                report.still_live = report.still_live.saturating_sub(1);
             }
             tell(report);
+            if (report.ended, report.already_gone, report.failed) == settled_before {
+                // Nothing settled this round: the server keeps listing calls it says
+                // are ended. Wait a little (within the deadline) before asking again.
+                let left = deadline.saturating_duration_since(Instant::now());
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_secs(1));
+            } else {
+                pause = IDLE_ROUND_PAUSE;
+            }
         }
     }
 
     /// Every live call id (each once), all pages of each live status, before any hangup.
+    /// Bounded whatever the server claims: at most [`MAX_LISTED`] ids a round, and a
+    /// batch of pages that adds no new id ends the listing of that status (a server
+    /// repeating itself). On the sweep's deadline, `report.still_live` counts what this
+    /// listing had found so far.
     fn list_live(
         &self,
         filters: &str,
         deadline: Instant,
         timeout: Duration,
-        report: &SweepReport,
+        report: &mut SweepReport,
     ) -> Result<Vec<String>, Error> {
         let base = self.core.calls_url.trim_end_matches('/');
         let mut seen = HashSet::new();
         let mut ids = Vec::new();
+        let mut add = |listing: Listing, ids: &mut Vec<String>| -> usize {
+            let mut new = 0;
+            for c in listing.calls {
+                if ids.len() < MAX_LISTED && seen.insert(c.call_uuid.clone()) {
+                    ids.push(c.call_uuid);
+                    new += 1;
+                }
+            }
+            new
+        };
+        let timed_out = |ids: &Vec<String>, report: &mut SweepReport| {
+            report.still_live = report.still_live.max(ids.len() as u64);
+            sweep_timeout(timeout, report)
+        };
         for status in LIVE {
             let page_uri = |page: u64| -> Result<Uri, Error> {
                 format!("{base}?status={status}&per_page={LIST_PAGE}&page={page}{filters}")
@@ -236,15 +278,19 @@ impl Client {
             // Page 1 tells how many there are; the rest are fetched LIST_PARALLEL at a
             // time (nothing is hung up while listing, so our own work shifts no page).
             if Instant::now() >= deadline {
-                return Err(sweep_timeout(timeout, report));
+                return Err(timed_out(&ids, report));
             }
             let first = self.fetch(&page_uri(1)?)?;
-            let pages = first.pagination.as_ref().map_or(1, |p| p.total_pages);
-            let mut listings = vec![first];
+            let pages = first
+                .pagination
+                .as_ref()
+                .map_or(1, |p| p.total_pages)
+                .min((MAX_LISTED / LIST_PAGE as usize) as u64);
+            add(first, &mut ids);
             let mut next = 2u64;
-            while next <= pages {
+            while next <= pages && ids.len() < MAX_LISTED {
                 if Instant::now() >= deadline {
-                    return Err(sweep_timeout(timeout, report));
+                    return Err(timed_out(&ids, report));
                 }
                 let batch: Vec<u64> = (next..=pages).take(LIST_PARALLEL).collect();
                 next += batch.len() as u64;
@@ -258,20 +304,16 @@ impl Client {
                         .map(|h| h.join().unwrap_or_else(|_| Err(Error::caught_panic())))
                         .collect()
                 });
+                let mut new = 0;
                 for listing in fetched {
                     let listing = listing?;
-                    let empty = listing.calls.is_empty();
-                    listings.push(listing);
-                    if empty {
+                    if listing.calls.is_empty() {
                         next = pages + 1; // the set shrank under us: the next round sees it
                     }
+                    new += add(listing, &mut ids);
                 }
-            }
-            for listing in listings {
-                for c in listing.calls {
-                    if seen.insert(c.call_uuid.clone()) {
-                        ids.push(c.call_uuid);
-                    }
+                if new == 0 {
+                    break; // pages that repeat what we have: nothing more to learn
                 }
             }
         }

@@ -14,7 +14,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::pool::IDLE_EXIT;
 
@@ -68,7 +68,19 @@ impl ScheduledHangup {
     /// never runs; false means it is firing or fired (or the client was dropped), and its
     /// callback runs or ran exactly once.
     pub fn cancel(&self) -> bool {
-        let fire = lock(&self.shared.state).pending.remove(&self.id);
+        let fire = {
+            let mut st = lock(&self.shared.state);
+            let fire = st.pending.remove(&self.id);
+            // A cancelled hangup leaves its entry in the heap until its time; when such
+            // entries outnumber the live ones, the heap is rebuilt, so a host that
+            // schedules and cancels a timer per call does not grow without bound.
+            if fire.is_some() && st.due.len() > 1024 && st.due.len() > 2 * st.pending.len() {
+                let State { due, pending, .. } = &mut *st;
+                due.retain(|Reverse((_, id))| pending.contains_key(id));
+                self.shared.wake.notify_all();
+            }
+            fire
+        };
         // Dropped outside the lock: the callback's captures may be anything.
         fire.is_some()
     }
@@ -170,10 +182,13 @@ fn run(shared: Arc<Shared>) {
             st = lock(&shared.state);
             continue;
         }
+        // Only cancelled entries left: nothing will fire, so the thread may go idle.
+        if st.pending.is_empty() {
+            st.due.clear();
+        }
         let wait = match st.due.peek() {
             Some(Reverse((at, _))) => at.saturating_duration_since(now),
-            None if st.pending.is_empty() => IDLE_EXIT,
-            None => Duration::from_secs(3600),
+            None => IDLE_EXIT,
         };
         let idle = st.due.is_empty();
         let (next, timed_out) = shared
@@ -192,6 +207,21 @@ fn run(shared: Arc<Shared>) {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[test]
+    fn cancelled_timers_do_not_pile_up() {
+        let t = Timers::default();
+        for _ in 0..100_000 {
+            let h = t
+                .schedule(Instant::now() + Duration::from_secs(3600), Box::new(|_| {}))
+                .unwrap_or_else(|_| panic!("scheduled"));
+            assert!(h.cancel());
+        }
+        let left = lock(&t.shared.state).due.len();
+        assert!(left <= 2048, "{left} cancelled entries kept");
+        assert!(t.stop().is_empty());
+    }
 
     #[test]
     fn fire_cancel_and_stop() {

@@ -352,7 +352,12 @@ async fn list_calls(
     let total = all.len() as u64;
     let calls: Vec<Value> = all
         .iter()
-        .skip(((page - 1) * per_page) as usize)
+        .skip(
+            (page - 1)
+                .checked_mul(per_page)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(usize::MAX),
+        )
         .take(per_page as usize)
         .map(Call::details_json)
         .collect();

@@ -237,7 +237,9 @@ pub struct tryvox_timer(tryvox_core::ScheduledHangup);
 /// TRYVOX_BUSY.
 ///
 /// `timer_out` may be NULL (the hangup cannot then be cancelled); otherwise it receives a
-/// handle the caller owns and releases with `tryvox_timer_free`. `call_uuid` is copied.
+/// handle the caller owns and releases with `tryvox_timer_free`. It is written just before
+/// this returns, and with a short delay the callback may already have run by then: keep
+/// `*timer_out` valid until the call returns. `call_uuid` is copied.
 /// Returns TRYVOX_OK when scheduled; TRYVOX_INVALID_ARGUMENT for a NULL client or
 /// callback or a bad id (nothing scheduled, `*timer_out` set to NULL); TRYVOX_BUSY while
 /// the client is being freed or when no timer thread can start. Thread-safe.
@@ -423,7 +425,10 @@ pub struct tryvox_sweep {
 /// a page), hangs them up as `tryvox_hangup_many` does, and lists again until a listing
 /// comes back empty. Listing requests follow the retry and deadline rules of
 /// `tryvox_hangup`; each hangup follows its own. Calls that end on their own meanwhile
-/// are counted as gone, not as failures. Blocks until done: not for a media thread.
+/// are counted as gone, not as failures. Bounded whatever the server says: a round keeps
+/// at most 100,000 listed ids, pages that only repeat known calls end a listing, and a
+/// round that settles no call waits (50 ms, doubling to 1 s) before listing again.
+/// Blocks until done: not for a media thread.
 ///
 /// `sweep` may be NULL (every live call, the defaults); otherwise see tryvox_sweep. Its
 /// strings are borrowed for the call.
@@ -453,8 +458,18 @@ pub unsafe extern "C" fn tryvox_hangup_all(
                     "sweep->size is too small: set it to sizeof(tryvox_sweep)",
                 ));
             }
-            // SAFETY: every input field lies within `size` bytes.
-            let s = unsafe { std::ptr::read_unaligned(sweep) };
+            // Each input field read on its own: they all lie within the first `size` bytes
+            // (checked above); the counts after them may not exist in the caller's struct.
+            // SAFETY: each field is within the caller's `size` bytes.
+            let (from, to, direction, max_parallel, timeout_ms) = unsafe {
+                (
+                    std::ptr::addr_of!((*sweep).from).read_unaligned(),
+                    std::ptr::addr_of!((*sweep).to).read_unaligned(),
+                    std::ptr::addr_of!((*sweep).direction).read_unaligned(),
+                    std::ptr::addr_of!((*sweep).max_parallel).read_unaligned(),
+                    std::ptr::addr_of!((*sweep).timeout_ms).read_unaligned(),
+                )
+            };
             let text =
                 |what: &str, p: *const c_char| -> Result<Option<String>, tryvox_core::Error> {
                     if p.is_null() {
@@ -463,11 +478,11 @@ pub unsafe extern "C" fn tryvox_hangup_all(
                     // SAFETY: a NUL-terminated string by the contract.
                     Ok(Some(unsafe { boundary::str_arg(what, p) }?.to_owned()))
                 };
-            opts.from = text("sweep->from", s.from)?;
-            opts.to = text("sweep->to", s.to)?;
-            opts.direction = text("sweep->direction", s.direction)?;
-            opts.max_parallel = s.max_parallel as usize;
-            opts.timeout = (s.timeout_ms > 0).then(|| Duration::from_millis(s.timeout_ms.into()));
+            opts.from = text("sweep->from", from)?;
+            opts.to = text("sweep->to", to)?;
+            opts.direction = text("sweep->direction", direction)?;
+            opts.max_parallel = max_parallel as usize;
+            opts.timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms.into()));
         }
         // Writes the counts that fit in the caller's struct.
         let write = |r: &tryvox_core::SweepReport| {
@@ -501,8 +516,14 @@ pub unsafe extern "C" fn tryvox_hangup_all(
         let callback = if sweep.is_null() {
             None
         } else {
-            let s = unsafe { std::ptr::read_unaligned(sweep) };
-            s.progress.map(|cb| (cb, s.user_data as usize))
+            // SAFETY: input fields, within `size` bytes (checked above).
+            let (progress, user_data) = unsafe {
+                (
+                    std::ptr::addr_of!((*sweep).progress).read_unaligned(),
+                    std::ptr::addr_of!((*sweep).user_data).read_unaligned(),
+                )
+            };
+            progress.map(|cb| (cb, user_data as usize))
         };
         let mut progress = |r: &tryvox_core::SweepReport| {
             write(r);

@@ -30,6 +30,10 @@
 //! | `leak-pieces-`       | 401 whose message is the key in 9-character pieces |
 //! | `after-MS-<id>`      | waits MS milliseconds, then answers as `<id>` would |
 //! | `redirect-`          | 301 to another host |
+//!
+//! A listing (`GET .../calls`) with `X-Tenant-ID: repeat-listing` answers every page with
+//! the same 100 live calls `same-0`..`same-99` and `total_pages` 1,000,000,000 (a server
+//! that repeats itself and lies about its size); their DELETEs answer 204 and end nothing.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -243,6 +247,23 @@ async fn handle(
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
     let id = path.rsplit('/').next().unwrap_or("").to_owned();
+    let tenant = req
+        .headers()
+        .get("x-tenant-id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if id == "calls" && tenant.as_deref() == Some("repeat-listing") {
+        let calls: Vec<serde_json::Value> = (0..100)
+            .map(|i| serde_json::json!({"call_uuid": format!("same-{i}"), "status": "ringing"}))
+            .collect();
+        let body = serde_json::json!({
+            "calls": calls,
+            "pagination": {"page": 1, "per_page": 100, "total_pages": 1_000_000_000u64, "total_count": 100_000_000_000u64},
+        });
+        let mut r = reply(200, &body.to_string());
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        return r;
+    }
     let nth = {
         let mut m = st.per_id.lock().unwrap();
         let n = m.entry(id.clone()).or_insert(0);
@@ -382,6 +403,9 @@ async fn handle(
     }
     if id.starts_with("hang-") {
         std::future::pending::<()>().await;
+    }
+    if id.starts_with("same-") {
+        return reply(204, ""); // ends nothing: the repeat-listing still lists it
     }
     if let Some(rest) = id.strip_prefix("gate-") {
         let (n, _) = num(rest);
