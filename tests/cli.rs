@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{c_lib_dir, compile_c, seed_calls};
+use support::{agent, c_lib_dir, compile_c, seed, seed_calls};
 use tryvox_sim::faults::GlobalFaults;
 use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
 use tryvox_sim::{spawn, Config, Running};
@@ -107,30 +107,6 @@ fn text(out: &Output) -> String {
 
 fn code(out: &Output) -> i32 {
     out.status.code().expect("the CLI died from a signal")
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-/// Creates `n` live calls `{prefix}{i}` in `tenant` from `from`.
-fn seed(s: &Running, n: usize, prefix: &str, tenant: Option<&str>, from: Option<&str>) {
-    let mut body = serde_json::json!({"count": n, "id_prefix": prefix});
-    if let Some(t) = tenant {
-        body["tenant"] = t.into();
-    }
-    if let Some(f) = from {
-        body["from"] = f.into();
-    }
-    let r = agent()
-        .post(format!("{}/_sim/seed", s.base_url))
-        .header("content-type", "application/json")
-        .send(body.to_string().as_bytes())
-        .unwrap();
-    assert_eq!(r.status(), 200);
 }
 
 fn post(s: &Running, path: &str, body: &str) {

@@ -4,6 +4,7 @@
 //! entry point with its size-versioned struct and progress callback.
 
 mod support;
+use support::{agent, seed};
 
 use std::ffi::{c_void, CString};
 use std::time::{Duration, Instant};
@@ -19,30 +20,6 @@ fn sim_with(faults: GlobalFaults) -> Running {
         ..Config::default()
     })
     .unwrap()
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-/// Creates `n` live calls named `{prefix}{i}`, in `tenant`, from `from` (if given).
-fn seed(s: &Running, n: usize, prefix: &str, tenant: Option<&str>, from: Option<&str>) {
-    let mut body = serde_json::json!({"count": n, "id_prefix": prefix});
-    if let Some(t) = tenant {
-        body["tenant"] = t.into();
-    }
-    if let Some(f) = from {
-        body["from"] = f.into();
-    }
-    let r = agent()
-        .post(format!("{}/_sim/seed", s.base_url))
-        .header("content-type", "application/json")
-        .send(body.to_string().as_bytes())
-        .unwrap();
-    assert_eq!(r.status(), 200);
 }
 
 /// One page of the simulator's listing, asked again while its fault rates answer 429 or

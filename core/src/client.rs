@@ -307,8 +307,8 @@ impl Core {
         let uri: Uri = format!("{}{}", self.calls_url, call_uuid)
             .parse()
             .map_err(|_| Error::internal("the request URL did not parse"))?;
-        let what = format!("hangup {call_uuid}");
-        self.retrying(&what, true, |budget| {
+        // Formatted only if a log line is written: no allocation per hangup for it.
+        self.retrying(format_args!("hangup {call_uuid}"), true, |budget| {
             self.stats.attempt();
             self.attempt(&uri, call_uuid, budget)
         })
@@ -320,7 +320,7 @@ impl Core {
     /// `counted`: retries go to the client's statistics (hangups, not listings).
     pub(crate) fn retrying<T>(
         &self,
-        what: &str,
+        what: std::fmt::Arguments<'_>,
         counted: bool,
         mut once: impl FnMut(Option<Duration>) -> Attempt<T>,
     ) -> Result<T, Error> {

@@ -8,6 +8,7 @@
 //! percentile is reported as the upper edge of its bucket, at most 19% above the truth.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use crate::status::Status;
@@ -100,27 +101,26 @@ impl Default for Recorder {
     }
 }
 
-/// The bucket of a latency of `us` microseconds: bucket `b` holds values up to
-/// [`upper_edge`]`(b)`.
+/// The largest latency (us) each bucket holds: 2^(b/4) rounded up, the last unbounded.
+/// Computed once, so recording a latency is a binary search, no floating point.
+static EDGES: LazyLock<[u64; BUCKETS]> = LazyLock::new(|| {
+    std::array::from_fn(|b| {
+        if b == BUCKETS - 1 {
+            u64::MAX
+        } else {
+            (2f64.powf(b as f64 / SUB as f64)).ceil() as u64
+        }
+    })
+});
+
+/// The bucket of a latency of `us` microseconds: the first whose upper edge holds it.
 fn bucket(us: u64) -> usize {
-    if us <= 1 {
-        return 0;
-    }
-    // The smallest b with upper_edge(b) >= us, found from the power of two below.
-    let exp = 63 - (us - 1).leading_zeros(); // 2^exp < us <= 2^(exp+1)
-    let base = (exp * SUB) as usize;
-    (base..base + SUB as usize + 1)
-        .find(|&b| upper_edge(b) >= us)
-        .unwrap_or(BUCKETS - 1)
-        .min(BUCKETS - 1)
+    EDGES.partition_point(|&edge| edge < us).min(BUCKETS - 1)
 }
 
-/// The largest latency (us) bucket `b` holds: 2^(b/4), rounded up.
+/// The largest latency (us) bucket `b` holds.
 fn upper_edge(b: usize) -> u64 {
-    if b >= BUCKETS - 1 {
-        return u64::MAX;
-    }
-    (2f64.powf(b as f64 / SUB as f64)).ceil() as u64
+    EDGES[b.min(BUCKETS - 1)]
 }
 
 /// Counts in-flight hangups for as long as it lives.

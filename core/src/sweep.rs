@@ -323,7 +323,7 @@ impl Client {
     /// One listing page, with the retry rules.
     fn fetch(&self, uri: &Uri) -> Result<Listing, Error> {
         self.core
-            .retrying("list live calls", false, |budget| {
+            .retrying(format_args!("list live calls"), false, |budget| {
                 self.list_page(uri, budget)
             })
             .map_err(|e| e.append("; while listing live calls"))

@@ -198,26 +198,34 @@ pub unsafe extern "C" fn tryvox_hangup_async(
         // SAFETY: caller's pointers, NULL-checked by the helpers.
         let client = unsafe { boundary::obj("client", client) }?;
         let call_uuid = unsafe { boundary::str_arg("call_uuid", call_uuid) }?;
-        let cb = callback.ok_or_else(|| invalid("callback is NULL"))?;
-        let user_data = user_data as usize; // passed through untouched; the caller owns it
-                                            // The id is copied once, as the C string the callback will be handed back.
-        client
-            .0
-            .hangup_async(CallId::new(call_uuid), move |id, result| {
-                let (status, http, message) = boundary::outcome(&result);
-                let message = boundary::c_string(message);
-                // SAFETY: the caller's callback, with strings valid for its duration.
-                unsafe {
-                    cb(
-                        user_data as *mut c_void,
-                        id.as_c_str().as_ptr(),
-                        status,
-                        http,
-                        message.as_ptr(),
-                    )
-                };
-            })?;
+        let done = deliver(callback, user_data)?;
+        // The id is copied once, as the C string the callback will be handed back.
+        client.0.hangup_async(CallId::new(call_uuid), done)?;
         Ok(0)
+    })
+}
+
+/// The one way an async or scheduled outcome reaches C: `callback` with `user_data`,
+/// the caller's id as it was copied, and the outcome as (status, HTTP status, message).
+fn deliver(
+    callback: tryvox_hangup_callback,
+    user_data: *mut c_void,
+) -> Result<impl FnOnce(CallId, tryvox_core::HangupResult) + Send + 'static, Error> {
+    let cb = callback.ok_or_else(|| invalid("callback is NULL"))?;
+    let user_data = user_data as usize; // passed through untouched; the caller owns it
+    Ok(move |id: CallId, result: tryvox_core::HangupResult| {
+        let (status, http, message) = boundary::outcome(&result);
+        let message = boundary::c_string(message);
+        // SAFETY: the caller's callback, with strings valid for its duration.
+        unsafe {
+            cb(
+                user_data as *mut c_void,
+                id.as_c_str().as_ptr(),
+                status,
+                http,
+                message.as_ptr(),
+            )
+        };
     })
 }
 
@@ -260,25 +268,11 @@ pub unsafe extern "C" fn tryvox_hangup_after(
         // SAFETY: caller's pointers, NULL-checked by the helpers.
         let client = unsafe { boundary::obj("client", client) }?;
         let call_uuid = unsafe { boundary::str_arg("call_uuid", call_uuid) }?;
-        let cb = callback.ok_or_else(|| invalid("callback is NULL"))?;
-        let user_data = user_data as usize; // passed through untouched; the caller owns it
+        let done = deliver(callback, user_data)?;
         let handle = client.0.hangup_after(
             CallId::new(call_uuid),
             Duration::from_millis(delay_ms.into()),
-            move |id, result| {
-                let (status, http, message) = boundary::outcome(&result);
-                let message = boundary::c_string(message);
-                // SAFETY: the caller's callback, with strings valid for its duration.
-                unsafe {
-                    cb(
-                        user_data as *mut c_void,
-                        id.as_c_str().as_ptr(),
-                        status,
-                        http,
-                        message.as_ptr(),
-                    )
-                };
-            },
+            done,
         )?;
         if !timer_out.is_null() {
             // SAFETY: as above.

@@ -665,3 +665,35 @@ pub fn black_hole(addr: std::net::SocketAddrV4) -> std::io::Result<BlackHole> {
         _filler: filler,
     })
 }
+
+/// A plain HTTP client for the tests' own requests to a simulator (statuses as values).
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// Creates `n` live calls named `{prefix}{i}` in the simulator, in `tenant` and from
+/// `from` when given.
+pub fn seed(
+    s: &tryvox_sim::Running,
+    n: usize,
+    prefix: &str,
+    tenant: Option<&str>,
+    from: Option<&str>,
+) {
+    let mut body = serde_json::json!({"count": n, "id_prefix": prefix});
+    if let Some(t) = tenant {
+        body["tenant"] = t.into();
+    }
+    if let Some(f) = from {
+        body["from"] = f.into();
+    }
+    let r = agent()
+        .post(format!("{}/_sim/seed", s.base_url))
+        .header("content-type", "application/json")
+        .send(body.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
