@@ -59,8 +59,10 @@ fuzz:
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# The side-by-side benchmark (needs nginx, wrk, libcurl4-openssl-dev, python3 requests);
-# prints the table and records it in BENCHMARKS.md. Not part of `make test`.
+# The side-by-side benchmark (needs nginx, wrk, openssl, libcurl4-openssl-dev, python3
+# requests); prints the table and records it in BENCHMARKS.md. Not part of `make test`.
+# Honours CARGO_TARGET_DIR; REV=HEAD (any revision) measures that commit's library instead
+# of the working tree's (see bench/run.sh).
 bench:
 	bench/run.sh --write
 

@@ -5,6 +5,7 @@
  *   client tryvox bulk BASE N PREFIX PAR    tryvox_hangup_many with PAR in flight
  *   client tryvox mem  BASE N PREFIX        N hangups in bulk chunks; RSS before and after
  * Requests go to BASE/v1/voice/accounts/AC123456/calls/{PREFIX}{i}. Prints one JSON line.
+ * BENCH_CA_FILE in the environment: trust that PEM CA (https BASE), in both stacks.
  * Built with -DBENCH_NO_CURL it has the tryvox modes only (bench/wipe.sh needs no libcurl).
  */
 #ifndef BENCH_NO_CURL
@@ -62,6 +63,11 @@ static tryvox_client *new_client(const char *base) {
     tryvox_options *o = tryvox_options_new();
     tryvox_options_set_base_url(o, base);
     tryvox_options_set_timeout_ms(o, 30000);
+    const char *ca = getenv("BENCH_CA_FILE");
+    if (ca && *ca && tryvox_options_set_ca_file(o, ca) != TRYVOX_OK) {
+        fprintf(stderr, "client: %s\n", tryvox_last_error());
+        exit(1);
+    }
     tryvox_client *c = tryvox_client_new_with_options(ACCOUNT, KEY, o);
     tryvox_options_free(o);
     if (!c) {
@@ -120,6 +126,9 @@ int main(int argc, char **argv) {
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
+        curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+        const char *ca = getenv("BENCH_CA_FILE");
+        if (ca && *ca) curl_easy_setopt(h, CURLOPT_CAINFO, ca);
         double t0 = now(), c0 = cpu_seconds();
         for (long i = 0; i < n; i++) {
             char url[512];

@@ -11,7 +11,7 @@ secs=${FUZZ_SECONDS:-60}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 summary=()
-for t in response c_inputs; do
+for t in response c_inputs wire; do
   out=../target/fuzz-corpus/$t
   mkdir -p "$out"
   log=$(mktemp)

@@ -5,13 +5,13 @@
 
 mod support;
 
-use support::have_tool;
+use support::{free_port, have_tool, scratch, wait_for_port};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,22 +19,6 @@ use std::time::{Duration, Instant};
 
 use tryvox_core::{Client, Options, Status};
 use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A server process owned by one test: a single process (no children of its own), killed
 /// and reaped when dropped, and killed by the kernel if the test's thread dies first.
@@ -72,15 +56,6 @@ impl Drop for Proc {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("faults")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn client(base: &str, tweak: impl FnOnce(&mut Options)) -> Client {
     let mut o = Options::new();
     o.set_base_url(base).unwrap();
@@ -97,7 +72,7 @@ fn nginx_closing_idle_keepalive_connections_causes_no_spurious_failure() {
     if !have_tool("nginx") {
         return;
     }
-    let dir = scratch("nginx");
+    let dir = scratch("faults", "nginx");
     std::fs::create_dir_all(dir.join("tmp")).unwrap();
     let port = free_port();
     // nginx closes a connection that has been idle 300 ms: requests spaced around that
@@ -308,7 +283,7 @@ fn through_a_forward_proxy_and_a_dead_one() {
     if !have_tool("tinyproxy") {
         return;
     }
-    let dir = scratch("tinyproxy");
+    let dir = scratch("faults", "tinyproxy");
     let port = free_port();
     let conf = dir.join("tinyproxy.conf");
     let log = dir.join("log");

@@ -542,12 +542,13 @@ fn threads_share_one_client() {
 }
 
 #[test]
-fn a_panic_in_a_worker_is_internal_error_and_the_pool_lives_on() {
+fn a_panicking_log_function_costs_its_line_not_the_hangup() {
     let s = TestServer::start();
     let mut o = opts(&s);
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let c2 = Arc::clone(&calls);
-    // A log function that panics on its first call: a stand-in for a bug inside a hangup.
+    // A log function that panics on its first call. Async and bulk lines are written on
+    // a callback thread, never the engine's: the panic loses that line, nothing else.
     o.set_log_fn(Some(Arc::new(move |_, _: &str| {
         if c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
             panic!("deliberate test panic inside a hangup");
@@ -564,11 +565,8 @@ fn a_panic_in_a_worker_is_internal_error_and_the_pool_lives_on() {
         tx.send(r.map_err(|e| e.status())).unwrap()
     })
     .unwrap();
-    assert_eq!(
-        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
-        Err(Status::InternalError)
-    );
-    // The same pool and client keep working.
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Ok(204));
+    // The same client keeps working, and its log function was called again.
     c.hangup_async(uniq("ok-"), move |_, r| {
         tx2.send(r.map_err(|e| e.status())).unwrap()
     })
@@ -577,6 +575,8 @@ fn a_panic_in_a_worker_is_internal_error_and_the_pool_lives_on() {
     let many = c.hangup_many(&[uniq("ok-"), uniq("nf-flat-")], 2).unwrap();
     assert_eq!(many[0].as_ref().map_err(|e| e.status()), Ok(&204));
     assert_eq!(many[1].as_ref().unwrap_err().status(), Status::NotFound);
+    drop(c); // written by the time the client is gone
+    assert!(calls.load(std::sync::atomic::Ordering::SeqCst) > 1);
 }
 
 /// True when some run of 8 characters of `key` appears in `text`.

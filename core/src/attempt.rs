@@ -1,30 +1,27 @@
 //! One HTTP attempt of a hangup, and the mapping of what it met (a response, or a
-//! failure before any response) onto a status and a retry class.
+//! failure before any response) onto a status and a retry class. The engine maps its
+//! attempts with the same functions.
 
-use std::io::Read;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
-use ureq::http::header::{AUTHORIZATION, RETRY_AFTER};
-use ureq::http::{Method, Uri};
+use ureq_proto::http::header::{ACCEPT, AUTHORIZATION, USER_AGENT};
+use ureq_proto::http::{Method, Request, Uri};
 
+use crate::blocking::AttemptError;
 use crate::client::Core;
+use crate::conn::Fail;
 use crate::error::{Error, Status};
 use crate::options::LogLevel;
+use crate::resolve::ResolveError;
 use crate::response::{self, MAX_BODY};
 use crate::retry::Failure;
+pub(crate) use crate::wire::Answer;
+use crate::wire::WireError;
 
 /// The result of one HTTP attempt, with its retry class.
 pub(crate) struct Attempt<T = u16> {
     pub(crate) result: Result<T, Error>,
     pub(crate) failure: Failure,
-}
-
-/// A response as one exchange saw it: status, `Retry-After`, and the body read up to its
-/// bound.
-pub(crate) struct Answer {
-    pub(crate) http_status: u16,
-    pub(crate) retry_after: Option<Duration>,
-    pub(crate) body: Vec<u8>,
 }
 
 impl Answer {
@@ -41,13 +38,23 @@ impl Answer {
 }
 
 impl Core {
-    /// One DELETE on the pooled agent, bounded by `budget` (None: the agent's own total
-    /// timeout, which is the whole budget of a first attempt).
-    pub(crate) fn attempt(&self, uri: &Uri, call_uuid: &str, budget: Option<Duration>) -> Attempt {
-        let answer = match self.exchange(Method::DELETE, uri, budget, MAX_BODY) {
-            Ok(a) => a,
-            Err(attempt) => return attempt,
-        };
+    /// The request of one attempt: the key (and tenant) and our User-Agent.
+    pub(crate) fn request(&self, method: Method, uri: &Uri) -> Request<()> {
+        let mut r = Request::new(());
+        *r.method_mut() = method;
+        *r.uri_mut() = uri.clone();
+        let h = r.headers_mut();
+        h.insert(AUTHORIZATION, self.key.header().clone());
+        h.insert(USER_AGENT, self.user_agent.clone());
+        h.insert(ACCEPT, ureq_proto::http::HeaderValue::from_static("*/*"));
+        if let Some(t) = &self.tenant {
+            h.insert("x-tenant-id", t.clone());
+        }
+        r
+    }
+
+    /// The outcome of a hangup's response.
+    pub(crate) fn hangup_outcome(&self, answer: &Answer, call_uuid: &str) -> Attempt {
         let http_status = answer.http_status;
         let result = response::classify_with(http_status, &answer.body, call_uuid, &|s: &str| {
             self.key.redact(s)
@@ -59,174 +66,146 @@ impl Core {
         }
     }
 
-    /// One request with the key (and tenant) on the pooled agent, its body read up to
-    /// `body_limit` bytes; a failure before any response is mapped to its status and retry
-    /// class here.
+    /// One DELETE on this thread, until its answer or `deadline`.
+    pub(crate) fn attempt(&self, uri: &Uri, call_uuid: &str, deadline: Instant) -> Attempt {
+        match self.exchange(Method::DELETE, uri, deadline, MAX_BODY) {
+            Ok(answer) => self.hangup_outcome(&answer, call_uuid),
+            Err(attempt) => attempt,
+        }
+    }
+
+    /// One request on this thread, its body read up to `body_limit` bytes; a failure
+    /// before any response is mapped to its status and retry class here.
     pub(crate) fn exchange<T>(
         &self,
         method: Method,
         uri: &Uri,
-        budget: Option<Duration>,
+        deadline: Instant,
         body_limit: usize,
     ) -> Result<Answer, Attempt<T>> {
         let t0 = Instant::now();
-        let request = ureq::http::Request::builder()
-            .method(method.clone())
-            .uri(uri.clone())
-            .header(AUTHORIZATION, self.key.header().clone());
-        let request = match &self.tenant {
-            Some(t) => request.header("X-Tenant-ID", t.clone()),
-            None => request,
-        };
-        let request = request.body(()).map_err(|e| Attempt {
-            result: Err(Error::internal(format!("request not built: {e}"))),
-            failure: Failure::Final,
-        })?;
-        let sent = match budget {
-            // A per-request config clones the agent's; only retries need one.
-            Some(left) => self.agent.run(
-                self.agent
-                    .configure_request(request)
-                    .timeout_global(Some(left))
-                    .build(),
-            ),
-            None => self.agent.run(request),
-        };
-        let mut response = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                let tls = uri.scheme_str() == Some("https");
-                let (status, failure, what) = transport_error(&e, tls);
-                // ureq's words may quote a peer (a proxy's status line, a bad header):
-                // redacted like any server text.
-                let msg = self.key.redact(&format!("{what} ({e})"));
-                self.log(LogLevel::Debug, || format!("{method} {uri}: {msg}"));
-                return Err(Attempt {
-                    result: Err(Error::new(status, msg)),
-                    failure,
+        let request = self.request(method.clone(), uri);
+        match self.exchange_blocking(request, body_limit, deadline) {
+            Ok(answer) => {
+                self.log(LogLevel::Debug, || {
+                    format!(
+                        "{method} {uri} -> HTTP {} in {} us",
+                        answer.http_status,
+                        t0.elapsed().as_micros()
+                    )
                 });
+                Ok(answer)
             }
-        };
-        let http_status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| response::parse_retry_after(v, SystemTime::now()));
-        // Bounded read: at most `body_limit` bytes, whatever the server sends. A body that
-        // is cut off or fails midway leaves the status to speak for itself.
-        let mut body = Vec::new();
-        let _ = response
-            .body_mut()
-            .as_reader()
-            .take(body_limit as u64)
-            .read_to_end(&mut body);
-        drop(response);
-        self.log(LogLevel::Debug, || {
-            format!(
-                "{method} {uri} -> HTTP {http_status} in {} us",
-                t0.elapsed().as_micros()
-            )
-        });
-        Ok(Answer {
-            http_status,
-            retry_after,
-            body,
-        })
+            Err(e) => Err(self.no_response(&method, uri, &e)),
+        }
+    }
+
+    /// An attempt that got no response: its status, retry class and a message (the
+    /// words of a peer in it redacted like any server text), logged.
+    pub(crate) fn no_response<T>(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        e: &AttemptError,
+    ) -> Attempt<T> {
+        let (status, failure, msg) = describe(e);
+        let msg = self.key.redact(&msg);
+        self.log(LogLevel::Debug, || format!("{method} {uri}: {msg}"));
+        Attempt {
+            result: Err(Error::new(status, msg)),
+            failure,
+        }
     }
 }
 
-/// Maps a failure before any response to a status, a retry class and a plain description.
-/// `tls`: the connection was (to be) secured, so a malformed-data failure is TLS's.
-fn transport_error(e: &ureq::Error, tls: bool) -> (Status, Failure, &'static str) {
-    use ureq::Error as E;
-    match e {
-        E::Timeout(ureq::Timeout::Connect) | E::Timeout(ureq::Timeout::Resolve) => (
+/// Maps a failure before any response to a status, a retry class and a description.
+pub(crate) fn describe(e: &AttemptError) -> (Status, Failure, String) {
+    let (status, failure, what): (Status, Failure, String) = match e {
+        AttemptError::ConnectTimeout => (
             Status::Timeout,
             Failure::Connection,
-            "timed out connecting to the server",
+            "timed out connecting to the server".into(),
         ),
-        E::Timeout(_) => (
+        AttemptError::Deadline => (
             Status::Timeout,
             Failure::Final,
-            "the deadline passed waiting for the server",
+            "the deadline passed waiting for the server".into(),
         ),
-        E::HostNotFound => (
-            Status::NetworkError,
-            Failure::Final,
-            "the server's host name did not resolve",
-        ),
-        E::ConnectionFailed => (
-            Status::NetworkError,
+        AttemptError::Resolve(ResolveError::Timeout) => (
+            Status::Timeout,
             Failure::Connection,
-            "could not connect to the server",
+            "timed out resolving the server's host name".into(),
         ),
-        E::ConnectProxyFailed(_) | E::InvalidProxyUrl => (
+        AttemptError::Resolve(ResolveError::NotFound) => (
             Status::NetworkError,
             Failure::Final,
-            "the proxy refused or failed the connection",
+            "the server's host name did not resolve".into(),
         ),
-        E::Tls(_) | E::Pem(_) | E::Rustls(_) => {
-            (Status::TlsError, Failure::Final, "TLS handshake failed")
-        }
-        #[cfg(unix)]
-        E::Io(io) if crate::transport::is_out_of_descriptors(io) => (
+        AttemptError::Resolve(ResolveError::Spawn(e)) => (
+            Status::Busy,
+            Failure::Connection,
+            format!("no thread could be started to resolve the server's host name ({e})"),
+        ),
+        AttemptError::Conn(Fail::Io(io)) if crate::transport::is_out_of_descriptors(io) => (
             Status::Busy,
             Failure::Connection,
             "no connection could be opened: the process has no file descriptor free \
-             (too many open files)",
+             (too many open files)"
+                .into(),
         ),
-        E::Io(io) if tls && is_tls_io(io) => {
-            (Status::TlsError, Failure::Final, "TLS handshake failed")
-        }
-        E::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => (
+        AttemptError::Conn(Fail::Io(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => (
             Status::NetworkError,
             Failure::Connection,
-            "connection refused",
+            "could not connect to the server: connection refused".into(),
         ),
-        E::Io(_) => (
+        AttemptError::Conn(Fail::Io(io)) => (
             Status::NetworkError,
             Failure::Connection,
-            "the connection failed before a response arrived",
+            format!("the connection failed before a response arrived ({io})"),
         ),
-        E::LargeResponseHeader(..) => (
+        AttemptError::Conn(Fail::Closed) => (
+            Status::NetworkError,
+            Failure::Connection,
+            "the server closed the connection before a response arrived".into(),
+        ),
+        AttemptError::Conn(Fail::Tls(e)) => (
+            Status::TlsError,
+            Failure::Final,
+            format!("TLS handshake failed ({e})"),
+        ),
+        AttemptError::Conn(Fail::Proxy(why)) => (
+            Status::NetworkError,
+            Failure::Final,
+            format!("the proxy refused or failed the connection ({why})"),
+        ),
+        AttemptError::Conn(Fail::Wire(WireError::HeadTooLarge)) => (
             Status::ProtocolError,
             Failure::Final,
-            "the server's response head is larger than the 16 KiB allowed",
+            "the server's response head is larger than the 16 KiB allowed".into(),
         ),
-        E::Protocol(_) => (
+        AttemptError::Conn(Fail::Wire(WireError::Invalid(why))) => (
             Status::ProtocolError,
             Failure::Final,
-            "the server's answer is not valid HTTP",
+            format!("the server's answer is not valid HTTP ({why})"),
         ),
-        _ => (Status::ProtocolError, Failure::Final, "the request failed"),
-    }
-}
-
-/// rustls reports a certificate or handshake failure met while reading or writing as an
-/// io error of kind `InvalidData` wrapping its own error (`rustls::Error`, documented on
-/// its `Connection::read_tls`/`process_new_packets`). Matching the kind, not the type,
-/// keeps this independent of which rustls version ureq resolved to; the TLS tests (a bad
-/// certificate, an unknown CA) fail if that ever changes.
-fn is_tls_io(io: &std::io::Error) -> bool {
-    io.kind() == std::io::ErrorKind::InvalidData && io.get_ref().is_some()
+    };
+    (status, failure, what)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[cfg(unix)]
     #[test]
     fn out_of_descriptors_is_busy_and_retried() {
         for errno in [libc::EMFILE, libc::ENFILE] {
-            let e = ureq::Error::Io(std::io::Error::from_raw_os_error(errno));
-            let (status, failure, what) = transport_error(&e, false);
+            let e = AttemptError::Conn(Fail::Io(std::io::Error::from_raw_os_error(errno)));
+            let (status, failure, what) = describe(&e);
             assert_eq!(status, Status::Busy);
             assert_eq!(failure, Failure::Connection);
             assert!(what.contains("file descriptor"));
         }
-        let refused = ureq::Error::Io(std::io::ErrorKind::ConnectionRefused.into());
-        assert_eq!(transport_error(&refused, false).0, Status::NetworkError);
+        let refused = AttemptError::Conn(Fail::Io(std::io::ErrorKind::ConnectionRefused.into()));
+        assert_eq!(describe(&refused).0, Status::NetworkError);
     }
 }

@@ -1,55 +1,60 @@
-//! `Client`, the public API: credentials, settings and one pooled HTTP agent; the hangup
+//! `Client`, the public API: credentials, settings and the route to the API; the hangup
 //! operation with its retry loop (the rules are in `retry.rs`, one attempt in
-//! `attempt.rs`), and the asynchronous form on the client's worker pool (bulk is in
-//! `bulk.rs`).
+//! `attempt.rs`, driven on the caller's thread by `blocking.rs`), and the asynchronous
+//! form, handed to the client's event-driven engine (`engine.rs`; bulk is in `bulk.rs`).
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ureq::http::{HeaderValue, Uri};
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
-use ureq::unversioned::transport::{ConnectProxyConnector, Connector, RustlsConnector};
-use ureq::Agent;
+use ureq_proto::http::{HeaderValue, Uri};
 
 use crate::attempt::Attempt;
+use crate::blocking::IdleStack;
 use crate::bulk;
+use crate::conn::Route;
+use crate::engine::{Engine, Work};
 use crate::error::{Error, Status};
 use crate::options::{LogFn, LogLevel, Options};
 use crate::pool::{WorkerPool, MAX_WORKERS};
-use crate::resolve::{system_lookup, AddressBook, BookResolver};
+use crate::resolve::{system_lookup, AddressBook};
 use crate::retry::{self, Decision, Failure, Stop};
 use crate::secret::ApiKey;
 use crate::stats::{Recorder, RetryCause, Stats};
 use crate::timers::{Fire, ScheduledHangup, Timers};
 use crate::validate;
 
-/// The largest response head accepted; a larger one is `Status::ProtocolError`.
-const MAX_HEAD: usize = 16 * 1024;
-
 /// The outcome of one hangup: the HTTP status of the success (204 from the API), or why
 /// the call could not be hung up.
 pub type HangupResult = Result<u16, Error>;
 
 /// A TryVox client for one account. Cheap to share: `&Client` may be used from any number
-/// of threads at once, and they all share one connection pool.
+/// of threads at once.
 pub struct Client {
     pub(crate) core: Arc<Core>,
+    /// Runs async callbacks (never the loop's thread).
     pub(crate) pool: Arc<WorkerPool>,
+    pub(crate) engine: Arc<Engine>,
     timers: Timers,
 }
 
-/// Everything a hangup needs; shared with the worker pool's jobs.
+/// Everything a hangup needs; shared with the engine.
 pub(crate) struct Core {
-    pub(crate) agent: Agent,
+    pub(crate) route: Route,
+    pub(crate) book: Arc<AddressBook>,
+    /// Keep-alive connections of the caller's-thread path.
+    pub(crate) idle: IdleStack,
     /// `{base}/v1/voice/accounts/{auth_id}/calls/`
     pub(crate) calls_url: String,
     pub(crate) key: ApiKey,
     pub(crate) tenant: Option<HeaderValue>,
-    timeout: Duration,
+    pub(crate) user_agent: HeaderValue,
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     max_retries: u32,
     log: Option<LogFn>,
-    stats: Arc<Recorder>,
+    log_queue: std::sync::Mutex<LogQueue>,
+    pub(crate) stats: Arc<Recorder>,
 }
 
 impl std::fmt::Debug for Client {
@@ -78,54 +83,34 @@ impl Client {
             ua.push(' ');
             ua.push_str(p);
         }
-        let proxy = match &options.proxy {
-            Some(p) => Some(
-                ureq::Proxy::new(p).map_err(|e| Error::invalid(format!("bad proxy URL: {e}")))?,
-            ),
+        let user_agent = HeaderValue::from_str(&ua)
+            .map_err(|_| Error::invalid("the user agent is not a valid header value"))?;
+        let base: Uri = options
+            .base_url
+            .parse()
+            .map_err(|_| Error::invalid("bad base URL"))?;
+        let proxy: Option<Uri> = match &options.proxy {
+            Some(p) => Some(p.parse().map_err(|_| Error::invalid("bad proxy URL"))?),
             None => None,
         };
-        let mut tls = TlsConfig::builder();
-        if let Some(path) = &options.ca_file {
-            tls = tls.root_certs(load_roots(path)?);
-        }
-        let config = Agent::config_builder()
-            .http_status_as_error(false)
-            // A redirect is not part of the API; following one could carry the call
-            // elsewhere. It is reported as a protocol error instead.
-            .max_redirects(0)
-            .user_agent(ua)
-            // Deterministic: environment proxy variables are not consulted.
-            .proxy(proxy)
-            .tls_config(tls.build())
-            .timeout_connect(Some(options.connect_timeout))
-            // The first attempt has the whole budget; retries override it per request.
-            .timeout_global(Some(options.timeout))
-            // A hangup's request and response are a few hundred bytes: ureq's 128 KiB
-            // default buffers per connection would cost memory and copying for nothing.
-            // The read buffer must be larger than the head limit: with the two equal, a
-            // head over the limit filled the buffer, the limit never fired, and the full
-            // buffer read as a closed peer (NETWORK_ERROR, and the DELETE sent again).
-            .input_buffer_size(MAX_HEAD + 4 * 1024)
-            .output_buffer_size(8 * 1024)
-            .max_response_header_size(MAX_HEAD)
-            .max_idle_connections(2 * MAX_WORKERS)
-            .max_idle_connections_per_host(2 * MAX_WORKERS)
-            .build();
-        // ureq's default chain, with our poll()-driven TCP transport (Unix) in place of
-        // its own.
+        let ca = match &options.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                Error::invalid(format!("cannot read CA file {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let route = Route::new(&base, proxy.as_ref(), ca.as_deref()).map_err(|e| match &options
+            .ca_file
+        {
+            Some(path) if e.message().contains("CA file") => {
+                Error::invalid(format!("{} ({})", e.message(), path.display()))
+            }
+            _ => e,
+        })?;
         let book = Arc::new(AddressBook::new(
             options.lookup.clone().unwrap_or_else(system_lookup),
         ));
         let stats = Arc::new(Recorder::default());
-        #[cfg(unix)]
-        let tcp = crate::transport::PollTcpConnector::new(Arc::clone(&book), Arc::clone(&stats));
-        #[cfg(not(unix))]
-        let tcp = ureq::unversioned::transport::TcpConnector::default();
-        let connector =
-            ().chain(ConnectProxyConnector::default())
-                .chain(tcp)
-                .chain(RustlsConnector::default());
-        let agent = Agent::with_parts(config, connector, BookResolver(book));
         let tenant = match &options.tenant_id {
             Some(t) => Some(
                 HeaderValue::from_str(t)
@@ -133,18 +118,26 @@ impl Client {
             ),
             None => None,
         };
+        let core = Arc::new(Core {
+            route,
+            book,
+            idle: IdleStack::default(),
+            calls_url: format!("{}/v1/voice/accounts/{auth_id}/calls/", options.base_url),
+            key: ApiKey::new(api_key),
+            tenant,
+            user_agent,
+            timeout: options.timeout,
+            connect_timeout: options.connect_timeout,
+            max_retries: options.max_retries,
+            log: options.log.clone(),
+            log_queue: Default::default(),
+            stats,
+        });
+        let pool = Arc::new(WorkerPool::new(MAX_WORKERS));
         Ok(Client {
-            core: Arc::new(Core {
-                agent,
-                calls_url: format!("{}/v1/voice/accounts/{auth_id}/calls/", options.base_url),
-                key: ApiKey::new(api_key),
-                tenant,
-                timeout: options.timeout,
-                max_retries: options.max_retries,
-                log: options.log.clone(),
-                stats,
-            }),
-            pool: Arc::new(WorkerPool::new(MAX_WORKERS)),
+            engine: Arc::new(Engine::new(Arc::clone(&core), Arc::clone(&pool))),
+            core,
+            pool,
             timers: Timers::default(),
         })
     }
@@ -161,23 +154,23 @@ impl Client {
         self.core.hangup(call_uuid)
     }
 
-    /// Queues a hangup on the client's worker pool and returns at once. `done` runs exactly
-    /// once, on a pool thread, with the caller's id (handed back as it was given: a
-    /// `String`, an `Arc<str>`, a caller's own type) and the outcome, unless this returns
-    /// an error (then it never runs). Dropping the client waits for every queued hangup.
+    /// Hands a hangup to the client's engine and returns at once (the caller's thread
+    /// only validates and enqueues). `done` runs exactly once, on a callback thread (never
+    /// the engine's; outcomes that complete together run there in order, so `done` should
+    /// return quickly), with the caller's id (handed back as it was given: a `String`, an
+    /// `Arc<str>`, a caller's own type) and the outcome, unless this returns an error (then
+    /// it never runs). Dropping the client waits for every queued hangup.
     pub fn hangup_async<I, F>(&self, call_uuid: I, done: F) -> Result<(), Error>
     where
         I: AsRef<str> + Send + 'static,
         F: FnOnce(I, HangupResult) + Send + 'static,
     {
         validate::id("call_uuid", call_uuid.as_ref())?;
-        let core = Arc::clone(&self.core);
-        self.pool
-            .submit(Box::new(move || {
-                let result = core.hangup_guarded(call_uuid.as_ref());
-                done(call_uuid, result);
-            }))
-            .map_err(|e| Error::busy(format!("the hangup was not queued: {e}; nothing was sent")))
+        submit_async(&self.engine, call_uuid, done).map_err(|(why, _)| {
+            Error::busy(format!(
+                "the hangup was not queued: {why}; nothing was sent"
+            ))
+        })
     }
 
     /// Schedules a hangup of `call_uuid` after `delay` (a call's maximum duration, a
@@ -201,36 +194,40 @@ impl Client {
         let at = Instant::now()
             .checked_add(delay)
             .ok_or_else(|| Error::invalid("the delay is too long"))?;
-        let (core, pool) = (Arc::clone(&self.core), Arc::clone(&self.pool));
+        let (engine, pool) = (Arc::clone(&self.engine), Arc::clone(&self.pool));
         let fire: Fire = Box::new(move |now: bool| {
-            // The request and its callback travel together; whoever runs takes them.
-            let slot = Arc::new(std::sync::Mutex::new(Some((call_uuid, done))));
-            let take = |slot: &std::sync::Mutex<Option<(I, F)>>| {
-                slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+            let busy = |why: &str| {
+                Err(Error::busy(format!(
+                    "the scheduled hangup was not sent: {why}"
+                )))
             };
+            let (id, done) = if now {
+                match submit_async(&engine, call_uuid, done) {
+                    Ok(()) => return,
+                    Err((why, (id, done))) => {
+                        let r = busy(&why);
+                        (id, Box::new(move |id: I| done(id, r)) as Deliver<I>)
+                    }
+                }
+            } else {
+                let r = busy("the client was freed before its time");
+                (call_uuid, Box::new(move |id: I| done(id, r)) as Deliver<I>)
+            };
+            // Delivered through the callback pool like any outcome; if no thread can take
+            // it, here (the timer thread, or the thread dropping the client).
+            let slot = Arc::new(std::sync::Mutex::new(Some((id, done))));
             let theirs = Arc::clone(&slot);
+            let take = |s: &std::sync::Mutex<Option<(I, Deliver<I>)>>| {
+                s.lock().unwrap_or_else(|e| e.into_inner()).take()
+            };
             let queued = pool.submit(Box::new(move || {
                 if let Some((id, done)) = take(&theirs) {
-                    let result = if now {
-                        core.hangup_guarded(id.as_ref())
-                    } else {
-                        Err(Error::busy(
-                            "the scheduled hangup was not sent: the client was freed before its time",
-                        ))
-                    };
-                    done(id, result);
+                    done(id);
                 }
             }));
             if queued.is_err() {
-                // No worker could take it (no thread could start): delivered here, on
-                // the timer thread or the thread dropping the client.
                 if let Some((id, done)) = take(&slot) {
-                    done(
-                        id,
-                        Err(Error::busy(
-                            "the scheduled hangup was not sent: no thread could take it",
-                        )),
-                    );
+                    done(id);
                 }
             }
         });
@@ -249,7 +246,7 @@ impl Client {
         call_uuids: &[S],
         max_parallel: usize,
     ) -> Result<Vec<HangupResult>, Error> {
-        bulk::hangup_many(&self.core, &self.pool, call_uuids, max_parallel)
+        bulk::hangup_many(&self.engine, call_uuids, max_parallel)
     }
 }
 
@@ -262,22 +259,12 @@ impl Drop for Client {
         for fire in self.timers.stop() {
             fire(false);
         }
+        self.engine.stop();
         self.pool.shutdown();
     }
 }
 
 impl Core {
-    /// A hangup on a pool thread, of an id the caller has validated: a panic becomes
-    /// `InternalError`, never a lost callback.
-    pub(crate) fn hangup_guarded(&self, call_uuid: &str) -> HangupResult {
-        let start = Instant::now();
-        catch_unwind(AssertUnwindSafe(|| self.hangup_valid(call_uuid))).unwrap_or_else(|_| {
-            let e = Error::caught_panic();
-            self.stats.finished(e.status(), start.elapsed());
-            Err(e)
-        })
-    }
-
     fn hangup(&self, call_uuid: &str) -> HangupResult {
         if let Err(e) = validate::id("call_uuid", call_uuid) {
             self.stats.finished(e.status(), std::time::Duration::ZERO);
@@ -286,9 +273,8 @@ impl Core {
         self.hangup_valid(call_uuid)
     }
 
-    /// The hangup proper, for an id that passed `validate::id` (async and bulk check
-    /// theirs when they are queued, so workers do not check again), counted in the
-    /// client's statistics.
+    /// The hangup proper, for an id that passed `validate::id`, counted in the client's
+    /// statistics.
     fn hangup_valid(&self, call_uuid: &str) -> HangupResult {
         let _in_flight = self.stats.started();
         let start = Instant::now();
@@ -308,91 +294,113 @@ impl Core {
             .parse()
             .map_err(|_| Error::internal("the request URL did not parse"))?;
         // Formatted only if a log line is written: no allocation per hangup for it.
-        self.retrying(format_args!("hangup {call_uuid}"), true, |budget| {
+        self.retrying(format_args!("hangup {call_uuid}"), true, |deadline| {
             self.stats.attempt();
-            self.attempt(&uri, call_uuid, budget)
+            self.attempt(&uri, call_uuid, deadline)
         })
     }
 
-    /// Runs `once` (one attempt, bounded by its budget: None for the first, which has the
-    /// agent's whole timeout) until it succeeds or the retry rules (`retry::decide`) stop,
-    /// all within the client's one deadline. `what` names the operation in log lines;
-    /// `counted`: retries go to the client's statistics (hangups, not listings).
+    /// Runs `once` (one attempt, bounded by the deadline it is given) until it succeeds
+    /// or the retry rules (`retry::decide`) stop, all within the client's one deadline.
+    /// `what` names the operation in log lines; `counted`: retries go to the client's
+    /// statistics (hangups, not listings).
     pub(crate) fn retrying<T>(
         &self,
         what: std::fmt::Arguments<'_>,
         counted: bool,
-        mut once: impl FnMut(Option<Duration>) -> Attempt<T>,
+        mut once: impl FnMut(Instant) -> Attempt<T>,
     ) -> Result<T, Error> {
         let start = Instant::now();
         let deadline = start + self.timeout;
         let mut retries = 0;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if Instant::now() >= deadline {
                 return Err(self.deadline_error(start));
             }
-            let budget = (retries > 0).then_some(left);
             let t0 = Instant::now();
-            let attempt = once(budget);
+            let attempt = once(deadline);
             let err = match attempt.result {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            let left = deadline.saturating_duration_since(Instant::now());
-            let decision = retry::decide(
+            let wait = self.after_failure(
+                what,
+                counted,
+                err,
                 attempt.failure,
                 retries,
-                self.max_retries,
-                left,
+                deadline,
                 t0.elapsed(),
-                retry::jitter(),
-            );
-            let wait = match decision {
-                Decision::RetryAfter(wait) => {
-                    if counted {
-                        self.stats.retry(match attempt.failure {
-                            Failure::RateLimited { .. } => RetryCause::RateLimited,
-                            Failure::Unavailable => RetryCause::ServerError,
-                            Failure::Connection | Failure::Final => RetryCause::Connection,
-                        });
-                    }
-                    wait
-                }
-                Decision::Stop(why) => {
-                    let err = match why {
-                        Stop::Final => err,
-                        Stop::RetriesSpent if retries == 0 => err,
-                        Stop::RetriesSpent => err.append(&format!(
-                            "; gave up after {retries} {}",
-                            if retries == 1 { "retry" } else { "retries" }
-                        )),
-                        Stop::NoTime { wait } => err.append(&format!(
-                            "; a retry in {} ms would not fit in the {} ms left of the {} ms deadline",
-                            wait.as_millis(),
-                            left.as_millis(),
-                            self.timeout.as_millis()
-                        )),
-                    };
-                    self.log(LogLevel::Info, || format!("{what}: {}", err.message()));
-                    return Err(err);
-                }
-            };
-            self.log(LogLevel::Warn, || {
-                format!(
-                    "{what}: {}; retry {} of {} in {} ms",
-                    err.message(),
-                    retries + 1,
-                    self.max_retries,
-                    wait.as_millis()
-                )
-            });
+            )?;
             std::thread::sleep(wait);
             retries += 1;
         }
     }
 
-    fn deadline_error(&self, start: Instant) -> Error {
+    /// After attempt number `retries` (0 for the first) failed with `err`: the wait before
+    /// the next one (the retry counted and logged), or the final error (logged). The one
+    /// place the retry rules are applied, for the caller's thread and the engine alike.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn after_failure(
+        &self,
+        what: std::fmt::Arguments<'_>,
+        counted: bool,
+        err: Error,
+        failure: Failure,
+        retries: u32,
+        deadline: Instant,
+        took: Duration,
+    ) -> Result<Duration, Error> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let decision = retry::decide(
+            failure,
+            retries,
+            self.max_retries,
+            left,
+            took,
+            retry::jitter(),
+        );
+        let wait = match decision {
+            Decision::RetryAfter(wait) => wait,
+            Decision::Stop(why) => {
+                let err = match why {
+                    Stop::Final => err,
+                    Stop::RetriesSpent if retries == 0 => err,
+                    Stop::RetriesSpent => err.append(&format!(
+                        "; gave up after {retries} {}",
+                        if retries == 1 { "retry" } else { "retries" }
+                    )),
+                    Stop::NoTime { wait } => err.append(&format!(
+                        "; a retry in {} ms would not fit in the {} ms left of the {} ms deadline",
+                        wait.as_millis(),
+                        left.as_millis(),
+                        self.timeout.as_millis()
+                    )),
+                };
+                self.log(LogLevel::Info, || format!("{what}: {}", err.message()));
+                return Err(err);
+            }
+        };
+        if counted {
+            self.stats.retry(match failure {
+                Failure::RateLimited { .. } => RetryCause::RateLimited,
+                Failure::Unavailable => RetryCause::ServerError,
+                Failure::Connection | Failure::Final => RetryCause::Connection,
+            });
+        }
+        self.log(LogLevel::Warn, || {
+            format!(
+                "{what}: {}; retry {} of {} in {} ms",
+                err.message(),
+                retries + 1,
+                self.max_retries,
+                wait.as_millis()
+            )
+        });
+        Ok(wait)
+    }
+
+    pub(crate) fn deadline_error(&self, start: Instant) -> Error {
         Error::new(
             Status::Timeout,
             format!(
@@ -403,28 +411,123 @@ impl Core {
         )
     }
 
+    /// Writes a log line: on the caller's thread at once; on the engine's thread, never
+    /// (a log function that blocks, or calls into the library, would stall or deadlock
+    /// every async and bulk hangup): the line is queued, in order, and the engine hands
+    /// the queue to a callback thread (`Core::drain_log`).
     pub(crate) fn log(&self, level: LogLevel, message: impl FnOnce() -> String) {
-        if let Some(f) = &self.log {
-            f(level, &message());
+        let Some(f) = &self.log else { return };
+        if crate::engine::on_engine_thread() {
+            let mut q = self.log_queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.lines.len() < MAX_QUEUED_LOG_LINES {
+                q.lines.push_back((level, message()));
+            } else {
+                q.dropped += 1;
+            }
+            return;
+        }
+        f(level, &message());
+    }
+
+    /// True (and marked) if queued log lines need a drainer scheduled: none is queued or
+    /// running. `false` after `true` means the scheduling failed: unmark.
+    pub(crate) fn schedule_log_drain(&self, mark: bool) -> bool {
+        let mut q = self.log_queue.lock().unwrap_or_else(|e| e.into_inner());
+        if !mark {
+            q.scheduled = false;
+            return false;
+        }
+        if q.lines.is_empty() && q.dropped == 0 || q.scheduled || q.draining {
+            return false;
+        }
+        q.scheduled = true;
+        true
+    }
+
+    /// Writes the queued log lines, in order, on this thread (a callback thread, or the
+    /// engine's as it exits). One drainer at a time keeps the order.
+    pub(crate) fn drain_log(&self) {
+        let Some(f) = &self.log else { return };
+        {
+            let mut q = self.log_queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.scheduled = false;
+            if q.draining {
+                return;
+            }
+            q.draining = true;
+        }
+        loop {
+            let (line, dropped) = {
+                let mut q = self.log_queue.lock().unwrap_or_else(|e| e.into_inner());
+                let dropped = std::mem::take(&mut q.dropped);
+                let line = q.lines.pop_front();
+                if line.is_none() && dropped == 0 {
+                    q.draining = false;
+                    return;
+                }
+                (line, dropped)
+            };
+            // A panicking log function loses its line, nothing else.
+            let write = |level: LogLevel, text: &str| {
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| f(level, text)));
+            };
+            if dropped > 0 {
+                write(
+                    LogLevel::Warn,
+                    &format!("{dropped} log lines were dropped: the log function is slower than the engine"),
+                );
+            }
+            if let Some((level, text)) = line {
+                write(level, &text);
+            }
         }
     }
 }
 
-/// Reads the PEM file of trusted roots.
-fn load_roots(path: &std::path::Path) -> Result<RootCerts, Error> {
-    let pem = std::fs::read(path)
-        .map_err(|e| Error::invalid(format!("cannot read CA file {}: {e}", path.display())))?;
-    let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
-        .filter_map(|item| match item {
-            Ok(PemItem::Certificate(c)) => Some(c),
-            _ => None,
-        })
-        .collect();
-    if certs.is_empty() {
-        return Err(Error::invalid(format!(
-            "CA file {} holds no PEM certificate",
-            path.display()
-        )));
+/// Log lines queued by the engine beyond this are counted, not kept.
+const MAX_QUEUED_LOG_LINES: usize = 10_000;
+
+/// The engine's log lines, waiting for a callback thread.
+#[derive(Default)]
+pub(crate) struct LogQueue {
+    lines: std::collections::VecDeque<(LogLevel, String)>,
+    dropped: u64,
+    scheduled: bool,
+    draining: bool,
+}
+
+/// A scheduled hangup's callback with its outcome bound, waiting for its id.
+type Deliver<I> = Box<dyn FnOnce(I) + Send>;
+
+/// Hands one async hangup to the engine; refused, the id and callback come back.
+#[allow(clippy::type_complexity)]
+fn submit_async<I, F>(engine: &Engine, call_uuid: I, done: F) -> Result<(), (String, (I, F))>
+where
+    I: AsRef<str> + Send + 'static,
+    F: FnOnce(I, HangupResult) + Send + 'static,
+{
+    // The id travels with its callback; if the engine refuses the work it is taken back.
+    let id = call_uuid.as_ref().to_owned();
+    let slot = Arc::new(std::sync::Mutex::new(Some((call_uuid, done))));
+    let theirs = Arc::clone(&slot);
+    let work = Work::One {
+        id,
+        done: Box::new(move |result| {
+            let taken = theirs.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some((id, done)) = taken {
+                done(id, result);
+            }
+        }),
+    };
+    match engine.submit(work) {
+        Ok(()) => Ok(()),
+        Err((why, work)) => {
+            drop(work);
+            let back = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            match back {
+                Some(pair) => Err((why, pair)),
+                None => Ok(()), // cannot happen: the callback never ran
+            }
+        }
     }
-    Ok(RootCerts::new_with_certs(&certs))
 }

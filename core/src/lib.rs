@@ -40,8 +40,11 @@
 //! ```
 
 mod attempt;
+mod blocking;
 mod bulk;
 mod client;
+mod conn;
+mod engine;
 mod error;
 mod options;
 mod pool;
@@ -53,12 +56,13 @@ mod stats;
 mod status;
 mod sweep;
 mod timers;
-#[cfg(unix)]
 mod transport;
 mod validate;
+mod wire;
 
 pub use bulk::{DEFAULT_PARALLEL, MAX_PARALLEL};
 pub use client::{Client, HangupResult};
+pub use engine::ASYNC_PARALLEL;
 pub use error::{Error, Status};
 pub use options::{
     LogFn, LogLevel, Options, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES,
@@ -79,4 +83,5 @@ pub mod fuzzing {
     };
     pub use crate::secret::{redact as redact_key, LEAK_RUN};
     pub use crate::validate::{id as validate_id, token as validate_token};
+    pub use crate::wire::read_in_pieces;
 }

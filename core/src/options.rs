@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ureq::http::uri::Authority;
-use ureq::http::Uri;
+use ureq_proto::http::uri::Authority;
+use ureq_proto::http::Uri;
 
 use crate::error::Error;
 use crate::validate;
@@ -163,8 +163,6 @@ impl Options {
         if let Some(authority) = uri.authority() {
             check_port("proxy URL", authority)?;
         }
-        ureq::Proxy::new(proxy_url)
-            .map_err(|e| Error::invalid(format!("proxy URL is not usable: {e}")))?;
         self.proxy = Some(proxy_url.to_owned());
         Ok(())
     }
@@ -183,7 +181,10 @@ impl Options {
         self.lookup = Some(lookup);
     }
 
-    /// Log lines go to `f`, from whichever thread does the work.
+    /// Log lines go to `f`: on the caller's thread for `hangup` and listings, on a
+    /// callback thread for async and bulk hangups (never the engine's thread, so `f` may
+    /// block or call the client without stalling it; up to 10,000 lines are queued in
+    /// order, more are counted as dropped).
     pub fn set_log_fn(&mut self, f: Option<LogFn>) {
         self.log = f;
     }

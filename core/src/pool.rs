@@ -113,11 +113,6 @@ impl WorkerPool {
         Ok(())
     }
 
-    /// True once `shutdown` has begun: new jobs are refused (queued ones still run).
-    pub(crate) fn is_shutting_down(&self) -> bool {
-        lock(&self.shared.state).shutting_down
-    }
-
     /// Number of worker threads alive.
     #[cfg(test)]
     pub(crate) fn threads(&self) -> usize {

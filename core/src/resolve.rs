@@ -1,12 +1,12 @@
-//! Host name resolution for the client's agent: an address book shared with the TCP
-//! connector.
+//! Host name resolution: the client's address book, shared by the blocking path and the
+//! engine.
 //!
-//! - IP literals are answered at once, without a thread (ureq's default resolver starts a
-//!   thread per request when a timeout is set).
+//! - IP literals are answered at once, without a thread.
 //! - Names are cached for [`TTL`]. A miss is looked up on a helper thread; concurrent
 //!   misses of one name wait for the same lookup (merged), so a burst of hangups costs one
 //!   lookup and one thread.
-//! - A caller waits for a lookup no longer than its own deadline (then TIMEOUT). The
+//! - A caller waits for a lookup no longer than its own deadline (then TIMEOUT); the
+//!   engine never waits: it is woken when the answer arrives. The
 //!   helper holds no client state (only the name and a slot for its answer), so it is
 //!   detached: a stuck system resolver never delays dropping the client; the thread ends
 //!   when the resolver answers, and its answer is used if anyone still wants it.
@@ -18,11 +18,6 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-use ureq::config::Config;
-use ureq::http::Uri;
-use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::NextTimeout;
 
 /// How long a resolved name is reused.
 pub const TTL: Duration = Duration::from_secs(30);
@@ -37,12 +32,39 @@ pub(crate) fn system_lookup() -> LookupFn {
     Arc::new(|key: &str| key.to_socket_addrs().map(Iterator::collect))
 }
 
+/// Called once when a lookup the engine waits for has answered.
+pub(crate) type Notify = Arc<dyn Fn() + Send + Sync>;
+
+/// Why no address was had.
+#[derive(Debug)]
+pub(crate) enum ResolveError {
+    /// The name does not resolve (or to nothing).
+    NotFound,
+    /// The deadline passed before the resolver answered.
+    Timeout,
+    /// No thread could be started for the lookup.
+    Spawn(io::Error),
+}
+
+/// A lookup without waiting: the addresses, a failure, or an answer still to come.
+pub(crate) enum Lookup {
+    Ready(Result<Vec<SocketAddr>, ResolveError>),
+    Pending,
+}
+
 /// One lookup in flight; every waiter of that name shares it.
 #[derive(Default)]
 struct Pending {
     /// The answer and when it arrived.
     answer: Mutex<Option<(io::Result<Vec<SocketAddr>>, Instant)>>,
     done: Condvar,
+    /// Told when the answer arrives (the engine's waker), each once.
+    watchers: Mutex<Vec<Notify>>,
+}
+
+enum Found {
+    Addrs(Vec<SocketAddr>),
+    Pending(Arc<Pending>),
 }
 
 enum Entry {
@@ -73,67 +95,113 @@ impl AddressBook {
         }
     }
 
-    /// The addresses of `key` (`host:port`), waiting for a lookup until `deadline`.
-    fn addresses(
+    /// The addresses of `host` at `port`, waiting for a lookup until `deadline`.
+    pub(crate) fn addresses(
         &self,
-        key: &str,
-        deadline: Option<Instant>,
-        reason: ureq::Timeout,
-    ) -> Result<Vec<SocketAddr>, ureq::Error> {
-        let asked = Instant::now();
-        let pending = {
-            let mut entries = lock(&self.entries);
-            let current = match entries.get(key) {
-                Some(Entry::Resolved(addrs, at)) if at.elapsed() < TTL => return Ok(addrs.clone()),
-                Some(Entry::Looking(p)) => Some(Arc::clone(p)),
-                _ => None,
-            };
-            // A lookup that finished after all its waiters gave up: a success is cached
-            // from when it arrived (and may already be too old); a failure is not served
-            // to a later caller, who asks again.
-            let usable = current.filter(|p| match lock(&p.answer).as_ref() {
-                None => true,
-                Some((Ok(addrs), at)) => !addrs.is_empty() && at.elapsed() < TTL,
-                Some((Err(_), at)) => *at >= asked,
-            });
-            match usable {
-                Some(p) => p,
-                None => {
-                    let p = Arc::new(Pending::default());
-                    self.start_lookup(key, Arc::clone(&p))?;
-                    entries.insert(key.to_owned(), Entry::Looking(Arc::clone(&p)));
-                    p
-                }
-            }
+        host: &str,
+        port: u16,
+        deadline: Instant,
+    ) -> Result<Vec<SocketAddr>, ResolveError> {
+        let key = format!("{host}:{port}");
+        let pending = match self.find(host, port, &key)? {
+            Found::Addrs(a) => return Ok(a),
+            Found::Pending(p) => p,
         };
         let mut answer = lock(&pending.answer);
         loop {
             // The deadline first: an answer that arrives as it passes leaves no time to
             // connect.
-            let left = deadline.map(|dl| dl.saturating_duration_since(Instant::now()));
-            if left.is_some_and(|l| l.is_zero()) {
-                return Err(ureq::Error::Timeout(reason));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ResolveError::Timeout);
             }
-            if let Some((a, at)) = answer.as_ref() {
-                let (result, at) = match a {
-                    Ok(addrs) if !addrs.is_empty() => (Ok(addrs.clone()), *at),
-                    _ => (Err(ureq::Error::HostNotFound), *at),
-                };
+            if answer.is_some() {
                 drop(answer);
-                self.settle(key, &pending, result.as_ref().ok(), at);
-                return result;
+                return self.take_answer(&key, &pending);
             }
-            let wait = left.unwrap_or(Duration::from_secs(3600));
             answer = pending
                 .done
-                .wait_timeout(answer, wait)
+                .wait_timeout(answer, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
     }
 
+    /// The addresses of `host` at `port` if known now; else a lookup is under way and
+    /// `notify` is called once when it answers (ask again then).
+    pub(crate) fn poll_addresses(&self, host: &str, port: u16, notify: &Notify) -> Lookup {
+        let key = format!("{host}:{port}");
+        let pending = match self.find(host, port, &key) {
+            Ok(Found::Addrs(a)) => return Lookup::Ready(Ok(a)),
+            Err(e) => return Lookup::Ready(Err(e)),
+            Ok(Found::Pending(p)) => p,
+        };
+        if lock(&pending.answer).is_some() {
+            return Lookup::Ready(self.take_answer(&key, &pending));
+        }
+        let mut watchers = lock(&pending.watchers);
+        if !watchers.iter().any(|w| Arc::ptr_eq(w, notify)) {
+            watchers.push(Arc::clone(notify));
+        }
+        drop(watchers);
+        // The answer may have landed while the watcher was added.
+        if lock(&pending.answer).is_some() {
+            return Lookup::Ready(self.take_answer(&key, &pending));
+        }
+        Lookup::Pending
+    }
+
+    /// A literal, a cached answer, or the lookup (started if need be) to wait for.
+    fn find(&self, host: &str, port: u16, key: &str) -> Result<Found, ResolveError> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(Found::Addrs(vec![SocketAddr::new(ip, port)]));
+        }
+        let asked = Instant::now();
+        let mut entries = lock(&self.entries);
+        let current = match entries.get(key) {
+            Some(Entry::Resolved(addrs, at)) if at.elapsed() < TTL => {
+                return Ok(Found::Addrs(addrs.clone()))
+            }
+            Some(Entry::Looking(p)) => Some(Arc::clone(p)),
+            _ => None,
+        };
+        // A lookup that finished after all its waiters gave up: a success is cached
+        // from when it arrived (and may already be too old); a failure is not served
+        // to a later caller, who asks again.
+        let usable = current.filter(|p| match lock(&p.answer).as_ref() {
+            None => true,
+            Some((Ok(addrs), at)) => !addrs.is_empty() && at.elapsed() < TTL,
+            Some((Err(_), at)) => *at >= asked,
+        });
+        Ok(Found::Pending(match usable {
+            Some(p) => p,
+            None => {
+                let p = Arc::new(Pending::default());
+                self.start_lookup(key, Arc::clone(&p))?;
+                entries.insert(key.to_owned(), Entry::Looking(Arc::clone(&p)));
+                p
+            }
+        }))
+    }
+
+    /// The answer of a finished lookup, settled into the cache.
+    fn take_answer(
+        &self,
+        key: &str,
+        pending: &Arc<Pending>,
+    ) -> Result<Vec<SocketAddr>, ResolveError> {
+        let (result, at) = match lock(&pending.answer).as_ref() {
+            Some((Ok(addrs), at)) if !addrs.is_empty() => (Ok(addrs.clone()), *at),
+            Some((_, at)) => (Err(ResolveError::NotFound), *at),
+            None => return Err(ResolveError::Timeout),
+        };
+        self.settle(key, pending, result.as_ref().ok(), at);
+        result
+    }
+
     /// Starts the detached helper thread of one lookup.
-    fn start_lookup(&self, key: &str, pending: Arc<Pending>) -> Result<(), ureq::Error> {
+    fn start_lookup(&self, key: &str, pending: Arc<Pending>) -> Result<(), ResolveError> {
         let lookup = Arc::clone(&self.lookup);
         let key = key.to_owned();
         std::thread::Builder::new()
@@ -143,9 +211,12 @@ impl AddressBook {
                 let answer = lookup(&key);
                 *lock(&pending.answer) = Some((answer, Instant::now()));
                 pending.done.notify_all();
+                for w in std::mem::take(&mut *lock(&pending.watchers)) {
+                    w();
+                }
             })
             .map(drop)
-            .map_err(ureq::Error::Io)
+            .map_err(ResolveError::Spawn)
     }
 
     /// Replaces a finished lookup by its answer, cached from when it `arrived`, or by
@@ -196,109 +267,36 @@ fn pin_code_while_running() {
     PIN.with(|_| {});
 }
 
-/// The agent's resolver: a handle on the client's [`AddressBook`].
-#[derive(Debug, Clone)]
-pub(crate) struct BookResolver(pub(crate) Arc<AddressBook>);
-
-impl BookResolver {
-    fn to_resolved(
-        &self,
-        addrs: &[SocketAddr],
-        config: &Config,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let mut out = self.empty();
-        for a in config
-            .ip_family()
-            .keep_wanted(addrs.iter().copied())
-            .take(16)
-        {
-            out.push(a);
-        }
-        if out.is_empty() {
-            return Err(ureq::Error::HostNotFound);
-        }
-        Ok(out)
-    }
-}
-
-impl Resolver for BookResolver {
-    fn resolve(
-        &self,
-        uri: &Uri,
-        config: &Config,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let authority = uri
-            .authority()
-            .ok_or_else(|| ureq::Error::BadUri(uri.to_string()))?;
-        let port = authority
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            });
-        let host = authority.host();
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = bare.parse::<IpAddr>() {
-            return self.to_resolved(&[SocketAddr::new(ip, port)], config);
-        }
-        let deadline = if timeout.after.is_not_happening() {
-            None
-        } else {
-            Some(Instant::now() + *timeout.after)
-        };
-        let addrs = self
-            .0
-            .addresses(&format!("{host}:{port}"), deadline, timeout.reason)?;
-        self.to_resolved(&addrs, config)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use ureq::unversioned::transport::time::Duration as UDuration;
 
-    fn t(ms: u64) -> NextTimeout {
-        NextTimeout {
-            after: UDuration::Exact(Duration::from_millis(ms)),
-            reason: ureq::Timeout::Resolve,
-            per_read: None,
-            per_write: None,
-        }
+    fn soon(ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(ms)
     }
 
-    fn counting(answer: Vec<SocketAddr>) -> (BookResolver, Arc<AtomicUsize>) {
+    fn counting(answer: Vec<SocketAddr>) -> (AddressBook, Arc<AtomicUsize>) {
         let calls = Arc::new(AtomicUsize::new(0));
         let c = Arc::clone(&calls);
         let lookup: LookupFn = Arc::new(move |_: &str| {
             c.fetch_add(1, Ordering::SeqCst);
             Ok(answer.clone())
         });
-        (BookResolver(Arc::new(AddressBook::new(lookup))), calls)
+        (AddressBook::new(lookup), calls)
     }
 
     #[test]
     fn literals_without_a_lookup_and_names_cached() {
         let a: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let (r, calls) = counting(vec![a]);
-        let cfg = Config::default();
-        let got = r
-            .resolve(&"http://127.0.0.1:8080/x".parse().unwrap(), &cfg, t(5000))
-            .unwrap();
+        let got = r.addresses("127.0.0.1", 8080, soon(5000)).unwrap();
         assert_eq!(got[0], "127.0.0.1:8080".parse().unwrap());
-        let got = r
-            .resolve(&"https://[::1]/x".parse().unwrap(), &cfg, t(5000))
-            .unwrap();
+        let got = r.addresses("[::1]", 443, soon(5000)).unwrap();
         assert_eq!(got[0], "[::1]:443".parse().unwrap());
         assert_eq!(calls.load(Ordering::SeqCst), 0, "no lookup for literals");
         for _ in 0..3 {
-            let got = r
-                .resolve(&"http://some.name:9/x".parse().unwrap(), &cfg, t(5000))
-                .unwrap();
-            assert_eq!(got[0], a);
+            assert_eq!(r.addresses("some.name", 9, soon(5000)).unwrap()[0], a);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1, "later ones from the cache");
     }
@@ -318,19 +316,17 @@ mod tests {
             }
             Ok(vec!["127.0.0.1:9".parse().unwrap()])
         });
-        let r = BookResolver(Arc::new(AddressBook::new(lookup)));
-        let uri: Uri = "http://flaky.name:9/x".parse().unwrap();
-        let cfg = Config::default();
+        let r = AddressBook::new(lookup);
         assert!(matches!(
-            r.resolve(&uri, &cfg, t(50)),
-            Err(ureq::Error::Timeout(_))
+            r.addresses("flaky.name", 9, soon(50)),
+            Err(ResolveError::Timeout)
         ));
         release.send(()).unwrap();
         while calls.load(Ordering::SeqCst) == 0 {
             std::thread::yield_now();
         }
         std::thread::sleep(Duration::from_millis(50)); // let the failure land
-        let got = r.resolve(&uri, &cfg, t(5000)).unwrap();
+        let got = r.addresses("flaky.name", 9, soon(5000)).unwrap();
         assert_eq!(got[0], "127.0.0.1:9".parse().unwrap());
         assert_eq!(calls.load(Ordering::SeqCst), 2, "asked again");
     }
@@ -340,16 +336,14 @@ mod tests {
         let a: SocketAddr = "127.0.0.2:9".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let (r, _) = counting(vec![a, b]);
-        let cfg = Config::default();
-        let uri: Uri = "http://some.name:9/x".parse().unwrap();
-        assert_eq!(r.resolve(&uri, &cfg, t(5000)).unwrap()[0], a);
-        r.0.demote(a);
-        let got = r.resolve(&uri, &cfg, t(5000)).unwrap();
+        assert_eq!(r.addresses("some.name", 9, soon(5000)).unwrap()[0], a);
+        r.demote(a);
+        let got = r.addresses("some.name", 9, soon(5000)).unwrap();
         assert_eq!((got[0], got[1]), (b, a));
     }
 
     #[test]
-    fn a_stuck_lookup_is_shared_and_bounded_by_the_deadline() {
+    fn a_stuck_lookup_is_shared_bounded_and_wakes_the_engine() {
         let (release, gate) = std::sync::mpsc::channel::<()>();
         let gate = Mutex::new(gate);
         let calls = Arc::new(AtomicUsize::new(0));
@@ -359,25 +353,42 @@ mod tests {
             let _ = lock(&gate).recv();
             Ok(vec!["127.0.0.1:9".parse().unwrap()])
         });
-        let r = BookResolver(Arc::new(AddressBook::new(lookup)));
-        let uri: Uri = "http://stuck.name:9/x".parse().unwrap();
-        let cfg = Config::default();
+        let r = AddressBook::new(lookup);
+        let woken = Arc::new(AtomicUsize::new(0));
+        let w = Arc::clone(&woken);
+        let notify: Notify = Arc::new(move || {
+            w.fetch_add(1, Ordering::SeqCst);
+        });
         std::thread::scope(|s| {
             for _ in 0..8 {
                 s.spawn(|| {
-                    let e = r.resolve(&uri, &cfg, t(100)).unwrap_err();
-                    assert!(matches!(e, ureq::Error::Timeout(_)), "{e}");
+                    let e = r.addresses("stuck.name", 9, soon(100)).unwrap_err();
+                    assert!(matches!(e, ResolveError::Timeout), "{e:?}");
                 });
             }
         });
+        for _ in 0..3 {
+            assert!(matches!(
+                r.poll_addresses("stuck.name", 9, &notify),
+                Lookup::Pending
+            ));
+        }
         assert_eq!(
             calls.load(Ordering::SeqCst),
             1,
             "one lookup for all waiters"
         );
         release.send(()).unwrap();
+        while woken.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "notified once");
+        assert!(matches!(
+            r.poll_addresses("stuck.name", 9, &notify),
+            Lookup::Ready(Ok(_))
+        ));
         // The answer that came late serves the next caller.
-        assert!(r.resolve(&uri, &cfg, t(5000)).is_ok());
+        assert!(r.addresses("stuck.name", 9, soon(5000)).is_ok());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

@@ -1,7 +1,7 @@
 //! The API key: never formatted, wiped when the last holder drops it.
 
 use bytes::Bytes;
-use ureq::http::HeaderValue;
+use ureq_proto::http::HeaderValue;
 use zeroize::Zeroize;
 
 /// Owns the `Bearer <key>` header bytes and wipes them on drop.

@@ -34,7 +34,9 @@ pub struct Stats {
     pub retries_rate_limited: u64,
     /// Retries after a 500, 502, 503 or 504.
     pub retries_server_error: u64,
-    /// Hangups running now (started, no outcome yet).
+    /// Hangups running now (started, no outcome yet), including any waiting to retry:
+    /// such a wait holds no connection, so a bulk call may have more hangups in flight
+    /// than its `max_parallel`, never more requests.
     pub in_flight: u64,
     /// TCP connections open now.
     pub connections_open: u64,
@@ -145,6 +147,15 @@ impl Recorder {
     pub(crate) fn started(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Relaxed);
         InFlight(self)
+    }
+
+    /// The engine's form of `started`: +1 when a hangup is taken, -1 when it ends.
+    pub(crate) fn in_flight_add(&self, delta: i64) {
+        if delta >= 0 {
+            self.in_flight.fetch_add(delta as u64, Relaxed);
+        } else {
+            self.in_flight.fetch_sub(delta.unsigned_abs(), Relaxed);
+        }
     }
 
     pub(crate) fn attempt(&self) {

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use ureq::http::{Method, Uri};
+use ureq_proto::http::{Method, Uri};
 
 use crate::attempt::Attempt;
 use crate::bulk;
@@ -161,7 +161,7 @@ impl Client {
             if Instant::now() >= deadline {
                 return Err(sweep_timeout(timeout, report));
             }
-            if self.pool.is_shutting_down() {
+            if self.engine.is_stopping() {
                 return Err(Error::busy("the sweep stopped: the client is being freed"));
             }
             let settled_before = (report.ended, report.already_gone, report.failed);
@@ -201,11 +201,9 @@ impl Client {
                     ),
                 ));
             }
-            if self.pool.is_shutting_down() {
-                return Err(Error::busy("the sweep stopped: the client is being freed"));
-            }
             // No hangup starts after the sweep's deadline; those not started stay live.
-            let results = bulk::run_batch(&self.core, &todo, sweep.max_parallel, Some(deadline));
+            let results = bulk::run_batch(&self.engine, &todo, sweep.max_parallel, Some(deadline))
+                .map_err(|_| Error::busy("the sweep stopped: the client is being freed"))?;
             for (id, r) in todo.into_iter().zip(results) {
                 // Only a call settled for the first time leaves the live count: one the
                 // server lists again after our 204 is still live by its own account.
@@ -323,16 +321,16 @@ impl Client {
     /// One listing page, with the retry rules.
     fn fetch(&self, uri: &Uri) -> Result<Listing, Error> {
         self.core
-            .retrying(format_args!("list live calls"), false, |budget| {
-                self.list_page(uri, budget)
+            .retrying(format_args!("list live calls"), false, |deadline| {
+                self.list_page(uri, deadline)
             })
             .map_err(|e| e.append("; while listing live calls"))
     }
 
     /// One GET of a listing page.
-    fn list_page(&self, uri: &Uri, budget: Option<Duration>) -> Attempt<Listing> {
+    fn list_page(&self, uri: &Uri, deadline: Instant) -> Attempt<Listing> {
         let core = &self.core;
-        let answer = match core.exchange(Method::GET, uri, budget, MAX_LIST_BODY) {
+        let answer = match core.exchange(Method::GET, uri, deadline, MAX_LIST_BODY) {
             Ok(a) => a,
             Err(attempt) => return attempt,
         };

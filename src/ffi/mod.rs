@@ -34,10 +34,12 @@ pub struct tryvox_options(Options);
 /// Receives the library's log lines.
 ///
 /// `level` is 0 error, 1 warn, 2 info, 3 debug. `message` is valid only during the call
-/// and never contains the API key. The callback runs on whichever thread performs the
-/// work (the caller's thread for `tryvox_hangup`, a library thread for async and bulk
-/// hangups), possibly on several threads at once: it must be thread-safe and should return
-/// quickly. It must not free the client.
+/// and never contains the API key. The callback runs on the caller's thread for
+/// `tryvox_hangup` (and listings), and on one of the client's callback threads for async
+/// and bulk hangups (never on the engine's thread: their lines are queued, in order, and
+/// written there; past 10,000 queued lines the rest are counted and reported as dropped),
+/// possibly on several threads at once: it must be thread-safe and should return quickly.
+/// It may call into the library, but must not free the client.
 pub type tryvox_log_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, level: c_int, message: *const c_char)>;
 
@@ -47,8 +49,10 @@ pub type tryvox_log_callback =
 /// the id that was passed in; `status` is a tryvox_status value; `http_status` is the last
 /// HTTP status seen (0 if no response); `message` is "" on success, else a description.
 /// The strings are valid only during the callback: copy what you keep. The callback may
-/// call any library function except `tryvox_client_free` on the same client; it should
-/// return quickly, since it occupies one of the client's worker threads.
+/// call any library function except `tryvox_client_free` on the same client (sync, async
+/// and bulk included: callbacks never run on the engine's thread); it should return
+/// quickly: the outcomes that complete together are delivered in order on one of the
+/// client's (at most 64) callback threads, so a slow callback delays those behind it.
 pub type tryvox_hangup_callback = Option<
     unsafe extern "C" fn(
         user_data: *mut c_void,
@@ -180,13 +184,17 @@ pub unsafe extern "C" fn tryvox_hangup(
 /// with the outcome (see tryvox_hangup_callback). Any other return means the request was
 /// refused and the callback will never run: TRYVOX_INVALID_ARGUMENT for a NULL client or
 /// callback or an invalid id; TRYVOX_BUSY when the client is being freed (a callback
-/// running inside `tryvox_client_free` cannot queue more work on its client) or no
-/// worker thread could be started.
+/// running inside `tryvox_client_free` cannot queue more work on its client) or the
+/// engine's thread could not be started.
 /// `call_uuid` is copied; `user_data` is passed through untouched. The hangup follows
-/// the same validation, retry and deadline rules as `tryvox_hangup`. The client runs at
-/// most 64 hangups at once from its worker threads; more are queued in memory. Worker
-/// threads start on demand and exit after 5 s without work: an idle client holds none.
-/// `tryvox_client_free` waits for every queued hangup. Thread-safe.
+/// the same validation, retry and deadline rules as `tryvox_hangup`. The caller's thread
+/// only validates and enqueues (a lock and a push, about a microsecond); the client's
+/// engine, one event-loop thread, runs up to 1,024 async hangups at once (more wait in
+/// order), each on its own keep-alive connection; a retry's wait holds no connection.
+/// The engine and callback threads start on demand and exit after 5 s without work: an
+/// idle client holds none. `tryvox_client_free` lets every queued hangup start at once,
+/// waits for the last (so it takes one deadline, not the queue drained in turns), and
+/// delivers every callback. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn tryvox_hangup_async(
     client: *mut tryvox_client,
@@ -319,10 +327,11 @@ pub unsafe extern "C" fn tryvox_timer_free(timer: *mut tryvox_timer) {
 
 /// Hangs up `count` calls, at most `max_parallel` at once (0 means 32; values above 1024
 /// are capped at 1024), and blocks until all are done. This is the emergency-shutdown
-/// path. The batch runs on the calling thread and up to `max_parallel - 1` threads of its
-/// own, joined before this returns (it never waits behind queued async hangups); each
-/// hangup in flight holds one connection, so parallelism is also capped at half the file
-/// descriptors the process has free (a hangup that still finds none is TRYVOX_BUSY).
+/// path. The batch runs on the client's engine (its event-loop thread) with a budget of
+/// its own, beside queued async hangups, never behind them; the calling thread only
+/// waits. Each hangup in flight holds one connection, so parallelism is also capped at
+/// half the file descriptors the process has free (a hangup that still finds none is
+/// TRYVOX_BUSY); a hangup waiting to retry holds none and its slot goes to the next id.
 ///
 /// `call_uuids` points to `count` NUL-terminated ids (borrowed for the call);
 /// `statuses_out` to `count` ints, where the outcome of `call_uuids[i]` is written to
@@ -560,7 +569,9 @@ pub struct tryvox_stats {
     pub retries_rate_limited: u64,
     /// Retries after a 500, 502, 503 or 504.
     pub retries_server_error: u64,
-    /// Hangups running now.
+    /// Hangups running now, including any waiting to retry (such a wait holds no
+    /// connection, so a bulk call may have more hangups in flight than `max_parallel`;
+    /// never more requests).
     pub in_flight: u64,
     /// TCP connections open now.
     pub connections_open: u64,

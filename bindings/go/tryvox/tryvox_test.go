@@ -547,8 +547,10 @@ func TestStats(t *testing.T) {
 					st.ConnectionsOpened < prev.ConnectionsOpened || st.LatencyMax < prev.LatencyMax {
 					t.Errorf("a counter went back: %+v after %+v", st, prev)
 				}
-				if st.InFlight > maxParallel {
-					t.Errorf("%d in flight, at most %d expected", st.InFlight, maxParallel)
+				// At most maxParallel requests are on the wire; ids[0] (one 503) waits
+				// for its retry holding no slot, so one more hangup may be in flight.
+				if st.InFlight > maxParallel+1 {
+					t.Errorf("%d in flight, at most %d expected", st.InFlight, maxParallel+1)
 				}
 				for {
 					m := atomic.LoadUint64(&maxInFlight)

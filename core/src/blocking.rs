@@ -1,0 +1,158 @@
+//! The caller's-thread path (`hangup`, listings): the connection state machine of
+//! `conn.rs` driven by `poll()` on the caller's thread, over the client's own stack of
+//! idle keep-alive connections. Nothing here waits past the deadline it is given.
+
+use std::os::fd::AsRawFd;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use ureq_proto::http::Request;
+
+use crate::client::Core;
+use crate::conn::{Conn, Fail};
+use crate::resolve::ResolveError;
+use crate::transport::{self, Race, Raced};
+use crate::wire::Answer;
+
+/// Idle connections kept for the blocking path.
+pub(crate) const MAX_IDLE: usize = 128;
+
+/// Why an attempt got no response.
+#[derive(Debug)]
+pub(crate) enum AttemptError {
+    Resolve(ResolveError),
+    /// The connect timeout (or the deadline) passed while connecting.
+    ConnectTimeout,
+    /// The deadline passed waiting for the server.
+    Deadline,
+    Conn(Fail),
+}
+
+/// The client's idle connections for the blocking path, most recent last.
+#[derive(Default)]
+pub(crate) struct IdleStack(Mutex<Vec<Conn>>);
+
+impl IdleStack {
+    fn lock(&self) -> MutexGuard<'_, Vec<Conn>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take(&self) -> Option<Conn> {
+        loop {
+            let c = self.lock().pop()?;
+            // A connection the server closed, or that holds unasked bytes, is dropped.
+            if c.is_reusable() {
+                return Some(c);
+            }
+        }
+    }
+
+    fn put(&self, c: Conn) {
+        let mut idle = self.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(c);
+        }
+    }
+}
+
+impl Core {
+    /// One request on a pooled (or new) connection, driven on this thread until its
+    /// answer or `deadline`.
+    pub(crate) fn exchange_blocking(
+        &self,
+        request: Request<()>,
+        body_limit: usize,
+        deadline: Instant,
+    ) -> Result<Answer, AttemptError> {
+        let mut conn = match self.idle.take() {
+            Some(c) => c,
+            None => self.connect_blocking(deadline)?,
+        };
+        conn.start(request, body_limit)
+            .map_err(AttemptError::Conn)?;
+        let mut readable = false;
+        loop {
+            match conn.drive(readable) {
+                Ok(Some((answer, reusable))) => {
+                    if reusable {
+                        self.idle.put(conn);
+                    }
+                    return Ok(answer);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.failed(&conn, &e);
+                    return Err(AttemptError::Conn(e));
+                }
+            }
+            let mut events = libc::POLLIN;
+            if conn.wants_write() {
+                events |= libc::POLLOUT;
+            }
+            match transport::wait(&[(conn.sock.as_raw_fd(), events)], Some(deadline)) {
+                Ok(true) => readable = true,
+                Ok(false) => return Err(AttemptError::Deadline),
+                Err(e) => return Err(AttemptError::Conn(Fail::Io(e))),
+            }
+        }
+    }
+
+    /// A connection that failed before the server ever answered on it: its address goes
+    /// to the back of the list (a server that accepts and then resets).
+    pub(crate) fn failed(&self, conn: &Conn, e: &Fail) {
+        if !conn.answered && matches!(e, Fail::Io(_) | Fail::Closed) {
+            self.book.demote(conn.peer);
+        }
+    }
+
+    /// Resolves and connects (Happy Eyeballs), within the connect timeout and `deadline`.
+    fn connect_blocking(&self, deadline: Instant) -> Result<Conn, AttemptError> {
+        let until = deadline.min(Instant::now() + self.connect_timeout);
+        let addrs = self
+            .book
+            .addresses(&self.route.dial_host, self.route.dial_port, until)
+            .map_err(|e| match e {
+                ResolveError::Timeout => AttemptError::ConnectTimeout,
+                e => AttemptError::Resolve(e),
+            })?;
+        let mut race = Race::new(&addrs);
+        let outcome = loop {
+            match race.step(&mut |_| {}) {
+                Raced::Pending => {}
+                done => break done,
+            }
+            let fds: Vec<_> = race.fds().into_iter().map(|f| (f, libc::POLLOUT)).collect();
+            let next = race.next_start().map_or(until, |n| n.min(until));
+            match transport::wait(&fds, Some(next)) {
+                Ok(_) if Instant::now() < until => {}
+                Ok(_) => {
+                    // One last look: an attempt may have connected as time ran out.
+                    match race.step(&mut |_| {}) {
+                        Raced::Pending => {
+                            race.abandon();
+                            self.demote_all(&race);
+                            return Err(AttemptError::ConnectTimeout);
+                        }
+                        done => break done,
+                    }
+                }
+                Err(e) => break Raced::Lost(e),
+            }
+        };
+        self.demote_all(&race);
+        match outcome {
+            Raced::Won(sock, peer) => {
+                Conn::new(sock, peer, &self.route, self.stats.connection_opened())
+                    .map_err(AttemptError::Conn)
+            }
+            Raced::Lost(e) => Err(AttemptError::Conn(Fail::Io(e))),
+            Raced::Pending => Err(AttemptError::ConnectTimeout),
+        }
+    }
+
+    pub(crate) fn demote_all(&self, race: &Race) {
+        for a in &race.losers {
+            self.book.demote(*a);
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! One connection to the API (directly or through a CONNECT proxy, in clear or over TLS)
+//! as a non-blocking state machine: the caller's thread drives it with `poll()`
+//! (`blocking.rs`), the engine with its event loop (`engine.rs`). Neither waits inside:
+//! [`Conn::drive`] does what the socket allows and says whether the answer is complete.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use rustls::pki_types::ServerName;
+use ureq_proto::http::{Request, Uri};
+
+use crate::error::Error;
+use crate::stats::OpenConnection;
+use crate::wire::{Answer, Exchange, Fed, WireError, MAX_HEAD};
+
+/// Where the client's connections go: computed once per client.
+pub(crate) struct Route {
+    /// The host and port to resolve and connect to: the proxy's, or the API's.
+    pub(crate) dial_host: String,
+    pub(crate) dial_port: u16,
+    /// TLS to the API: its configuration and the name its certificate must carry.
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// The CONNECT request sent to a proxy first, built once.
+    connect: Option<Vec<u8>>,
+}
+
+impl Route {
+    /// The route to `base` (the API's base URL), through `proxy` if set; `ca_pem` is a
+    /// PEM file's contents to trust instead of the built-in roots.
+    pub(crate) fn new(
+        base: &Uri,
+        proxy: Option<&Uri>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Route, Error> {
+        let https = base.scheme_str() == Some("https");
+        let host = base.host().unwrap_or_default().to_owned();
+        let port = base.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = if https {
+            let bare = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let name = ServerName::try_from(bare).map_err(|_| {
+                Error::invalid("the base URL's host is not a valid TLS server name")
+            })?;
+            Some((Arc::new(tls_config(ca_pem)?), name))
+        } else {
+            None
+        };
+        let (dial_host, dial_port, connect) = match proxy {
+            None => (host, port, None),
+            Some(p) => {
+                let target = format!("{host}:{port}");
+                let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+                // Credentials in the proxy URL (user:password@) go as Basic auth.
+                if let Some((userinfo, _)) = p.authority().and_then(|a| a.as_str().rsplit_once('@'))
+                {
+                    let token = base64::engine::general_purpose::STANDARD.encode(userinfo);
+                    req.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
+                }
+                req.push_str("\r\n");
+                let phost = p.host().unwrap_or_default().to_owned();
+                (phost, p.port_u16().unwrap_or(80), Some(req.into_bytes()))
+            }
+        };
+        Ok(Route {
+            dial_host,
+            dial_port,
+            tls,
+            connect,
+        })
+    }
+}
+
+/// rustls with ring, TLS 1.2 and 1.3, and Mozilla's roots or the caller's CA file.
+fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, Error> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem).flatten() {
+                roots.add(cert).map_err(|e| {
+                    Error::invalid(format!("CA file holds a certificate rustls refuses: {e}"))
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(Error::invalid("CA file holds no PEM certificate"));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::internal(format!("TLS set-up failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// How a connection failed.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// A socket error (refused, reset, out of descriptors...).
+    Io(io::Error),
+    /// The peer closed before a complete response head.
+    Closed,
+    /// TLS refused the server (certificate, handshake).
+    Tls(rustls::Error),
+    /// The proxy refused the tunnel (its status line, which may quote it).
+    Proxy(String),
+    /// The answer is not HTTP as we take it.
+    Wire(WireError),
+}
+
+/// An open connection and the exchange it carries, if any.
+pub(crate) struct Conn {
+    pub(crate) sock: mio::net::TcpStream,
+    pub(crate) peer: SocketAddr,
+    tls: Option<Box<rustls::ClientConnection>>,
+    /// Clear bytes still to write (the CONNECT request, or a request without TLS).
+    out: Vec<u8>,
+    out_at: usize,
+    /// Bytes received and not yet used.
+    input: Vec<u8>,
+    eof: bool,
+    /// The proxy has yet to open the tunnel.
+    tunnelling: bool,
+    /// The TLS session to start once the tunnel is open.
+    tls_pending: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// A request queued before the tunnel opened.
+    queued: Vec<u8>,
+    exchange: Option<Exchange>,
+    /// Bytes have arrived on this connection.
+    pub(crate) answered: bool,
+    _open: OpenConnection,
+}
+
+impl Conn {
+    /// A connection over a freshly connected socket.
+    pub(crate) fn new(
+        sock: mio::net::TcpStream,
+        peer: SocketAddr,
+        route: &Route,
+        open: OpenConnection,
+    ) -> Result<Conn, Fail> {
+        // Small requests: Nagle would hold each one back for an ACK.
+        sock.set_nodelay(true).map_err(Fail::Io)?;
+        let mut c = Conn {
+            sock,
+            peer,
+            tls: None,
+            out: Vec::new(),
+            out_at: 0,
+            input: Vec::new(),
+            eof: false,
+            tunnelling: route.connect.is_some(),
+            tls_pending: route.tls.clone(),
+            queued: Vec::new(),
+            exchange: None,
+            answered: false,
+            _open: open,
+        };
+        match &route.connect {
+            Some(req) => c.out.extend_from_slice(req),
+            None => c.start_tls()?,
+        }
+        Ok(c)
+    }
+
+    fn start_tls(&mut self) -> Result<(), Fail> {
+        if let Some((config, name)) = self.tls_pending.take() {
+            let tls = rustls::ClientConnection::new(config, name).map_err(Fail::Tls)?;
+            self.tls = Some(Box::new(tls));
+        }
+        Ok(())
+    }
+
+    /// True when the connection may carry a new request: nothing unread, no hang-up.
+    pub(crate) fn is_reusable(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        self.is_clean() && crate::transport::is_idle_and_open(self.sock.as_raw_fd())
+    }
+
+    /// As `is_reusable`, without asking the socket: for a connection whose last answer
+    /// was read in this very turn of the engine (no event about it can be pending yet).
+    pub(crate) fn is_clean(&self) -> bool {
+        self.exchange.is_none() && !self.eof && self.input.is_empty()
+    }
+
+    /// Starts an exchange of `request` (its response body read up to `body_limit`).
+    pub(crate) fn start(&mut self, request: Request<()>, body_limit: usize) -> Result<(), Fail> {
+        let mut bytes = Vec::with_capacity(512);
+        let x = Exchange::start(request, body_limit, &mut bytes).map_err(Fail::Wire)?;
+        self.exchange = Some(x);
+        self.input.clear();
+        if self.tunnelling {
+            self.queued = bytes;
+        } else {
+            self.send(&bytes)?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Result<(), Fail> {
+        match &mut self.tls {
+            // rustls holds it until the handshake is done.
+            Some(tls) => tls.writer().write_all(bytes).map_err(Fail::Io),
+            None => {
+                if self.out_at == self.out.len() {
+                    self.out.clear();
+                    self.out_at = 0;
+                }
+                self.out.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// True if bytes wait for the socket to take them.
+    pub(crate) fn wants_write(&self) -> bool {
+        self.out_at < self.out.len() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Does what the socket allows, until it would block: writes what is pending, reads
+    /// what arrived, advances the tunnel, TLS and the exchange. Returns the answer and
+    /// whether the connection may be reused once the exchange is complete. `readable`:
+    /// the socket was reported readable (false right after a request is written: the
+    /// answer is not there yet, and a read would only say so).
+    pub(crate) fn drive(&mut self, readable: bool) -> Result<Option<(Answer, bool)>, Fail> {
+        let mut may_read = readable;
+        loop {
+            let wrote = self.flush()?;
+            let read = may_read && self.fill()?;
+            may_read = read;
+            if self.tunnelling {
+                if self.tunnel()? {
+                    may_read = true;
+                    continue;
+                }
+            } else if let Some(x) = &mut self.exchange {
+                if read || self.eof {
+                    match x.feed(&mut self.input, self.eof).map_err(Fail::Wire)? {
+                        Fed::Done { answer, reusable } => {
+                            self.exchange = None;
+                            return Ok(Some((answer, reusable && !self.eof)));
+                        }
+                        Fed::More if self.eof => return Err(Fail::Closed),
+                        Fed::More => {}
+                    }
+                }
+            } else if self.eof {
+                return Err(Fail::Closed);
+            }
+            if !wrote && !read {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Writes pending bytes; true if any were written.
+    fn flush(&mut self) -> Result<bool, Fail> {
+        let mut wrote = false;
+        while self.out_at < self.out.len() {
+            // std sends with MSG_NOSIGNAL: a closed peer is EPIPE, never SIGPIPE.
+            match self.sock.write(&self.out[self.out_at..]) {
+                Ok(0) => return Err(Fail::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    self.out_at += n;
+                    wrote = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(wrote),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Fail::Io(e)),
+            }
+        }
+        if let Some(tls) = &mut self.tls {
+            while tls.wants_write() {
+                match tls.write_tls(&mut self.sock) {
+                    Ok(0) => return Err(Fail::Io(io::ErrorKind::WriteZero.into())),
+                    Ok(_) => wrote = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(wrote),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Fail::Io(e)),
+                }
+            }
+        }
+        Ok(wrote)
+    }
+
+    /// Reads one batch of what arrived into `input` (clear bytes); true if any came.
+    /// Bounded: an unread head larger than allowed is not read further.
+    fn fill(&mut self) -> Result<bool, Fail> {
+        if self.eof {
+            return Ok(false);
+        }
+        if self.input.len() > MAX_HEAD + 1 {
+            // Nothing consumed what came (the exchange reports it, or the connection is
+            // idle with bytes nobody asked for): no more is read, and waiting again
+            // would only be told the socket is readable.
+            return Err(Fail::Wire(WireError::HeadTooLarge));
+        }
+        // A hangup's answer is a few hundred bytes; a longer one takes more reads.
+        let mut buf = [0u8; 4096];
+        let Some(tls) = &mut self.tls else {
+            return match self.sock.read(&mut buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    Ok(true)
+                }
+                Ok(n) => {
+                    self.answered = true;
+                    self.input.extend_from_slice(&buf[..n]);
+                    Ok(true)
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(Fail::Io(e)),
+            };
+        };
+        let mut progress = false;
+        match tls.read_tls(&mut self.sock) {
+            Ok(0) => {
+                self.eof = true;
+                progress = true;
+            }
+            Ok(_) => {
+                self.answered = true;
+                progress = true;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(Fail::Io(e)),
+        }
+        if let Err(e) = tls.process_new_packets() {
+            // Tell the server why (an alert), as far as the socket takes it.
+            let _ = tls.write_tls(&mut self.sock);
+            return Err(Fail::Tls(e));
+        }
+        loop {
+            match tls.reader().read(&mut buf) {
+                Ok(0) => {
+                    self.eof = true; // close_notify
+                    return Ok(true);
+                }
+                Ok(n) => {
+                    self.input.extend_from_slice(&buf[..n]);
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // The peer closed without close_notify: what came is all there is.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    self.eof = true;
+                    return Ok(true);
+                }
+                Err(e) => return Err(Fail::Io(e)),
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Reads the proxy's answer to CONNECT; true once the tunnel is open.
+    fn tunnel(&mut self) -> Result<bool, Fail> {
+        let parsed = ureq_proto::parser::try_parse_response::<64>(&self.input)
+            .map_err(|e| Fail::Proxy(format!("the proxy's answer is not HTTP ({e})")))?;
+        let Some((used, response)) = parsed else {
+            if self.eof {
+                return Err(Fail::Proxy("the proxy closed the connection".into()));
+            }
+            if self.input.len() > MAX_HEAD {
+                return Err(Fail::Proxy("the proxy's answer is too large".into()));
+            }
+            return Ok(false);
+        };
+        if !response.status().is_success() {
+            return Err(Fail::Proxy(format!(
+                "the proxy answered {}",
+                response.status()
+            )));
+        }
+        self.input.drain(..used);
+        if !self.input.is_empty() {
+            return Err(Fail::Proxy(
+                "the proxy sent bytes before the tunnel was used".into(),
+            ));
+        }
+        self.tunnelling = false;
+        self.answered = false; // the API itself has not answered yet
+        self.start_tls()?;
+        let queued = std::mem::take(&mut self.queued);
+        if !queued.is_empty() {
+            self.send(&queued)?;
+        }
+        Ok(true)
+    }
+}

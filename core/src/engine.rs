@@ -1,0 +1,1342 @@
+//! The event-driven engine under `hangup_async` and `hangup_many`: one loop thread per
+//! client on `mio` (epoll), non-blocking sockets, the connection state machine of
+//! `conn.rs` (ureq-proto framing, rustls), and timers for deadlines, connect races and
+//! retry waits, so a waiting retry holds no connection and no slot.
+//!
+//! - The caller's thread only validates and enqueues (a lock, a push, a wake).
+//! - Callbacks never run on the loop: they go to the client's callback pool
+//!   (`pool.rs`), so a callback may call any function of the client, bulk included.
+//! - A bulk call is a batch with its own `max_parallel` budget, admitted beside the
+//!   async queue (whose own budget is [`ASYNC_PARALLEL`]): it never waits behind async
+//!   backlog.
+//! - The thread starts on first use and exits after [`IDLE_EXIT`] with nothing to do,
+//!   closing its idle connections; `stop` (the client's drop) lets every queued hangup
+//!   start at once, waits for the last, and joins the thread.
+//! - DNS never blocks the loop: a lookup runs on a helper thread of the address book,
+//!   which wakes the loop when it answers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token, Waker};
+use ureq_proto::http::{Method, Uri};
+
+use crate::blocking::AttemptError;
+use crate::client::{Core, HangupResult};
+use crate::conn::{Conn, Fail};
+use crate::error::{Error, Status};
+use crate::options::LogLevel;
+use crate::pool::{WorkerPool, IDLE_EXIT};
+use crate::resolve::{Lookup, Notify};
+use crate::response::MAX_BODY;
+use crate::transport::{Race, Raced};
+
+/// Async hangups in flight at once (each holds a connection); more wait in order. Bulk
+/// calls have budgets of their own beside it.
+pub const ASYNC_PARALLEL: usize = 1024;
+
+/// How long an idle keep-alive connection is kept while the engine runs (all close when
+/// it exits, after [`IDLE_EXIT`] without work).
+pub(crate) const IDLE_CONN: Duration = Duration::from_secs(30);
+
+/// How an async hangup's outcome reaches its caller.
+pub(crate) type Done = Box<dyn FnOnce(HangupResult) + Send + 'static>;
+
+/// Work handed to the engine.
+pub(crate) enum Work {
+    /// One async hangup of a validated id.
+    One { id: String, done: Done },
+    /// A bulk call: its validated ids, at most `max` in flight; every outcome, in the
+    /// ids' order (None: not started, `stop_at` had passed), sent back at once when the
+    /// last is in (one wake-up of the waiting caller, not one per hangup).
+    Batch {
+        ids: Vec<String>,
+        max: usize,
+        stop_at: Option<Instant>,
+        results: Sender<Vec<Option<HangupResult>>>,
+    },
+}
+
+const WAKER: Token = Token(usize::MAX);
+
+/// The client's handle on its engine.
+pub(crate) struct Engine {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    core: Arc<Core>,
+    callbacks: Arc<WorkerPool>,
+    inbox: Mutex<Inbox>,
+}
+
+#[derive(Default)]
+struct Inbox {
+    queue: Vec<Work>,
+    /// The loop thread is alive (and will look at the queue again before it exits).
+    running: bool,
+    waker: Option<Arc<Waker>>,
+    thread: Option<JoinHandle<()>>,
+    /// Threads that exited when idle, until joined.
+    exited: Vec<JoinHandle<()>>,
+    stopping: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    pub(crate) fn new(core: Arc<Core>, callbacks: Arc<WorkerPool>) -> Engine {
+        Engine {
+            shared: Arc::new(Shared {
+                core,
+                callbacks,
+                inbox: Mutex::new(Inbox::default()),
+            }),
+        }
+    }
+
+    /// Hands `work` to the loop, starting its thread if need be. Refused (the work
+    /// handed back, nothing sent) once the client is being dropped, or when no thread
+    /// can be started.
+    pub(crate) fn submit(&self, work: Work) -> Result<(), (String, Work)> {
+        let mut inbox = lock(&self.shared.inbox);
+        if inbox.stopping {
+            return Err(("the client is being freed".into(), work));
+        }
+        if !inbox.running {
+            if let Err(e) = self.start(&mut inbox) {
+                return Err((format!("the engine thread could not start: {e}"), work));
+            }
+        }
+        inbox.queue.push(work);
+        // Only the first of a burst wakes the loop: it takes the whole queue at once.
+        if inbox.queue.len() == 1 {
+            if let Some(w) = &inbox.waker {
+                let _ = w.wake();
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&self, inbox: &mut Inbox) -> std::io::Result<()> {
+        // A thread that exited when idle is finished or about to be: not joined here (on
+        // the caller's thread, perhaps a media thread), only kept for `stop` to join.
+        if let Some(old) = inbox.thread.take() {
+            inbox.exited.push(old);
+        }
+        inbox.exited.retain(|h| !h.is_finished());
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let shared = Arc::clone(&self.shared);
+        let w = Arc::clone(&waker);
+        let handle = std::thread::Builder::new()
+            .name("tryvox-engine".into())
+            .stack_size(crate::pool::WORKER_STACK)
+            .spawn(move || run(shared, poll, w))?;
+        inbox.thread = Some(handle);
+        inbox.waker = Some(waker);
+        inbox.running = true;
+        Ok(())
+    }
+
+    /// True once the client is being dropped.
+    pub(crate) fn is_stopping(&self) -> bool {
+        lock(&self.shared.inbox).stopping
+    }
+
+    /// Refuses new work, lets every queued hangup start at once, and returns when the
+    /// last has finished and handed its callback to the pool.
+    pub(crate) fn stop(&self) {
+        let handle = {
+            let mut inbox = lock(&self.shared.inbox);
+            inbox.stopping = true;
+            if let Some(w) = &inbox.waker {
+                let _ = w.wake();
+            }
+            let mut all = std::mem::take(&mut inbox.exited);
+            all.extend(inbox.thread.take());
+            all
+        };
+        for h in handle {
+            let _ = h.join();
+        }
+    }
+}
+
+thread_local! {
+    static ON_ENGINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True on an engine's loop thread: user code (log functions) must not run here.
+pub(crate) fn on_engine_thread() -> bool {
+    ON_ENGINE.with(|c| c.get())
+}
+
+/// The loop thread: runs until stopped or idle, every panic caught (the jobs it held
+/// still get an outcome, INTERNAL_ERROR).
+fn run(shared: Arc<Shared>, poll: Poll, waker: Arc<Waker>) {
+    let w = Arc::clone(&waker);
+    let notify: Notify = Arc::new(move || {
+        let _ = w.wake();
+    });
+    let mut lp = Loop::new(
+        Arc::clone(&shared.core),
+        Arc::clone(&shared.callbacks),
+        poll,
+        notify,
+    );
+    let mut events = Events::with_capacity(1024);
+    let mut idle_since = Instant::now();
+    ON_ENGINE.with(|c| c.set(true));
+    loop {
+        let turn = catch_unwind(AssertUnwindSafe(|| {
+            lp.turn(&shared, &mut events, &mut idle_since)
+        }));
+        match turn {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(_) => lp.fail_everything(),
+        }
+    }
+    lp.close_all();
+    ON_ENGINE.with(|c| c.set(false));
+    lp.deliver_stragglers();
+    // Lines the callback threads did not write yet: written here, in order.
+    lp.core.drain_log();
+}
+
+/// A job's attempt ended: the place it held in its budget (async, or its batch's) is free.
+fn release_budget(async_active: &mut usize, batches: &mut Slab<Batch>, origin: &Origin) {
+    match origin {
+        Origin::Async(_) => *async_active -= 1,
+        Origin::Batch { batch, .. } => {
+            if let Some(b) = batches.get_mut(*batch) {
+                b.active -= 1;
+            }
+        }
+    }
+}
+
+/// A timer's purpose; each is removed when what it guards ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The job's deadline.
+    Deadline(usize),
+    /// The job's retry wait is over.
+    Retry(usize),
+    /// A connecting slot: its connect timeout, or its next Happy Eyeballs address.
+    Slot(usize),
+    /// Callbacks the pool refused are offered again.
+    Redeliver,
+}
+
+type TimerKey = (Instant, u64);
+
+enum Origin {
+    Async(Done),
+    Batch { batch: usize, index: usize },
+}
+
+struct Job {
+    serial: u64,
+    id: String,
+    uri: Uri,
+    origin: Origin,
+    start: Instant,
+    deadline: Instant,
+    deadline_key: TimerKey,
+    retries: u32,
+    attempt_start: Instant,
+    slot: Option<usize>,
+    retry_key: Option<TimerKey>,
+}
+
+enum SlotState {
+    Resolving,
+    Racing(Race),
+    Open(Box<Conn>),
+}
+
+struct Slot {
+    state: SlotState,
+    job: Option<usize>,
+    /// Connect deadline while resolving or racing.
+    connect_until: Instant,
+    timer: Option<TimerKey>,
+    /// Counted in `idle` (not carrying a request), since `idle_at`.
+    idle: bool,
+    idle_at: Instant,
+    /// The engine's turn in which it went idle.
+    idle_turn: u64,
+    serial: u64,
+}
+
+struct Batch {
+    ids: Vec<String>,
+    next: usize,
+    max: usize,
+    active: usize,
+    /// Jobs (index, serial) whose retry wait is over, waiting for a slot of the batch.
+    ready: VecDeque<(usize, u64)>,
+    /// Outcomes still to come.
+    left: usize,
+    stop_at: Option<Instant>,
+    out: Vec<Option<HangupResult>>,
+    results: Sender<Vec<Option<HangupResult>>>,
+}
+
+/// A slab: indices stay valid while their entry lives; freed ones are reused.
+struct Slab<T> {
+    items: Vec<Option<T>>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl<T> Slab<T> {
+    fn new() -> Slab<T> {
+        Slab {
+            items: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+    fn insert(&mut self, t: T) -> usize {
+        self.len += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.items[i] = Some(t);
+                i
+            }
+            None => {
+                self.items.push(Some(t));
+                self.items.len() - 1
+            }
+        }
+    }
+    fn remove(&mut self, i: usize) -> Option<T> {
+        let t = self.items.get_mut(i)?.take()?;
+        self.free.push(i);
+        self.len -= 1;
+        Some(t)
+    }
+    fn get(&self, i: usize) -> Option<&T> {
+        self.items.get(i)?.as_ref()
+    }
+    fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.items.get_mut(i)?.as_mut()
+    }
+    fn drain(&mut self) -> Vec<T> {
+        self.free.clear();
+        self.len = 0;
+        self.items.drain(..).flatten().collect()
+    }
+}
+
+struct Loop {
+    core: Arc<Core>,
+    callbacks: Arc<WorkerPool>,
+    poll: Poll,
+    notify: Notify,
+    jobs: Slab<Job>,
+    slots: Slab<Slot>,
+    batches: Slab<Batch>,
+    /// Idle connections (slot, serial), most recent last (reused first); stale entries
+    /// are skipped; the oldest, at the front, are closed after [`IDLE_CONN`].
+    idle: VecDeque<(usize, u64)>,
+    last_reap: Instant,
+    /// Counts the loop's turns (each one poll for events).
+    turn_no: u64,
+    /// Async jobs (index, serial) waiting for a slot, in order (retries first).
+    waiting: VecDeque<(usize, u64)>,
+    async_active: usize,
+    /// Slots waiting for a DNS answer.
+    resolving: Vec<(usize, u64)>,
+    timers: BTreeMap<TimerKey, Timer>,
+    serial: u64,
+    /// Connections that may be open at once (half the free descriptors).
+    conn_cap: usize,
+    /// This turn's callbacks, for the pool.
+    ready_callbacks: Vec<(Done, HangupResult)>,
+    /// Callbacks the pool could not take yet.
+    undelivered: Vec<(Done, HangupResult)>,
+    stopping: bool,
+}
+
+impl Loop {
+    fn new(core: Arc<Core>, callbacks: Arc<WorkerPool>, poll: Poll, notify: Notify) -> Loop {
+        let conn_cap = crate::transport::free_descriptors()
+            .map(|f| (f / 2).max(1))
+            .unwrap_or(4096);
+        Loop {
+            core,
+            callbacks,
+            poll,
+            notify,
+            jobs: Slab::new(),
+            slots: Slab::new(),
+            batches: Slab::new(),
+            idle: VecDeque::new(),
+            last_reap: Instant::now(),
+            turn_no: 0,
+            waiting: VecDeque::new(),
+            async_active: 0,
+            resolving: Vec::new(),
+            timers: BTreeMap::new(),
+            serial: 0,
+            conn_cap,
+            ready_callbacks: Vec::new(),
+            undelivered: Vec::new(),
+            stopping: false,
+        }
+    }
+
+    fn next_serial(&mut self) -> u64 {
+        self.serial += 1;
+        self.serial
+    }
+
+    fn add_timer(&mut self, at: Instant, t: Timer) -> TimerKey {
+        let key = (at, self.next_serial());
+        self.timers.insert(key, t);
+        key
+    }
+
+    fn busy(&self) -> bool {
+        self.jobs.len > 0
+            || self.batches.len > 0
+            || !self.undelivered.is_empty()
+            || !self.ready_callbacks.is_empty()
+    }
+
+    /// One turn of the loop: take new work, wait for events or the next timer, handle
+    /// them, admit what may start. False when the thread should exit.
+    fn turn(&mut self, shared: &Shared, events: &mut Events, idle_since: &mut Instant) -> bool {
+        let (work, stopping) = {
+            let mut inbox = lock(&shared.inbox);
+            let work = std::mem::take(&mut inbox.queue);
+            if work.is_empty() && !self.busy() {
+                if inbox.stopping {
+                    inbox.running = false;
+                    inbox.waker = None;
+                    return false;
+                }
+                if idle_since.elapsed() >= IDLE_EXIT {
+                    // Idle: exit. A submit from now on starts a new thread.
+                    inbox.running = false;
+                    inbox.waker = None;
+                    return false;
+                }
+            }
+            (work, inbox.stopping)
+        };
+        self.stopping = stopping;
+        for w in work {
+            self.accept(w);
+        }
+        self.pump();
+        // Outcomes from outside a turn (a caught panic's) must not wait for an event.
+        self.flush_callbacks();
+        let now = Instant::now();
+        let mut timeout = self
+            .timers
+            .keys()
+            .next()
+            .map(|(at, _)| at.saturating_duration_since(now));
+        if !self.busy() {
+            let exit_in = IDLE_EXIT.saturating_sub(idle_since.elapsed());
+            timeout = Some(timeout.map_or(exit_in, |t| t.min(exit_in)));
+        }
+        // epoll counts milliseconds: round up so a timer is not polled for in a spin.
+        let timeout = timeout.map(|t| {
+            let ms = t.as_micros().div_ceil(1000);
+            Duration::from_millis(ms.min(u64::MAX as u128) as u64)
+        });
+        if let Err(e) = self.poll.poll(events, timeout) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                self.core
+                    .log(LogLevel::Error, || format!("the engine's poll failed: {e}"));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        // Connections that go idle from here on have not been polled since.
+        self.turn_no += 1;
+        let mut woken = false;
+        for ev in events.iter() {
+            if ev.token() == WAKER {
+                woken = true;
+            } else {
+                // Error and hang-up count as readable: the read reports them.
+                let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                let s = ev.token().0;
+                // A panic here (a bug of ours) costs this slot's hangup, not the others.
+                if catch_unwind(AssertUnwindSafe(|| self.on_ready(s, readable))).is_err() {
+                    self.fail_slot(s);
+                }
+            }
+        }
+        if woken {
+            self.resolved();
+        }
+        self.fire_timers();
+        self.reap_idle();
+        self.pump();
+        self.flush_callbacks();
+        self.schedule_log_drain();
+        if self.busy() {
+            *idle_since = Instant::now();
+        }
+        true
+    }
+
+    /// Hands queued log lines to a callback thread (never written on the loop).
+    fn schedule_log_drain(&mut self) {
+        if self.core.schedule_log_drain(true) {
+            let core = Arc::clone(&self.core);
+            if self
+                .callbacks
+                .submit(Box::new(move || core.drain_log()))
+                .is_err()
+            {
+                self.core.schedule_log_drain(false);
+            }
+        }
+    }
+
+    /// Closes connections idle for [`IDLE_CONN`] (checked once a second): after a burst
+    /// of 1,000, a client that goes on with a trickle keeps what the trickle uses.
+    fn reap_idle(&mut self) {
+        if self.last_reap.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_reap = Instant::now();
+        while let Some(&(s, serial)) = self.idle.front() {
+            match self.slots.get(s) {
+                Some(slot) if slot.serial == serial && slot.idle => {
+                    if slot.idle_at.elapsed() < IDLE_CONN {
+                        break;
+                    }
+                    self.idle.pop_front();
+                    self.close_slot(s);
+                }
+                _ => {
+                    self.idle.pop_front();
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, work: Work) {
+        match work {
+            Work::One { id, done } => {
+                if let Some(j) = self.new_job(id, Origin::Async(done)) {
+                    let serial = self.jobs.get(j).map_or(0, |job| job.serial);
+                    self.waiting.push_back((j, serial));
+                }
+            }
+            Work::Batch {
+                ids,
+                max,
+                stop_at,
+                results,
+            } => {
+                let left = ids.len();
+                if left == 0 {
+                    let _ = results.send(Vec::new());
+                    return;
+                }
+                self.batches.insert(Batch {
+                    out: (0..left).map(|_| None).collect(),
+                    ids,
+                    next: 0,
+                    max: max.max(1),
+                    active: 0,
+                    ready: VecDeque::new(),
+                    left,
+                    stop_at,
+                    results,
+                });
+            }
+        }
+    }
+
+    /// A job for a validated id, counted in flight from now; None if its URL does not
+    /// parse (delivered at once as INTERNAL_ERROR).
+    fn new_job(&mut self, id: String, origin: Origin) -> Option<usize> {
+        let start = Instant::now();
+        self.core.stats.in_flight_add(1);
+        let uri = match format!("{}{}", self.core.calls_url, id).parse::<Uri>() {
+            Ok(u) => u,
+            Err(_) => {
+                self.core.stats.in_flight_add(-1);
+                self.core
+                    .stats
+                    .finished(Status::InternalError, Duration::ZERO);
+                self.deliver(
+                    origin,
+                    Err(Error::internal("the request URL did not parse")),
+                );
+                return None;
+            }
+        };
+        let deadline = start + self.core.timeout;
+        let serial = self.next_serial();
+        let deadline_key = (deadline, serial);
+        let j = self.jobs.insert(Job {
+            serial,
+            id,
+            uri,
+            origin,
+            start,
+            deadline,
+            deadline_key,
+            retries: 0,
+            attempt_start: start,
+            slot: None,
+            retry_key: None,
+        });
+        self.timers.insert(deadline_key, Timer::Deadline(j));
+        Some(j)
+    }
+
+    /// True if another connection may be used now (an idle one, or room for a new one).
+    fn has_room(&self) -> bool {
+        !self.idle.is_empty() || self.slots.len < self.conn_cap
+    }
+
+    /// Starts what the budgets allow: each batch up to its `max_parallel`, async jobs up
+    /// to [`ASYNC_PARALLEL`] (no limit while stopping: every queued hangup at once).
+    fn pump(&mut self) {
+        for b in 0..self.batches.items.len() {
+            while let Some(batch) = self.batches.get_mut(b) {
+                if batch.active >= batch.max
+                    || (self.idle.is_empty() && self.slots.len >= self.conn_cap)
+                {
+                    break;
+                }
+                let job = if let Some((j, serial)) = batch.ready.pop_front() {
+                    if self.jobs.get(j).is_none_or(|job| job.serial != serial) {
+                        continue; // ended meanwhile (its deadline)
+                    }
+                    j
+                } else if batch.next < batch.ids.len() {
+                    let index = batch.next;
+                    batch.next += 1;
+                    if batch.stop_at.is_some_and(|t| Instant::now() >= t) {
+                        // Not started: its outcome stays None.
+                        batch.left -= 1;
+                        self.batch_maybe_done(b);
+                        continue;
+                    }
+                    let id = std::mem::take(&mut batch.ids[index]);
+                    match self.new_job(id, Origin::Batch { batch: b, index }) {
+                        Some(j) => j,
+                        None => continue,
+                    }
+                } else {
+                    break;
+                };
+                if let Some(bt) = self.batches.get_mut(b) {
+                    bt.active += 1;
+                }
+                self.start_attempt(job);
+            }
+        }
+        while self.stopping || self.async_active < ASYNC_PARALLEL {
+            if !self.has_room() {
+                break;
+            }
+            let Some((j, serial)) = self.waiting.pop_front() else {
+                break;
+            };
+            if self.jobs.get(j).is_none_or(|job| job.serial != serial) {
+                continue; // ended meanwhile (its deadline)
+            }
+            self.async_active += 1;
+            self.start_attempt(j);
+        }
+    }
+
+    fn batch_maybe_done(&mut self, b: usize) {
+        if self.batches.get(b).is_some_and(|bt| bt.left == 0) {
+            if let Some(bt) = self.batches.remove(b) {
+                let _ = bt.results.send(bt.out);
+            }
+        }
+    }
+
+    /// One attempt of `j`: on an idle connection, or a new one.
+    fn start_attempt(&mut self, j: usize) {
+        let now = Instant::now();
+        if let Some(job) = self.jobs.get_mut(j) {
+            job.attempt_start = now;
+        }
+        self.core.stats.attempt();
+        // The most recent idle connection that is still good.
+        while let Some((s, serial)) = self.idle.pop_back() {
+            let good = match self.slots.get(s) {
+                // A connection that went idle in this turn was read to its end moments
+                // ago: no probe (a system call per hangup in a bulk run). An older one
+                // is asked whether the server closed it meanwhile.
+                Some(slot) if slot.serial == serial && slot.idle => match &slot.state {
+                    SlotState::Open(c) if slot.idle_turn == self.turn_no => c.is_clean(),
+                    SlotState::Open(c) => c.is_reusable(),
+                    _ => false,
+                },
+                _ => continue,
+            };
+            if !good {
+                self.close_slot(s);
+                continue;
+            }
+            if let Some(slot) = self.slots.get_mut(s) {
+                slot.idle = false;
+                slot.job = Some(j);
+            }
+            if let Some(job) = self.jobs.get_mut(j) {
+                job.slot = Some(s);
+            }
+            self.send_request(s, j);
+            return;
+        }
+        // A new connection.
+        let until = {
+            let job = match self.jobs.get(j) {
+                Some(job) => job,
+                None => return,
+            };
+            job.deadline.min(now + self.core.connect_timeout)
+        };
+        let serial = self.next_serial();
+        let s = self.slots.insert(Slot {
+            state: SlotState::Resolving,
+            job: Some(j),
+            connect_until: until,
+            timer: None,
+            idle: false,
+            idle_at: now,
+            idle_turn: 0,
+            serial,
+        });
+        if let Some(job) = self.jobs.get_mut(j) {
+            job.slot = Some(s);
+        }
+        let key = self.add_timer(until, Timer::Slot(s));
+        if let Some(slot) = self.slots.get_mut(s) {
+            slot.timer = Some(key);
+        }
+        self.resolve(s);
+    }
+
+    /// Asks the address book for the slot's addresses; a race starts when they are known.
+    fn resolve(&mut self, s: usize) {
+        let route = &self.core.route;
+        match self
+            .core
+            .book
+            .poll_addresses(&route.dial_host, route.dial_port, &self.notify)
+        {
+            Lookup::Pending => {
+                if let Some(slot) = self.slots.get(s) {
+                    self.resolving.push((s, slot.serial));
+                }
+            }
+            Lookup::Ready(Err(e)) => {
+                let e = match e {
+                    crate::resolve::ResolveError::Timeout => AttemptError::ConnectTimeout,
+                    e => AttemptError::Resolve(e),
+                };
+                self.attempt_failed(s, e);
+            }
+            Lookup::Ready(Ok(addrs)) => {
+                if let Some(slot) = self.slots.get_mut(s) {
+                    slot.state = SlotState::Racing(Race::new(&addrs));
+                }
+                self.step_race(s);
+            }
+        }
+    }
+
+    /// A DNS answer arrived (or new work woke the loop): slots waiting for one go on.
+    fn resolved(&mut self) {
+        if self.resolving.is_empty() {
+            return;
+        }
+        for (s, serial) in std::mem::take(&mut self.resolving) {
+            let live = self
+                .slots
+                .get(s)
+                .is_some_and(|sl| sl.serial == serial && matches!(sl.state, SlotState::Resolving));
+            if live {
+                self.resolve(s);
+            }
+        }
+    }
+
+    fn step_race(&mut self, s: usize) {
+        let registry = self.poll.registry();
+        let Some(slot) = self.slots.get_mut(s) else {
+            return;
+        };
+        let SlotState::Racing(race) = &mut slot.state else {
+            return;
+        };
+        let mut reg_error = None;
+        let outcome = race.step(&mut |sock| {
+            if let Err(e) =
+                registry.register(sock, Token(s), Interest::READABLE | Interest::WRITABLE)
+            {
+                reg_error = Some(e);
+            }
+        });
+        if let Some(e) = reg_error {
+            race.abandon();
+            self.core.demote_all(race);
+            self.attempt_failed(s, AttemptError::Conn(Fail::Io(e)));
+            return;
+        }
+        match outcome {
+            Raced::Pending => {
+                // The next address, or the connect timeout, whichever comes first.
+                let at = race
+                    .next_start()
+                    .map_or(slot.connect_until, |n| n.min(slot.connect_until));
+                let old = slot.timer.take();
+                if let Some(k) = old {
+                    self.timers.remove(&k);
+                }
+                let key = self.add_timer(at, Timer::Slot(s));
+                if let Some(slot) = self.slots.get_mut(s) {
+                    slot.timer = Some(key);
+                }
+            }
+            Raced::Lost(e) => {
+                self.core.demote_all(race);
+                self.attempt_failed(s, AttemptError::Conn(Fail::Io(e)));
+            }
+            Raced::Won(sock, peer) => {
+                self.core.demote_all(race);
+                if let Some(k) = slot.timer.take() {
+                    self.timers.remove(&k);
+                }
+                match Conn::new(
+                    sock,
+                    peer,
+                    &self.core.route,
+                    self.core.stats.connection_opened(),
+                ) {
+                    Ok(conn) => {
+                        slot.state = SlotState::Open(Box::new(conn));
+                        if let Some(j) = slot.job {
+                            self.send_request(s, j);
+                        }
+                    }
+                    Err(e) => self.attempt_failed(s, AttemptError::Conn(e)),
+                }
+            }
+        }
+    }
+
+    fn send_request(&mut self, s: usize, j: usize) {
+        let Some(job) = self.jobs.get(j) else { return };
+        let request = self.core.request(Method::DELETE, &job.uri);
+        let Some(slot) = self.slots.get_mut(s) else {
+            return;
+        };
+        let SlotState::Open(conn) = &mut slot.state else {
+            return;
+        };
+        if let Err(e) = conn.start(request, MAX_BODY) {
+            self.attempt_failed(s, AttemptError::Conn(e));
+            return;
+        }
+        self.drive(s, false);
+    }
+
+    /// A socket of slot `s` is ready.
+    fn on_ready(&mut self, s: usize, readable: bool) {
+        let Some(slot) = self.slots.get(s) else {
+            return;
+        };
+        match &slot.state {
+            SlotState::Resolving => {}
+            SlotState::Racing(_) => self.step_race(s),
+            SlotState::Open(c) if slot.job.is_none() => {
+                // An idle connection stirred: the server closed it, or sent what was
+                // not asked for. Either way it is not reused.
+                if !c.is_reusable() {
+                    self.close_slot(s);
+                }
+            }
+            SlotState::Open(_) => self.drive(s, readable),
+        }
+    }
+
+    fn drive(&mut self, s: usize, readable: bool) {
+        let Some(slot) = self.slots.get_mut(s) else {
+            return;
+        };
+        let SlotState::Open(conn) = &mut slot.state else {
+            return;
+        };
+        match conn.drive(readable) {
+            Ok(None) => {}
+            Ok(Some((answer, reusable))) => {
+                let j = slot.job.take();
+                if reusable {
+                    slot.idle = true;
+                    slot.idle_at = Instant::now();
+                    slot.idle_turn = self.turn_no;
+                    let serial = slot.serial;
+                    self.idle.push_back((s, serial));
+                } else {
+                    self.close_slot(s);
+                }
+                if let Some(j) = j {
+                    self.attempt_done(j, Ok(answer));
+                }
+            }
+            Err(e) => {
+                self.core.failed(conn, &e);
+                self.attempt_failed(s, AttemptError::Conn(e));
+            }
+        }
+    }
+
+    /// The attempt on slot `s` failed: the slot is closed and its job goes on.
+    fn attempt_failed(&mut self, s: usize, e: AttemptError) {
+        let j = self.slots.get_mut(s).and_then(|slot| slot.job.take());
+        self.close_slot(s);
+        if let Some(j) = j {
+            self.attempt_done(j, Err(e));
+        }
+    }
+
+    fn close_slot(&mut self, s: usize) {
+        if let Some(mut slot) = self.slots.remove(s) {
+            if let Some(k) = slot.timer.take() {
+                self.timers.remove(&k);
+            }
+            match &mut slot.state {
+                SlotState::Open(c) => {
+                    let _ = self.poll.registry().deregister(&mut c.sock);
+                }
+                SlotState::Racing(r) => r.abandon(),
+                SlotState::Resolving => {}
+            }
+        }
+    }
+
+    /// An attempt of job `j` ended: the outcome, or a retry after a wait (a timer; the
+    /// job holds no slot meanwhile).
+    fn attempt_done(&mut self, j: usize, outcome: Result<crate::wire::Answer, AttemptError>) {
+        let Some(job) = self.jobs.get_mut(j) else {
+            return;
+        };
+        job.slot = None;
+        let took = job.attempt_start.elapsed();
+        release_budget(&mut self.async_active, &mut self.batches, &job.origin);
+        let attempt = match &outcome {
+            Ok(answer) => {
+                self.core.log(LogLevel::Debug, || {
+                    format!(
+                        "DELETE {} -> HTTP {} in {} us",
+                        job.uri,
+                        answer.http_status,
+                        took.as_micros()
+                    )
+                });
+                self.core.hangup_outcome(answer, &job.id)
+            }
+            Err(e) => self.core.no_response(&Method::DELETE, &job.uri, e),
+        };
+        let err = match attempt.result {
+            Ok(code) => return self.complete(j, Ok(code)),
+            Err(e) => e,
+        };
+        let (retries, deadline) = (job.retries, job.deadline);
+        let next = self.core.after_failure(
+            format_args!("hangup {}", job.id),
+            true,
+            err,
+            attempt.failure,
+            retries,
+            deadline,
+            took,
+        );
+        match next {
+            Err(e) => self.complete(j, Err(e)),
+            Ok(wait) => {
+                let key = self.add_timer(Instant::now() + wait, Timer::Retry(j));
+                if let Some(job) = self.jobs.get_mut(j) {
+                    job.retries += 1;
+                    job.retry_key = Some(key);
+                }
+            }
+        }
+    }
+
+    /// The job's outcome: counted, and handed to its caller.
+    fn complete(&mut self, j: usize, result: HangupResult) {
+        let Some(job) = self.jobs.remove(j) else {
+            return;
+        };
+        self.timers.remove(&job.deadline_key);
+        if let Some(k) = job.retry_key {
+            self.timers.remove(&k);
+        }
+        if let Some(s) = job.slot {
+            // Still on a connection (the deadline passed mid-exchange): it goes.
+            if let Some(slot) = self.slots.get_mut(s) {
+                slot.job = None;
+            }
+            self.close_slot(s);
+            release_budget(&mut self.async_active, &mut self.batches, &job.origin);
+        }
+        let status = match &result {
+            Ok(_) => Status::Ok,
+            Err(e) => e.status(),
+        };
+        self.core.stats.finished(status, job.start.elapsed());
+        self.core.stats.in_flight_add(-1);
+        self.deliver(job.origin, result);
+    }
+
+    fn deliver(&mut self, origin: Origin, result: HangupResult) {
+        match origin {
+            Origin::Async(done) => self.offer(done, result),
+            Origin::Batch { batch, index } => {
+                if let Some(b) = self.batches.get_mut(batch) {
+                    b.out[index] = Some(result);
+                    b.left -= 1;
+                }
+                self.batch_maybe_done(batch);
+            }
+        }
+    }
+
+    /// Hands a callback to the pool; one it cannot take yet is offered again shortly.
+    /// Queues a callback with its outcome; the turn's callbacks go to the pool together.
+    fn offer(&mut self, done: Done, result: HangupResult) {
+        self.ready_callbacks.push((done, result));
+    }
+
+    /// Hands this turn's callbacks to the pool as one job, run in order on one callback
+    /// thread: one wake-up per turn, not one per hangup, and no new thread per burst. If
+    /// no thread can take them, they are offered again shortly.
+    fn flush_callbacks(&mut self) {
+        if self.ready_callbacks.is_empty() {
+            return;
+        }
+        let batch = Arc::new(Mutex::new(std::mem::take(&mut self.ready_callbacks)));
+        let theirs = Arc::clone(&batch);
+        let job = Box::new(move || {
+            let list = std::mem::take(&mut *lock(&theirs));
+            for (done, result) in list {
+                // A panicking callback (a Rust caller's) loses nothing but itself.
+                let _ = catch_unwind(AssertUnwindSafe(|| done(result)));
+            }
+        });
+        if self.callbacks.submit(job).is_err() {
+            let list = std::mem::take(&mut *lock(&batch));
+            if !list.is_empty() {
+                if self.undelivered.is_empty() {
+                    self.add_timer(Instant::now() + Duration::from_millis(50), Timer::Redeliver);
+                }
+                self.undelivered.extend(list);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some((&key, _)) = self.timers.first_key_value() {
+            if key.0 > now {
+                break;
+            }
+            let Some(t) = self.timers.remove(&key) else {
+                break;
+            };
+            // A panic in one timer's work costs its own hangup only.
+            let guarded = catch_unwind(AssertUnwindSafe(|| self.fire(t, now)));
+            if guarded.is_err() {
+                match t {
+                    Timer::Deadline(j) | Timer::Retry(j) => {
+                        match self.jobs.get(j).and_then(|job| job.slot) {
+                            Some(s) => self.fail_slot(s),
+                            None => self.complete(j, Err(Error::caught_panic())),
+                        }
+                    }
+                    Timer::Slot(s) => self.fail_slot(s),
+                    Timer::Redeliver => {}
+                }
+            }
+        }
+    }
+
+    fn fire(&mut self, t: Timer, now: Instant) {
+        match t {
+            Timer::Deadline(j) => self.deadline_passed(j),
+            Timer::Retry(j) => {
+                let Some(job) = self.jobs.get_mut(j) else {
+                    return;
+                };
+                job.retry_key = None;
+                if Instant::now() >= job.deadline {
+                    let e = self.core.deadline_error(job.start);
+                    self.complete(j, Err(e));
+                    return;
+                }
+                let serial = job.serial;
+                match job.origin {
+                    Origin::Async(_) => self.waiting.push_front((j, serial)),
+                    Origin::Batch { batch, .. } => {
+                        if let Some(b) = self.batches.get_mut(batch) {
+                            b.ready.push_back((j, serial));
+                        }
+                    }
+                }
+            }
+            Timer::Slot(s) => {
+                let Some(slot) = self.slots.get_mut(s) else {
+                    return;
+                };
+                slot.timer = None;
+                if now >= slot.connect_until {
+                    if let SlotState::Racing(r) = &mut slot.state {
+                        r.abandon();
+                        let losers = std::mem::take(&mut r.losers);
+                        for a in losers {
+                            self.core.book.demote(a);
+                        }
+                    }
+                    self.attempt_failed(s, AttemptError::ConnectTimeout);
+                } else {
+                    self.step_race(s);
+                }
+            }
+            Timer::Redeliver => {
+                for (done, result) in std::mem::take(&mut self.undelivered) {
+                    self.offer(done, result);
+                }
+            }
+        }
+    }
+
+    /// The job's deadline passed: whatever it was doing ends now.
+    fn deadline_passed(&mut self, j: usize) {
+        let Some(job) = self.jobs.get(j) else { return };
+        let connecting = job
+            .slot
+            .and_then(|s| self.slots.get(s))
+            .is_some_and(|slot| !matches!(slot.state, SlotState::Open(_)));
+        match job.slot {
+            Some(s) => {
+                let e = if connecting {
+                    AttemptError::ConnectTimeout
+                } else {
+                    AttemptError::Deadline
+                };
+                self.attempt_failed(s, e);
+                // The retry rules see no time left: the job ends with this attempt's error.
+            }
+            None => {
+                let e = self.core.deadline_error(job.start);
+                self.complete(j, Err(e));
+            }
+        }
+    }
+
+    /// A panic escaped a turn: every job ends with INTERNAL_ERROR (exactly once), every
+    /// connection is closed, and the loop goes on.
+    fn fail_everything(&mut self) {
+        for mut slot in self.slots.drain() {
+            if let SlotState::Open(c) = &mut slot.state {
+                let _ = self.poll.registry().deregister(&mut c.sock);
+            }
+        }
+        self.idle.clear();
+        self.resolving.clear();
+        self.timers.clear();
+        self.waiting.clear();
+        self.async_active = 0;
+        // Batches stay: their ids not started yet still run.
+        for b in self.batches.items.iter_mut().flatten() {
+            b.active = 0;
+            b.ready.clear();
+        }
+        for job in self.jobs.drain() {
+            self.core.stats.in_flight_add(-1);
+            self.core
+                .stats
+                .finished(Status::InternalError, job.start.elapsed());
+            self.deliver(job.origin, Err(Error::caught_panic()));
+        }
+        // Callbacks the pool could not take yet lost their timer with the rest.
+        if !self.undelivered.is_empty() {
+            self.add_timer(Instant::now() + Duration::from_millis(50), Timer::Redeliver);
+        }
+    }
+
+    /// A panic while handling one slot's event or timer: only its job fails (`complete`
+    /// closes the slot and frees the job's budget).
+    fn fail_slot(&mut self, s: usize) {
+        match self.slots.get(s).and_then(|slot| slot.job) {
+            Some(j) => self.complete(j, Err(Error::caught_panic())),
+            None => self.close_slot(s),
+        }
+    }
+
+    fn close_all(&mut self) {
+        for s in 0..self.slots.items.len() {
+            self.close_slot(s);
+        }
+        self.idle.clear();
+    }
+
+    /// At exit, callbacks the pool never took run here (the client is being dropped).
+    fn deliver_stragglers(&mut self) {
+        self.flush_callbacks();
+        for (done, result) in std::mem::take(&mut self.undelivered) {
+            let _ = catch_unwind(AssertUnwindSafe(|| done(result)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+
+    /// A server on 127.0.0.1: 204 for every request, except ids with "hang" (no answer).
+    fn server() -> std::net::SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut s = s;
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut chunk) {
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head: Vec<u8> = buf.drain(..end + 4).collect();
+                            if !String::from_utf8_lossy(&head).contains("hang") {
+                                let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn turns_until(lp: &mut Loop, shared: &Shared, mut done: impl FnMut(&Loop) -> bool) {
+        let mut events = Events::with_capacity(64);
+        let mut idle = Instant::now();
+        let until = Instant::now() + Duration::from_secs(20);
+        while !done(lp) {
+            assert!(Instant::now() < until, "the loop got there in time");
+            lp.turn(shared, &mut events, &mut idle);
+        }
+    }
+
+    /// The panic containment of the loop, driven by hand: a panic while handling one
+    /// slot fails that hangup only (once, INTERNAL_ERROR); a panic outside any slot
+    /// fails the hangups held, but a batch keeps its ids not yet started and runs them.
+    #[test]
+    fn a_panic_fails_only_what_it_touched_and_batches_go_on() {
+        let addr = server();
+        let mut o = crate::Options::new();
+        o.set_base_url(&format!("http://{addr}")).unwrap();
+        let client = crate::Client::with_options("AC123456", "tvx_sk_test_key", &o).unwrap();
+        let core = Arc::clone(&client.core);
+        let pool = Arc::new(WorkerPool::new(4));
+        let shared = Shared {
+            core: Arc::clone(&core),
+            callbacks: Arc::clone(&pool),
+            inbox: Mutex::new(Inbox::default()),
+        };
+        let poll = Poll::new().unwrap();
+        let notify: Notify = Arc::new(|| {});
+        let mut lp = Loop::new(Arc::clone(&core), Arc::clone(&pool), poll, notify);
+
+        let (tx, rx) = mpsc::channel::<(String, Status)>();
+        let one = |id: &str| {
+            let tx = tx.clone();
+            let id = id.to_owned();
+            Work::One {
+                id: id.clone(),
+                done: Box::new(move |r: HangupResult| {
+                    let st = r.map_or_else(|e| e.status(), |_| Status::Ok);
+                    let _ = tx.send((id, st));
+                }),
+            }
+        };
+        lp.accept(one("hang-a"));
+        lp.accept(one("hang-b"));
+        let (btx, brx) = mpsc::channel();
+        lp.accept(Work::Batch {
+            ids: vec!["hang-c".into(), "ok-d".into(), "ok-e".into()],
+            max: 1,
+            stop_at: None,
+            results: btx,
+        });
+        lp.pump();
+        // Both async hangups and the batch's first id are on the wire.
+        turns_until(&mut lp, &shared, |lp| {
+            lp.slots
+                .items
+                .iter()
+                .flatten()
+                .filter(|s| matches!(s.state, SlotState::Open(_)))
+                .count()
+                == 3
+        });
+        let slot_of_a = lp
+            .jobs
+            .items
+            .iter()
+            .flatten()
+            .find(|j| j.id == "hang-a")
+            .and_then(|j| j.slot)
+            .unwrap();
+        lp.fail_slot(slot_of_a);
+        lp.flush_callbacks();
+        let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(got, ("hang-a".into(), Status::InternalError));
+        assert_eq!(lp.jobs.len, 2, "the others go on");
+
+        lp.fail_everything();
+        lp.flush_callbacks();
+        let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(got, ("hang-b".into(), Status::InternalError));
+        // The batch lost its started id only; the two not started run now.
+        turns_until(&mut lp, &shared, |lp| lp.batches.len == 0);
+        let out = brx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let st: Vec<Status> = out
+            .iter()
+            .map(|r| match r {
+                Some(Ok(_)) => Status::Ok,
+                Some(Err(e)) => e.status(),
+                None => Status::InternalError,
+            })
+            .collect();
+        assert_eq!(st, [Status::InternalError, Status::Ok, Status::Ok]);
+        assert!(rx.try_recv().is_err(), "nothing delivered twice");
+        assert_eq!(core.stats.snapshot().in_flight, 0);
+        lp.close_all();
+        pool.shutdown();
+    }
+}

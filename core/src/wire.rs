@@ -1,0 +1,440 @@
+//! HTTP/1.1 on the wire for one exchange: the request's bytes, and the reading of its
+//! response from whatever bytes have arrived, framed by ureq-proto (sans-IO: it never
+//! touches a socket). The same code serves the blocking path and the engine.
+//!
+//! Around the parser, three things ureq-proto (0.7) does not do the way RFC 9110/9112
+//! ask of a user agent:
+//! - a head larger than [`MAX_HEAD`] is a protocol error at once (never a read error,
+//!   never retried);
+//! - any 1xx other than 101 is read and ignored, header fields and all (ureq-proto
+//!   refuses a `100 Continue` that carries a field);
+//! - an obsolete folded header line (obs-fold) is unfolded to spaces before parsing
+//!   (httparse, under ureq-proto, rejects it).
+
+use std::time::{Duration, SystemTime};
+
+use ureq_proto::client::state::{RecvBody, RecvResponse};
+use ureq_proto::client::{Call, RecvBodyResult, RecvResponseResult, SendRequestResult};
+use ureq_proto::http::header::RETRY_AFTER;
+use ureq_proto::http::Request;
+
+use crate::response;
+
+/// The largest response head accepted.
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
+/// Interim (1xx) responses tolerated before the final one.
+const MAX_INTERIM: usize = 16;
+
+/// What went wrong reading a response.
+#[derive(Debug)]
+pub(crate) enum WireError {
+    /// The head grew past [`MAX_HEAD`].
+    HeadTooLarge,
+    /// Not HTTP as RFC 9112 has it (ureq-proto's words, which may quote the peer).
+    Invalid(String),
+}
+
+/// A response as one exchange saw it: status, `Retry-After`, and the body read up to its
+/// bound.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) http_status: u16,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) body: Vec<u8>,
+}
+
+/// Progress of reading a response.
+pub(crate) enum Fed {
+    /// More bytes are needed.
+    More,
+    /// The response is complete (or complete enough: its body bound reached, or cut off
+    /// by the peer after the head). `reusable`: the connection may carry another request.
+    Done { answer: Answer, reusable: bool },
+}
+
+enum Stage {
+    Head(Call<RecvResponse>),
+    Body(Call<RecvBody>),
+    Finished,
+}
+
+/// One request/response exchange.
+pub(crate) struct Exchange {
+    stage: Stage,
+    http_status: u16,
+    retry_after: Option<Duration>,
+    body: Vec<u8>,
+    body_limit: usize,
+    interim: usize,
+}
+
+impl Exchange {
+    /// Starts an exchange of `request` (no body): its bytes are appended to `out`.
+    pub(crate) fn start(
+        request: Request<()>,
+        body_limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Exchange, WireError> {
+        let invalid = |e: ureq_proto::Error| WireError::Invalid(e.to_string());
+        let mut call = Call::new(request).map_err(invalid)?.proceed();
+        let mut buf = [0u8; 2048];
+        loop {
+            let n = call.write(&mut buf).map_err(invalid)?;
+            out.extend_from_slice(&buf[..n]);
+            if call.can_proceed() {
+                break;
+            }
+            if n == 0 {
+                return Err(WireError::Invalid("the request did not fit".into()));
+            }
+        }
+        let call = match call.proceed().map_err(invalid)? {
+            Some(SendRequestResult::RecvResponse(c)) => c,
+            _ => {
+                return Err(WireError::Invalid(
+                    "a request without a body was expected".into(),
+                ))
+            }
+        };
+        Ok(Exchange {
+            stage: Stage::Head(call),
+            http_status: 0,
+            retry_after: None,
+            body: Vec::new(),
+            body_limit,
+            interim: 0,
+        })
+    }
+
+    /// Reads what it can of `input` (bytes received and not yet used; used ones are
+    /// drained). `eof`: the peer closed its side, nothing more will come.
+    pub(crate) fn feed(&mut self, input: &mut Vec<u8>, eof: bool) -> Result<Fed, WireError> {
+        loop {
+            match std::mem::replace(&mut self.stage, Stage::Finished) {
+                Stage::Finished => return Err(WireError::Invalid("exchange already over".into())),
+                Stage::Head(mut call) => {
+                    let Some(end) = head_end(input) else {
+                        self.stage = Stage::Head(call);
+                        if input.len() > MAX_HEAD {
+                            return Err(WireError::HeadTooLarge);
+                        }
+                        return Ok(Fed::More); // at EOF, the caller reports a closed peer
+                    };
+                    if end > MAX_HEAD {
+                        return Err(WireError::HeadTooLarge);
+                    }
+                    if is_interim(&input[..end]) {
+                        self.interim += 1;
+                        if self.interim > MAX_INTERIM {
+                            return Err(WireError::Invalid(
+                                "too many interim (1xx) responses".into(),
+                            ));
+                        }
+                        input.drain(..end);
+                        self.stage = Stage::Head(call);
+                        continue;
+                    }
+                    unfold(&mut input[..end]);
+                    let (used, response) = call
+                        .try_response(&input[..end], false)
+                        .map_err(|e| WireError::Invalid(e.to_string()))?;
+                    let Some(response) = response else {
+                        return Err(WireError::Invalid("the response head did not parse".into()));
+                    };
+                    input.drain(..used);
+                    self.http_status = response.status().as_u16();
+                    self.retry_after = response
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| response::parse_retry_after(v, SystemTime::now()));
+                    match call.proceed() {
+                        Some(RecvResponseResult::RecvBody(c)) => self.stage = Stage::Body(c),
+                        Some(RecvResponseResult::Cleanup(c)) => {
+                            let reusable = !c.must_close_connection() && input.is_empty();
+                            return Ok(self.done(reusable));
+                        }
+                        // Redirects are never followed (the caller reports them); the
+                        // connection is not reused after one.
+                        Some(RecvResponseResult::Redirect(_)) => return Ok(self.done(false)),
+                        None => {
+                            return Err(WireError::Invalid(
+                                "the response head is incomplete".into(),
+                            ))
+                        }
+                    }
+                }
+                Stage::Body(mut call) => {
+                    // A close-delimited body "can proceed" from the start: it ends at EOF.
+                    let close_delimited =
+                        matches!(call.body_mode(), ureq_proto::BodyMode::CloseDelimited);
+                    let mut chunk = [0u8; 4096];
+                    while !input.is_empty() && (close_delimited || !call.can_proceed()) {
+                        // A body that cannot be decoded (ureq-proto refuses a chunk-size
+                        // line over 20 bytes, long extensions included) ends here: the
+                        // status speaks for itself, and the connection goes.
+                        let Ok((used, got)) = call.read(input, &mut chunk) else {
+                            return Ok(self.done(false));
+                        };
+                        input.drain(..used);
+                        let room = self.body_limit - self.body.len();
+                        if got > room {
+                            // The bound: the rest is not read, and the connection goes.
+                            self.body.extend_from_slice(&chunk[..room]);
+                            return Ok(self.done(false));
+                        }
+                        self.body.extend_from_slice(&chunk[..got]);
+                        if used == 0 && got == 0 {
+                            if input.len() > MAX_HEAD {
+                                // A chunk-size or trailer line that never ends: what
+                                // waits unread is bounded, so the status speaks now.
+                                return Ok(self.done(false));
+                            }
+                            break;
+                        }
+                    }
+                    if !close_delimited && call.can_proceed() {
+                        let clean = matches!(call.proceed(),
+                            Some(RecvBodyResult::Cleanup(c)) if !c.must_close_connection());
+                        return Ok(self.done(clean && input.is_empty()));
+                    }
+                    if eof {
+                        // Close-delimited and over, or cut off after the head: the
+                        // status speaks for itself.
+                        return Ok(self.done(false));
+                    }
+                    self.stage = Stage::Body(call);
+                    return Ok(Fed::More);
+                }
+            }
+        }
+    }
+
+    fn done(&mut self, reusable: bool) -> Fed {
+        self.stage = Stage::Finished;
+        Fed::Done {
+            answer: Answer {
+                http_status: self.http_status,
+                retry_after: self.retry_after,
+                body: std::mem::take(&mut self.body),
+            },
+            reusable,
+        }
+    }
+}
+
+/// The length of the head at the start of `input` (through its blank line), if complete.
+/// Bare LF line ends are accepted as RFC 9112 2.2 allows.
+fn head_end(input: &[u8]) -> Option<usize> {
+    let scan = &input[..input.len().min(MAX_HEAD + 4)];
+    let mut i = 0;
+    while let Some(p) = scan[i..].iter().position(|&b| b == b'\n') {
+        let at = i + p;
+        match scan.get(at + 1) {
+            Some(b'\n') => return Some(at + 2),
+            Some(b'\r') if scan.get(at + 2) == Some(&b'\n') => return Some(at + 3),
+            _ => i = at + 1,
+        }
+    }
+    None
+}
+
+/// A 1xx head other than 101 (Switching Protocols, which ends HTTP on this connection and
+/// is left to the parser to report).
+fn is_interim(head: &[u8]) -> bool {
+    // "HTTP/1.x 1dd"
+    head.len() > 12
+        && head.starts_with(b"HTTP/1.")
+        && head[8] == b' '
+        && head[9] == b'1'
+        && &head[9..12] != b"101"
+}
+
+/// Replaces each obs-fold (a line end followed by a space or tab, inside the head) with
+/// spaces, as RFC 9112 5.2 tells a user agent to. The status line is not a field line: a
+/// fold right after it is left for the parser to refuse.
+fn unfold(head: &mut [u8]) {
+    let Some(first) = head.iter().position(|&b| b == b'\n') else {
+        return;
+    };
+    let mut i = first + 1;
+    while i < head.len() {
+        if head[i] == b'\n' && i + 1 < head.len() && matches!(head[i + 1], b' ' | b'\t') {
+            head[i] = b' ';
+            if i > 0 && head[i - 1] == b'\r' {
+                head[i - 1] = b' ';
+            }
+        }
+        i += 1;
+    }
+}
+
+/// For the fuzz target: reads `bytes` as the answer to a DELETE, handed over `step` bytes
+/// at a time (the peer closing after the last), with a body bound of `body_limit`.
+/// Returns the status and body length of a complete answer, or None; checks the bounds
+/// the connection relies on (unread input and body never grow past their limits).
+#[doc(hidden)]
+pub fn read_in_pieces(bytes: &[u8], step: usize, body_limit: usize) -> Option<(u16, usize)> {
+    let req = Request::delete("http://127.0.0.1:9/v1/x").body(()).ok()?;
+    let mut out = Vec::new();
+    let mut x = Exchange::start(req, body_limit, &mut out).ok()?;
+    let mut input = Vec::new();
+    let step = step.max(1);
+    let mut at = 0;
+    loop {
+        let end = (at + step).min(bytes.len());
+        input.extend_from_slice(&bytes[at..end]);
+        at = end;
+        let eof = at == bytes.len();
+        match x.feed(&mut input, eof) {
+            Err(_) => return None,
+            Ok(Fed::Done { answer, .. }) => {
+                assert!(answer.body.len() <= body_limit, "the body bound holds");
+                return Some((answer.http_status, answer.body.len()));
+            }
+            Ok(Fed::More) if eof => return None,
+            Ok(Fed::More) => {
+                // What is kept unread stays within one head plus one step.
+                assert!(input.len() <= MAX_HEAD + step, "unread input is bounded");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(limit: usize) -> Exchange {
+        let req = Request::delete("http://127.0.0.1:9/x").body(()).unwrap();
+        let mut out = Vec::new();
+        let x = Exchange::start(req, limit, &mut out).unwrap();
+        assert!(out.starts_with(b"DELETE /x HTTP/1.1\r\n"), "{out:?}");
+        x
+    }
+
+    fn feed_all(x: &mut Exchange, bytes: &[u8], eof: bool) -> Result<Fed, WireError> {
+        let mut input = bytes.to_vec();
+        x.feed(&mut input, eof)
+    }
+
+    fn status(f: Fed) -> (u16, bool, Vec<u8>) {
+        match f {
+            Fed::Done { answer, reusable } => (answer.http_status, reusable, answer.body),
+            Fed::More => panic!("not done"),
+        }
+    }
+
+    #[test]
+    fn interim_responses_with_fields_are_ignored() {
+        let mut x = exchange(1024);
+        let r = feed_all(
+            &mut x,
+            b"HTTP/1.1 100 Continue\r\nX-Note: hi\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+            false,
+        );
+        assert_eq!(status(r.unwrap()), (204, true, vec![]));
+    }
+
+    #[test]
+    fn folded_lines_are_unfolded() {
+        let mut x = exchange(1024);
+        let body = br#"{"error":"call_not_found"}"#;
+        let head = format!(
+            "HTTP/1.1 404 Not Found\r\nX-Long: one\r\n  two\r\n\ttwo and a half\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut all = head.into_bytes();
+        all.extend_from_slice(body);
+        let (s, reusable, b) = status(feed_all(&mut x, &all, false).unwrap());
+        assert_eq!((s, reusable, b.as_slice()), (404, true, &body[..]));
+    }
+
+    #[test]
+    fn split_at_every_byte() {
+        let all = b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: 1\r\n\r\n";
+        let mut x = exchange(1024);
+        let mut input = Vec::new();
+        for (i, b) in all.iter().enumerate() {
+            input.push(*b);
+            match x.feed(&mut input, false).unwrap() {
+                Fed::More => assert!(i + 1 < all.len(), "done only at the end"),
+                Fed::Done { answer, reusable } => {
+                    assert_eq!(i + 1, all.len());
+                    assert_eq!(
+                        (answer.http_status, answer.body.as_slice()),
+                        (404, &b"hello"[..])
+                    );
+                    assert!(reusable);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_head_is_refused_and_bytes_after_a_204_spoil_the_connection() {
+        let mut x = exchange(1024);
+        let mut big = b"HTTP/1.1 204 No Content\r\n".to_vec();
+        while big.len() < MAX_HEAD + 100 {
+            big.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        assert!(matches!(
+            feed_all(&mut x, &big, false),
+            Err(WireError::HeadTooLarge)
+        ));
+        let mut x = exchange(1024);
+        let r = feed_all(
+            &mut x,
+            b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 404 Nope\r\n\r\n",
+            false,
+        );
+        assert!(!status(r.unwrap()).1);
+    }
+
+    #[test]
+    fn an_unterminated_chunk_line_is_bounded() {
+        let mut x = exchange(1024);
+        let mut all = b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n5".to_vec();
+        all.extend(std::iter::repeat_n(b'0', MAX_HEAD + 10));
+        assert_eq!(
+            status(feed_all(&mut x, &all, false).unwrap()),
+            (404, false, vec![])
+        );
+        assert_eq!(read_in_pieces(&all, 100, 1024), Some((404, 0)));
+    }
+
+    #[test]
+    fn a_body_that_does_not_decode_leaves_the_status() {
+        let mut x = exchange(1024);
+        let r = feed_all(
+            &mut x,
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n5;name=\"a long quoted value\"\r\nhello\r\n0\r\n\r\n",
+            false,
+        );
+        assert_eq!(status(r.unwrap()), (404, false, vec![]));
+    }
+
+    #[test]
+    fn bodies_are_bounded_and_close_delimited_ones_end_at_eof() {
+        let mut x = exchange(10);
+        let r = feed_all(
+            &mut x,
+            b"HTTP/1.1 500 X\r\nContent-Length: 100\r\n\r\n0123456789abcdef",
+            false,
+        );
+        assert_eq!(status(r.unwrap()), (500, false, b"0123456789".to_vec()));
+        let mut x = exchange(100);
+        let mut input = b"HTTP/1.0 404 X\r\n\r\nabc".to_vec();
+        assert!(matches!(x.feed(&mut input, false).unwrap(), Fed::More));
+        input.extend_from_slice(b"def");
+        let (s, reusable, body) = status(x.feed(&mut input, true).unwrap());
+        assert_eq!((s, reusable, body.as_slice()), (404, false, &b"abcdef"[..]));
+        let mut x = exchange(100);
+        let r = feed_all(
+            &mut x,
+            b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+            false,
+        );
+        assert_eq!(status(r.unwrap()), (204, false, vec![]));
+    }
+}
