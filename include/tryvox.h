@@ -265,11 +265,14 @@ typedef struct tryvox_stats {
  *
  * `level` is 0 error, 1 warn, 2 info, 3 debug. `message` is valid only during the call
  * and never contains the API key. The callback runs on the caller's thread for
- * `tryvox_hangup` (and listings), and on one of the client's callback threads for async
- * and bulk hangups (never on the engine's thread: their lines are queued, in order, and
- * written there; past 10,000 queued lines the rest are counted and reported as dropped),
- * possibly on several threads at once: it must be thread-safe and should return quickly.
- * It may call into the library, but must not free the client.
+ * `tryvox_hangup` (and listings). Lines of async and bulk hangups are never written on
+ * the engine's thread: they are queued, in order (past 10,000 queued lines the rest are
+ * counted and reported as dropped), and written on one of the client's callback threads
+ * before the completion callbacks that follow them, or on the thread of
+ * `tryvox_hangup_many` before it returns; if another thread is writing the queue at that
+ * moment, it writes them instead, and they may then arrive during or after the callback.
+ * It may run on several threads at once: it must be thread-safe and should return
+ * quickly. It may call into the library, but must not free the client.
  */
 typedef void (*tryvox_log_callback)(void *user_data, int level, const char *message);
 

@@ -701,6 +701,12 @@ fn a_log_callback_calling_hangup_many_does_not_deadlock_the_engine() {
     tally.submit(&c, uniq("nf-flat-"));
     tally.submit(&c, uniq("ok-"));
     let arrived = tally.wait_for(2, Duration::from_secs(20));
+    // Normally written before the callback; another thread writing the queue may write
+    // it a moment later.
+    let until = Instant::now() + WATCHDOG;
+    while !once.load(Ordering::SeqCst) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (ok, ran) = (arrived, once.load(Ordering::SeqCst));
     // The log function may still hold the client (its hangup_many) for a moment.
     let until = Instant::now() + WATCHDOG;

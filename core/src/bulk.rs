@@ -80,6 +80,7 @@ pub(crate) fn run_batch<S: AsRef<str>>(
             *slot = r;
         }
     }
+    engine.write_queued_log();
     Ok(out)
 }
 

@@ -101,6 +101,12 @@ impl Engine {
         }
     }
 
+    /// Writes the engine's queued log lines on this thread, unless another thread is
+    /// writing them now (a bulk caller's lines come before its return).
+    pub(crate) fn write_queued_log(&self) {
+        self.shared.core.drain_log();
+    }
+
     /// Hands `work` to the loop, starting its thread if need be. Refused (the work
     /// handed back, nothing sent) once the client is being dropped, or when no thread
     /// can be started.
@@ -1020,22 +1026,28 @@ impl Loop {
         }
     }
 
-    /// Hands a callback to the pool; one it cannot take yet is offered again shortly.
     /// Queues a callback with its outcome; the turn's callbacks go to the pool together.
     fn offer(&mut self, done: Done, result: HangupResult) {
         self.ready_callbacks.push((done, result));
     }
 
     /// Hands this turn's callbacks to the pool as one job, run in order on one callback
-    /// thread: one wake-up per turn, not one per hangup, and no new thread per burst. If
-    /// no thread can take them, they are offered again shortly.
+    /// thread after the queued log lines: one wake-up per turn, not one per hangup, and
+    /// no new thread per burst. If no thread can take them, they are offered again
+    /// shortly.
     fn flush_callbacks(&mut self) {
         if self.ready_callbacks.is_empty() {
             return;
         }
         let batch = Arc::new(Mutex::new(std::mem::take(&mut self.ready_callbacks)));
         let theirs = Arc::clone(&batch);
+        let core = Arc::clone(&self.core);
+        // This job writes the queued lines: no separate job for them this turn.
+        let marked = self.core.schedule_log_drain(true);
         let job = Box::new(move || {
+            // The lines logged before these outcomes are written before their callbacks
+            // run (unless another thread is writing the queue this moment).
+            core.drain_log();
             let list = std::mem::take(&mut *lock(&theirs));
             for (done, result) in list {
                 // A panicking callback (a Rust caller's) loses nothing but itself.
@@ -1043,6 +1055,9 @@ impl Loop {
             }
         });
         if self.callbacks.submit(job).is_err() {
+            if marked {
+                self.core.schedule_log_drain(false);
+            }
             let list = std::mem::take(&mut *lock(&batch));
             if !list.is_empty() {
                 if self.undelivered.is_empty() {

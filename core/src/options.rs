@@ -29,7 +29,9 @@ pub enum LogLevel {
     Debug,
 }
 
-/// Receives the library's log lines, from whichever thread does the work.
+/// Receives the library's log lines: on the caller's thread for `hangup` and listings;
+/// for async and bulk hangups on a callback thread, before the callbacks that follow them,
+/// or on a bulk caller's thread before it returns (never on the engine's thread).
 pub type LogFn = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
 
 /// Settings for a [`crate::Client`]. Plain data: build it on one thread, then hand it to
