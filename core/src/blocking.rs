@@ -10,6 +10,7 @@ use ureq_proto::http::Request;
 
 use crate::client::Core;
 use crate::conn::{Conn, Fail};
+use crate::engine::IDLE_CONN;
 use crate::resolve::ResolveError;
 use crate::transport::{self, Race, Raced};
 use crate::wire::Answer;
@@ -28,18 +29,27 @@ pub(crate) enum AttemptError {
     Conn(Fail),
 }
 
-/// The client's idle connections for the blocking path, most recent last.
+/// The client's idle connections for the blocking path, most recent last, with the time
+/// each went idle. One idle longer than the engine's [`IDLE_CONN`] is closed when the
+/// stack is next used (no thread watches it: a client nobody uses keeps them until then).
 #[derive(Default)]
-pub(crate) struct IdleStack(Mutex<Vec<Conn>>);
+pub(crate) struct IdleStack(Mutex<Vec<(Conn, Instant)>>);
 
 impl IdleStack {
-    fn lock(&self) -> MutexGuard<'_, Vec<Conn>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Vec<(Conn, Instant)>> {
+        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Oldest first: close what the server has most likely closed already.
+        let stale = idle
+            .iter()
+            .take_while(|(_, since)| since.elapsed() >= IDLE_CONN)
+            .count();
+        idle.drain(..stale);
+        idle
     }
 
     fn take(&self) -> Option<Conn> {
         loop {
-            let c = self.lock().pop()?;
+            let (c, _) = self.lock().pop()?;
             // A connection the server closed, or that holds unasked bytes, is dropped.
             if c.is_reusable() {
                 return Some(c);
@@ -50,7 +60,7 @@ impl IdleStack {
     fn put(&self, c: Conn) {
         let mut idle = self.lock();
         if idle.len() < MAX_IDLE {
-            idle.push(c);
+            idle.push((c, Instant::now()));
         }
     }
 }
@@ -64,8 +74,9 @@ impl Core {
         body_limit: usize,
         deadline: Instant,
     ) -> Result<Answer, AttemptError> {
-        let mut conn = match self.idle.take() {
-            Some(c) => c,
+        // A new connection's tunnel and TLS handshake are bounded by the connect timeout.
+        let (mut conn, setup_until) = match self.idle.take() {
+            Some(c) => (c, deadline),
             None => self.connect_blocking(deadline)?,
         };
         conn.start(request, body_limit)
@@ -89,8 +100,11 @@ impl Core {
             if conn.wants_write() {
                 events |= libc::POLLOUT;
             }
-            match transport::wait(&[(conn.sock.as_raw_fd(), events)], Some(deadline)) {
+            let setting_up = !conn.is_established();
+            let until = if setting_up { setup_until } else { deadline };
+            match transport::wait(&[(conn.sock.as_raw_fd(), events)], Some(until)) {
                 Ok(true) => readable = true,
+                Ok(false) if setting_up => return Err(AttemptError::ConnectTimeout),
                 Ok(false) => return Err(AttemptError::Deadline),
                 Err(e) => return Err(AttemptError::Conn(Fail::Io(e))),
             }
@@ -105,9 +119,10 @@ impl Core {
         }
     }
 
-    /// Resolves and connects (Happy Eyeballs), within the connect timeout and `deadline`.
-    fn connect_blocking(&self, deadline: Instant) -> Result<Conn, AttemptError> {
-        let until = deadline.min(Instant::now() + self.connect_timeout);
+    /// Resolves and connects (Happy Eyeballs), within the connect timeout and `deadline`;
+    /// returns the connection and when its setup (tunnel, TLS) must be done.
+    fn connect_blocking(&self, deadline: Instant) -> Result<(Conn, Instant), AttemptError> {
+        let until = crate::client::deadline_after(self.connect_timeout).min(deadline);
         let addrs = self
             .book
             .addresses(&self.route.dial_host, self.route.dial_port, until)
@@ -143,6 +158,7 @@ impl Core {
         match outcome {
             Raced::Won(sock, peer) => {
                 Conn::new(sock, peer, &self.route, self.stats.connection_opened())
+                    .map(|c| (c, until))
                     .map_err(AttemptError::Conn)
             }
             Raced::Lost(e) => Err(AttemptError::Conn(Fail::Io(e))),

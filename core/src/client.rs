@@ -311,7 +311,7 @@ impl Core {
         mut once: impl FnMut(Instant) -> Attempt<T>,
     ) -> Result<T, Error> {
         let start = Instant::now();
-        let deadline = start + self.timeout;
+        let deadline = later(start, self.timeout);
         let mut retries = 0;
         loop {
             if Instant::now() >= deadline {
@@ -482,6 +482,18 @@ impl Core {
             }
         }
     }
+}
+
+/// `from + d`; a `d` past what the clock can add (a Rust caller's `Duration::MAX` for
+/// "no limit") is taken as a century instead of panicking.
+pub(crate) fn later(from: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    from.checked_add(d.min(CENTURY)).unwrap_or(from)
+}
+
+/// `now + d`, as [`later`].
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    later(Instant::now(), d)
 }
 
 /// Log lines queued by the engine beyond this are counted, not kept.

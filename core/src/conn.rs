@@ -27,6 +27,11 @@ pub(crate) struct Route {
 }
 
 impl Route {
+    /// A connection on this route has more to set up after TCP: a tunnel or TLS.
+    pub(crate) fn needs_setup(&self) -> bool {
+        self.connect.is_some() || self.tls.is_some()
+    }
+
     /// The route to `base` (the API's base URL), through `proxy` if set; `ca_pem` is a
     /// PEM file's contents to trust instead of the built-in roots.
     pub(crate) fn new(
@@ -57,7 +62,9 @@ impl Route {
                 // Credentials in the proxy URL (user:password@) go as Basic auth.
                 if let Some((userinfo, _)) = p.authority().and_then(|a| a.as_str().rsplit_once('@'))
                 {
-                    let token = base64::engine::general_purpose::STANDARD.encode(userinfo);
+                    // Userinfo is percent-encoded in a URL ("p%40ss" for "p@ss").
+                    let token =
+                        base64::engine::general_purpose::STANDARD.encode(percent_decode(userinfo));
                     req.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
                 }
                 req.push_str("\r\n");
@@ -136,6 +143,9 @@ pub(crate) struct Conn {
     exchange: Option<Exchange>,
     /// Bytes have arrived on this connection.
     pub(crate) answered: bool,
+    /// The last read emptied the socket (a short read, or one that would block): what
+    /// the kernel held then has been seen. Never set over TLS (its reads are rustls's).
+    drained: bool,
     _open: OpenConnection,
 }
 
@@ -162,6 +172,7 @@ impl Conn {
             queued: Vec::new(),
             exchange: None,
             answered: false,
+            drained: false,
             _open: open,
         };
         match &route.connect {
@@ -186,9 +197,22 @@ impl Conn {
     }
 
     /// As `is_reusable`, without asking the socket: for a connection whose last answer
-    /// was read in this very turn of the engine (no event about it can be pending yet).
-    pub(crate) fn is_clean(&self) -> bool {
+    /// was read in this very turn of the engine, and whose last read emptied the socket
+    /// (a full read may leave stray bytes behind it).
+    pub(crate) fn is_clean_and_drained(&self) -> bool {
+        self.is_clean() && self.drained
+    }
+
+    fn is_clean(&self) -> bool {
         self.exchange.is_none() && !self.eof && self.input.is_empty()
+    }
+
+    /// Set up: past the proxy's tunnel and the TLS handshake (what the connect timeout
+    /// covers).
+    pub(crate) fn is_established(&self) -> bool {
+        !self.tunnelling
+            && self.tls_pending.is_none()
+            && self.tls.as_ref().is_none_or(|t| !t.is_handshaking())
     }
 
     /// Starts an exchange of `request` (its response body read up to `body_limit`).
@@ -313,17 +337,15 @@ impl Conn {
                 }
                 Ok(n) => {
                     self.answered = true;
+                    self.drained = n < buf.len();
                     self.input.extend_from_slice(&buf[..n]);
                     Ok(true)
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.drained = true;
                     Ok(false)
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
                 Err(e) => Err(Fail::Io(e)),
             };
         };
@@ -404,5 +426,36 @@ impl Conn {
             self.send(&queued)?;
         }
         Ok(true)
+    }
+}
+
+/// Decodes %XX escapes (anything else, a malformed escape included, is kept as it is).
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn proxy_userinfo_is_percent_decoded() {
+        assert_eq!(super::percent_decode("us%40er:p%3Ass"), b"us@er:p:ss");
+        assert_eq!(super::percent_decode("a%2"), b"a%2");
+        assert_eq!(super::percent_decode("%zz%41"), b"%zzA");
+        assert_eq!(super::percent_decode("%"), b"%");
     }
 }

@@ -280,6 +280,8 @@ struct Slot {
     idle_at: Instant,
     /// The engine's turn in which it went idle.
     idle_turn: u64,
+    /// An event reported the peer's hang-up (or an error): never reused unprobed.
+    hup: bool,
     serial: u64,
 }
 
@@ -478,8 +480,14 @@ impl Loop {
                 woken = true;
             } else {
                 // Error and hang-up count as readable: the read reports them.
-                let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                let hup = ev.is_read_closed() || ev.is_error();
+                let readable = ev.is_readable() || hup;
                 let s = ev.token().0;
+                if hup {
+                    if let Some(slot) = self.slots.get_mut(s) {
+                        slot.hup = true;
+                    }
+                }
                 // A panic here (a bug of ours) costs this slot's hangup, not the others.
                 if catch_unwind(AssertUnwindSafe(|| self.on_ready(s, readable))).is_err() {
                     self.fail_slot(s);
@@ -590,7 +598,7 @@ impl Loop {
                 return None;
             }
         };
-        let deadline = start + self.core.timeout;
+        let deadline = crate::client::later(start, self.core.timeout);
         let serial = self.next_serial();
         let deadline_key = (deadline, serial);
         let j = self.jobs.insert(Job {
@@ -686,11 +694,14 @@ impl Loop {
         // The most recent idle connection that is still good.
         while let Some((s, serial)) = self.idle.pop_back() {
             let good = match self.slots.get(s) {
-                // A connection that went idle in this turn was read to its end moments
-                // ago: no probe (a system call per hangup in a bulk run). An older one
-                // is asked whether the server closed it meanwhile.
+                // A connection that went idle in this turn, whose last read emptied the
+                // socket and whose event did not report a hang-up, was read to its end
+                // moments ago: no probe (a system call per hangup in a bulk run). Any
+                // other is asked whether the server closed it or sent more meanwhile.
                 Some(slot) if slot.serial == serial && slot.idle => match &slot.state {
-                    SlotState::Open(c) if slot.idle_turn == self.turn_no => c.is_clean(),
+                    SlotState::Open(c) if slot.idle_turn == self.turn_no && !slot.hup => {
+                        c.is_clean_and_drained() || c.is_reusable()
+                    }
                     SlotState::Open(c) => c.is_reusable(),
                     _ => false,
                 },
@@ -716,7 +727,8 @@ impl Loop {
                 Some(job) => job,
                 None => return,
             };
-            job.deadline.min(now + self.core.connect_timeout)
+            job.deadline
+                .min(crate::client::later(now, self.core.connect_timeout))
         };
         let serial = self.next_serial();
         let s = self.slots.insert(Slot {
@@ -727,6 +739,7 @@ impl Loop {
             idle: false,
             idle_at: now,
             idle_turn: 0,
+            hup: false,
             serial,
         });
         if let Some(job) = self.jobs.get_mut(j) {
@@ -827,9 +840,20 @@ impl Loop {
             }
             Raced::Won(sock, peer) => {
                 self.core.demote_all(race);
+                // The connect timeout goes on covering the proxy's tunnel and TLS.
                 if let Some(k) = slot.timer.take() {
                     self.timers.remove(&k);
                 }
+                let until = slot.connect_until;
+                if self.core.route.needs_setup() {
+                    let key = self.add_timer(until, Timer::Slot(s));
+                    if let Some(slot) = self.slots.get_mut(s) {
+                        slot.timer = Some(key);
+                    }
+                }
+                let Some(slot) = self.slots.get_mut(s) else {
+                    return;
+                };
                 match Conn::new(
                     sock,
                     peer,
@@ -1122,7 +1146,12 @@ impl Loop {
                     return;
                 };
                 slot.timer = None;
-                if now >= slot.connect_until {
+                if let SlotState::Open(c) = &slot.state {
+                    // The connect timeout passed: still in the tunnel or the handshake?
+                    if !c.is_established() {
+                        self.attempt_failed(s, AttemptError::ConnectTimeout);
+                    }
+                } else if now >= slot.connect_until {
                     if let SlotState::Racing(r) = &mut slot.state {
                         r.abandon();
                         let losers = std::mem::take(&mut r.losers);
@@ -1149,7 +1178,10 @@ impl Loop {
         let connecting = job
             .slot
             .and_then(|s| self.slots.get(s))
-            .is_some_and(|slot| !matches!(slot.state, SlotState::Open(_)));
+            .is_some_and(|slot| match &slot.state {
+                SlotState::Open(c) => !c.is_established(),
+                _ => true,
+            });
         match job.slot {
             Some(s) => {
                 let e = if connecting {

@@ -146,7 +146,7 @@ impl Client {
     ) -> Result<(), Error> {
         let filters = filter_query(sweep)?;
         let timeout = sweep.timeout.unwrap_or(DEFAULT_SWEEP_TIMEOUT);
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::client::deadline_after(timeout);
         let mut failed: HashMap<String, Error> = HashMap::new();
         // Calls answered 2xx or 404 by us: a server that lists one again (its 204 did not
         // end it) is asked again, but the call is counted once.
