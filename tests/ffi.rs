@@ -330,6 +330,8 @@ struct Tally {
     /// Bulk calls from callbacks that ran, and that were refused as busy during free.
     bulk_done: AtomicUsize,
     bulk_refused: AtomicUsize,
+    /// Top-level callbacks that have returned (their nested call made).
+    returned: AtomicUsize,
     problems: Mutex<Vec<String>>,
 }
 
@@ -445,6 +447,7 @@ unsafe extern "C" fn reentrant_cb(
             };
         }
     }
+    t.returned.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Queues `n` async hangups of `prefix` ids whose callbacks call back into the library
@@ -473,8 +476,10 @@ fn reentrant_run(
     }
     let watchdog = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let t = &r.tally;
+    // Every callback returned (a callback still inside its nested call when free began
+    // would see it refused), and every nested async hangup called back.
     while !free_at_once
-        && (t.delivered.iter().any(|d| d.load(Ordering::SeqCst) == 0)
+        && (t.returned.load(Ordering::SeqCst) < n
             || t.nested_delivered.load(Ordering::SeqCst) < t.nested_accepted.load(Ordering::SeqCst))
     {
         // Each hangup here takes milliseconds: a minute without progress is a deadlock.

@@ -421,6 +421,7 @@ impl Core {
             let mut q = self.log_queue.lock().unwrap_or_else(|e| e.into_inner());
             if q.lines.len() < MAX_QUEUED_LOG_LINES {
                 q.lines.push_back((level, message()));
+                q.pushed += 1;
             } else {
                 q.dropped += 1;
             }
@@ -444,9 +445,30 @@ impl Core {
         true
     }
 
+    /// How many log lines the engine has queued so far: a mark for `drain_log_until`.
+    pub(crate) fn log_mark(&self) -> u64 {
+        self.log_queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pushed
+    }
+
+    /// True if queued lines wait with no drainer running or scheduled.
+    pub(crate) fn log_orphaned(&self) -> bool {
+        let q = self.log_queue.lock().unwrap_or_else(|e| e.into_inner());
+        let waiting = !q.lines.is_empty() || q.dropped > 0;
+        waiting && !q.scheduled && !q.draining
+    }
+
     /// Writes the queued log lines, in order, on this thread (a callback thread, or the
     /// engine's as it exits). One drainer at a time keeps the order.
     pub(crate) fn drain_log(&self) {
+        self.drain_log_until(None);
+    }
+
+    /// As `drain_log`, stopping once the lines queued before `mark` are written: a
+    /// thread that holds callbacks or a bulk caller does not take on a later burst.
+    pub(crate) fn drain_log_until(&self, mark: Option<u64>) {
         let Some(f) = &self.log else { return };
         {
             let mut q = self.log_queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -459,11 +481,18 @@ impl Core {
         loop {
             let (line, dropped) = {
                 let mut q = self.log_queue.lock().unwrap_or_else(|e| e.into_inner());
+                if mark.is_some_and(|m| q.popped >= m) {
+                    q.draining = false;
+                    return;
+                }
                 let dropped = std::mem::take(&mut q.dropped);
                 let line = q.lines.pop_front();
                 if line.is_none() && dropped == 0 {
                     q.draining = false;
                     return;
+                }
+                if line.is_some() {
+                    q.popped += 1;
                 }
                 (line, dropped)
             };
@@ -504,6 +533,9 @@ const MAX_QUEUED_LOG_LINES: usize = 10_000;
 pub(crate) struct LogQueue {
     lines: std::collections::VecDeque<(LogLevel, String)>,
     dropped: u64,
+    /// Lines ever queued, and ever taken out to be written.
+    pushed: u64,
+    popped: u64,
     scheduled: bool,
     draining: bool,
 }

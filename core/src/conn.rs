@@ -186,6 +186,8 @@ impl Conn {
         if let Some((config, name)) = self.tls_pending.take() {
             let tls = rustls::ClientConnection::new(config, name).map_err(Fail::Tls)?;
             self.tls = Some(Box::new(tls));
+            // A short read of the proxy's answer said nothing about TLS records.
+            self.drained = false;
         }
         Ok(())
     }

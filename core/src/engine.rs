@@ -101,10 +101,17 @@ impl Engine {
         }
     }
 
-    /// Writes the engine's queued log lines on this thread, unless another thread is
-    /// writing them now (a bulk caller's lines come before its return).
+    /// Writes the engine's log lines queued so far on this thread, unless another
+    /// thread is writing them now (a bulk caller's lines come before its return); lines
+    /// queued meanwhile are left to a callback thread, the loop woken to schedule one.
     pub(crate) fn write_queued_log(&self) {
-        self.shared.core.drain_log();
+        let core = &self.shared.core;
+        core.drain_log_until(Some(core.log_mark()));
+        if core.log_orphaned() {
+            if let Some(w) = &lock(&self.shared.inbox).waker {
+                let _ = w.wake();
+            }
+        }
     }
 
     /// Hands `work` to the loop, starting its thread if need be. Refused (the work
@@ -1068,15 +1075,19 @@ impl Loop {
         let core = Arc::clone(&self.core);
         // This job writes the queued lines: no separate job for them this turn.
         let marked = self.core.schedule_log_drain(true);
+        let mark = self.core.log_mark();
         let job = Box::new(move || {
             // The lines logged before these outcomes are written before their callbacks
-            // run (unless another thread is writing the queue this moment).
-            core.drain_log();
+            // run (unless another thread is writing the queue this moment); lines logged
+            // later wait for the callbacks, not the other way round.
+            core.drain_log_until(Some(mark));
             let list = std::mem::take(&mut *lock(&theirs));
             for (done, result) in list {
                 // A panicking callback (a Rust caller's) loses nothing but itself.
                 let _ = catch_unwind(AssertUnwindSafe(|| done(result)));
             }
+            // Then the lines queued since (this job stood in for a separate drainer).
+            core.drain_log();
         });
         if self.callbacks.submit(job).is_err() {
             if marked {

@@ -1,0 +1,176 @@
+//! Found by a hostile review (2026-12-03): `drained` is set by the plain reads of the proxy's CONNECT answer and never
+//! cleared once TLS runs in the tunnel, so over proxy+TLS the engine reuses a connection
+//! in the same turn without a probe even when a full 4096-byte read left bytes behind.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tryvox_core::{Client, HangupResult, Options, Status};
+
+fn st(r: &HangupResult) -> Status {
+    match r {
+        Ok(_) => Status::Ok,
+        Err(e) => e.status(),
+    }
+}
+
+fn server_config() -> Arc<rustls::ServerConfig> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let pem = std::fs::read(dir.join("server.pem")).unwrap();
+    let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.unwrap())
+        .collect();
+    let key =
+        PrivateKeyDer::from_pem_slice(&std::fs::read(dir.join("server.key")).unwrap()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    cfg.send_tls13_tickets = 0;
+    Arc::new(cfg)
+}
+
+fn read_plain_head(s: &mut impl Read) -> bool {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Encrypts `plain` as TLS records; returns the wire bytes.
+fn records(conn: &mut rustls::ServerConnection, plain: &[u8]) -> Vec<u8> {
+    conn.writer().write_all(plain).unwrap();
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).unwrap();
+    }
+    out
+}
+
+/// TLS server (optionally behind a CONNECT on the same socket). The first answer on a
+/// connection is a 204 whose TLS record is exactly 4096 bytes on the wire, followed in
+/// the same TCP write by a stray 404 record. Later answers are plain 204s.
+fn tls_server(via_proxy: bool) -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let reqs = Arc::new(AtomicUsize::new(0));
+    let (c2, r2) = (conns.clone(), reqs.clone());
+    let cfg = server_config();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut sock) = s else { continue };
+            c2.fetch_add(1, Ordering::SeqCst);
+            let (cfg, r2) = (cfg.clone(), r2.clone());
+            std::thread::spawn(move || {
+                let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+                if via_proxy {
+                    if !read_plain_head(&mut sock) {
+                        return;
+                    }
+                    sock.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .unwrap();
+                }
+                let mut conn = rustls::ServerConnection::new(cfg).unwrap();
+                let mut n = 0;
+                loop {
+                    let ok = {
+                        let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+                        read_plain_head(&mut tls)
+                    };
+                    if !ok {
+                        return;
+                    }
+                    r2.fetch_add(1, Ordering::SeqCst);
+                    if n == 0 {
+                        // 204 padded so that its record is 4096 bytes on the wire
+                        // (TLS 1.3: 5 header + 1 type + 16 tag = 22 overhead).
+                        let start = b"HTTP/1.1 204 No Content\r\nX-Pad: ".to_vec();
+                        let total = 4096 - 22;
+                        let mut p = start.clone();
+                        p.extend(std::iter::repeat_n(b'a', total - start.len() - 4));
+                        p.extend_from_slice(b"\r\n\r\n");
+                        let mut wire = records(&mut conn, &p);
+                        assert_eq!(wire.len(), 4096, "first record size");
+                        let body = br#"{"error":"call_not_found","message":"stray"}"#;
+                        let stray = format!(
+                            "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+                            body.len(),
+                            std::str::from_utf8(body).unwrap()
+                        );
+                        wire.extend(records(&mut conn, stray.as_bytes()));
+                        let _ = sock.write_all(&wire);
+                    } else {
+                        let wire = records(&mut conn, b"HTTP/1.1 204 No Content\r\n\r\n");
+                        let _ = sock.write_all(&wire);
+                    }
+                    n += 1;
+                }
+            });
+        }
+    });
+    (port, conns, reqs)
+}
+
+fn run(via_proxy: bool) -> Vec<Status> {
+    let (port, conns, reqs) = tls_server(via_proxy);
+    let mut o = Options::new();
+    o.set_ca_file(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls/ca.pem")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    if via_proxy {
+        // The proxy's target is ignored by the test server (it is the TLS server too).
+        o.set_base_url("https://localhost:1").unwrap();
+        o.set_proxy(&format!("http://127.0.0.1:{port}")).unwrap();
+    } else {
+        o.set_base_url(&format!("https://localhost:{port}"))
+            .unwrap();
+        o.set_resolver(Arc::new(move |_: &str| {
+            Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
+        }));
+    }
+    o.set_max_retries(0).unwrap();
+    let c = Client::with_options("AC123456", "tvx_sk_review_SECRETKEY_0123456789", &o).unwrap();
+    let v = c.hangup_many(&["call-a", "call-b"], 1).unwrap();
+    let got: Vec<Status> = v.iter().map(st).collect();
+    eprintln!(
+        "via_proxy={via_proxy}: {got:?} {:?} conns={} reqs={}",
+        v.iter()
+            .map(|r| r.as_ref().err().map(|e| e.message().to_owned()))
+            .collect::<Vec<_>>(),
+        conns.load(Ordering::SeqCst),
+        reqs.load(Ordering::SeqCst)
+    );
+    got
+}
+
+#[test]
+fn stray_tls_record_after_4096_byte_read_direct() {
+    assert_eq!(run(false), vec![Status::Ok, Status::Ok]);
+}
+
+#[test]
+fn stray_tls_record_after_4096_byte_read_via_proxy() {
+    assert_eq!(
+        run(true),
+        vec![Status::Ok, Status::Ok],
+        "call-b got the stray 404 left in the socket (drained stale from the CONNECT read)"
+    );
+}
