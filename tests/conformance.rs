@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use support::{API_KEY, AUTH_ID};
+use support::{status_of, API_KEY, AUTH_ID};
 use tryvox_core::{Client, HangupResult, Options, Status};
 
 /// The three ways to hang up.
@@ -83,13 +83,6 @@ fn two_in_a_row(c: &Client, path: Path, a: &str, b: &str) -> [HangupResult; 2] {
             [v[0].clone(), v[1].clone()]
         }
         _ => [hangup(c, path, a), hangup(c, path, b)],
-    }
-}
-
-fn status_of(r: &HangupResult) -> Status {
-    match r {
-        Ok(_) => Status::Ok,
-        Err(e) => e.status(),
     }
 }
 

@@ -16,7 +16,7 @@
 //! fails the test instead of hanging it.
 
 mod support;
-use support::{agent, raise_fd_limit, seed};
+use support::{agent, raise_fd_limit, seed, status_of};
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -57,13 +57,6 @@ fn client(base: &str, tweak: impl FnOnce(&mut Options)) -> Client {
 
 fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
-}
-
-fn status_of(r: &HangupResult) -> Status {
-    match r {
-        Ok(_) => Status::Ok,
-        Err(e) => e.status(),
-    }
 }
 
 /// Calls the simulator ended through the API so far (`/_sim/health`, never faulted).

@@ -7,8 +7,8 @@
 mod support;
 
 use support::{
-    free_port, have_tool, raise_fd_limit, scratch, uniq, wait_for_port, TestServer, API_KEY,
-    AUTH_ID,
+    free_port, have_tool, raise_fd_limit, scratch, status_of, uniq, wait_for_port, TestServer,
+    API_KEY, AUTH_ID,
 };
 
 use std::collections::HashMap;
@@ -32,13 +32,6 @@ const WATCHDOG: Duration = Duration::from_secs(60);
 
 /// Every outcome delivered, by id.
 type Outcomes = HashMap<String, Vec<HangupResult>>;
-
-fn status_of(r: &HangupResult) -> Status {
-    match r {
-        Ok(_) => Status::Ok,
-        Err(e) => e.status(),
-    }
-}
 
 fn client(base: &str, tweak: impl FnOnce(&mut Options)) -> Client {
     let mut o = Options::new();

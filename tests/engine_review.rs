@@ -6,25 +6,21 @@
 //! - Proxy credentials are percent-decoded; a Rust caller's `Duration::MAX` does not panic.
 //! - Stuck or endless servers end at the deadline; no socket outlives its client.
 
+mod support;
+use support::status_of as st;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use tryvox_core::{Client, HangupResult, Options, Status};
+use tryvox_core::{Client, Options, Status};
 
 const AUTH_ID: &str = "AC123456";
 const API_KEY: &str = "tvx_sk_review_SECRETKEY_0123456789";
 /// Long enough for any deadline here: a limit that only catches a hang, not a slow run.
 const HANG: Duration = Duration::from_secs(5);
-
-fn st(r: &HangupResult) -> Status {
-    match r {
-        Ok(_) => Status::Ok,
-        Err(e) => e.status(),
-    }
-}
 
 fn client(base: &str, tweak: impl FnOnce(&mut Options)) -> Client {
     let mut o = Options::new();

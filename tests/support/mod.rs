@@ -490,6 +490,14 @@ impl Body for HugeBody {
 }
 
 /// A unique suffix so tests sharing a server never share per-id counters.
+/// The status of an outcome, OK included.
+pub fn status_of(r: &tryvox_core::HangupResult) -> tryvox_core::Status {
+    match r {
+        Ok(_) => tryvox_core::Status::Ok,
+        Err(e) => e.status(),
+    }
+}
+
 pub fn uniq(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!("{prefix}{}", N.fetch_add(1, Ordering::SeqCst))
