@@ -563,6 +563,19 @@ int tryvox_options_set_connect_timeout_ms(struct tryvox_options *o, uint32_t ms)
 int tryvox_options_set_max_retries(struct tryvox_options *o, uint32_t n);
 
 /**
+ * Sets the most connections async and bulk hangups hold open to the server at once
+ * (default 64; 1 to 65536, else TRYVOX_INVALID_ARGUMENT). A client talks to one host, so
+ * this is its per-host limit, chosen so a burst does not overrun a small server (or a
+ * proxy's client limit); hangups beyond it wait, in order, for a connection to come free
+ * (a keep-alive connection goes to the next waiting hangup at once), within their own
+ * timeout. A tryvox_hangup_many whose `max_parallel` is larger may use that many for its
+ * ids. New connections are opened a few at a time whatever the limit, so a server with
+ * a small listen backlog is not sent more connects than it can queue. The blocking
+ * tryvox_hangup uses one connection per calling thread, outside this limit.
+ */
+int tryvox_options_set_max_connections(struct tryvox_options *o, uint32_t n);
+
+/**
  * Sends `X-Tenant-ID: tenant` with every request. `tenant` must be 1 to 512 visible ASCII
  * characters (0x21-0x7E); it is copied. Returns TRYVOX_OK or TRYVOX_INVALID_ARGUMENT.
  */

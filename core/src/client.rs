@@ -52,6 +52,9 @@ pub(crate) struct Core {
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
     max_retries: u32,
+    /// The engine's connections to the server at once (a bulk call's larger
+    /// `max_parallel` excepted).
+    pub(crate) max_connections: usize,
     log: Option<LogFn>,
     log_queue: std::sync::Mutex<LogQueue>,
     pub(crate) stats: Arc<Recorder>,
@@ -129,6 +132,7 @@ impl Client {
             timeout: options.timeout,
             connect_timeout: options.connect_timeout,
             max_retries: options.max_retries,
+            max_connections: options.max_connections,
             log: options.log.clone(),
             log_queue: Default::default(),
             stats,

@@ -13,7 +13,13 @@
 //!   closing its idle connections; `stop` (the client's drop) lets every queued hangup
 //!   start at once, waits for the last, and joins the thread.
 //! - DNS never blocks the loop: a lookup runs on a helper thread of the address book,
-//!   which wakes the loop when it answers.
+//!   which wakes the loop when it answers; every hangup waiting for it takes its answer,
+//!   a failure too, by its ticket.
+//! - Connections to the server: at most `max_connections` (the client's option, 64 by
+//!   default; a bulk call's larger `max_parallel` for its own hangups), of which at most
+//!   [`MAX_CONNECTING`] are being set up (resolving or connecting) at once, so a burst
+//!   does not overflow a small server's listen backlog. Hangups beyond wait in order and
+//!   take the next connection that comes free.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -31,13 +37,20 @@ use crate::conn::{Conn, Fail};
 use crate::error::{Error, Status};
 use crate::options::LogLevel;
 use crate::pool::{WorkerPool, IDLE_EXIT};
-use crate::resolve::{Lookup, Notify};
+use crate::resolve::{Lookup, Notify, Ticket};
 use crate::response::MAX_BODY;
 use crate::transport::{Race, Raced};
 
 /// Async hangups in flight at once (each holds a connection); more wait in order. Bulk
 /// calls have budgets of their own beside it.
 pub const ASYNC_PARALLEL: usize = 1024;
+
+/// New connections being set up (resolving, or connecting) at once. A server that
+/// accepts slowly with a small listen backlog (Python's `http.server`: 5) drops the SYNs
+/// beyond it, and a dropped SYN is sent again only after 1 s, then 3 s: a connect timeout.
+/// Four in progress fit such a backlog; on loopback or a fast server each takes
+/// microseconds, so the next ones follow in the loop's next turn.
+pub const MAX_CONNECTING: usize = 4;
 
 /// How long an idle keep-alive connection is kept while the engine runs (all close when
 /// it exits, after [`IDLE_EXIT`] without work).
@@ -370,12 +383,17 @@ struct Loop {
     /// Async jobs (index, serial) waiting for a slot, in order (retries first).
     waiting: VecDeque<(usize, u64)>,
     async_active: usize,
-    /// Slots waiting for a DNS answer.
-    resolving: Vec<(usize, u64)>,
+    /// Slots waiting for a DNS answer, with their lookup's ticket.
+    resolving: Vec<(usize, u64, Ticket)>,
     timers: BTreeMap<TimerKey, Timer>,
     serial: u64,
     /// Connections that may be open at once (half the free descriptors).
     conn_cap: usize,
+    /// Connections to the server at once (the client's `max_connections`); a batch may
+    /// go up to its own `max_parallel` if that is larger.
+    host_limit: usize,
+    /// Slots being set up: resolving or racing (at most [`MAX_CONNECTING`]).
+    connecting: usize,
     /// This turn's callbacks, for the pool.
     ready_callbacks: Vec<(Done, HangupResult)>,
     /// Callbacks the pool could not take yet.
@@ -388,6 +406,7 @@ impl Loop {
         let conn_cap = crate::transport::free_descriptors()
             .map(|f| (f / 2).max(1))
             .unwrap_or(4096);
+        let host_limit = core.max_connections.max(1);
         Loop {
             core,
             callbacks,
@@ -405,6 +424,8 @@ impl Loop {
             timers: BTreeMap::new(),
             serial: 0,
             conn_cap,
+            host_limit,
+            connecting: 0,
             ready_callbacks: Vec::new(),
             undelivered: Vec::new(),
             stopping: false,
@@ -625,21 +646,31 @@ impl Loop {
         Some(j)
     }
 
-    /// True if another connection may be used now (an idle one, or room for a new one).
-    fn has_room(&self) -> bool {
-        !self.idle.is_empty() || self.slots.len < self.conn_cap
+    /// True if another connection may be used now (an idle one, or room for a new one
+    /// under `limit` connections).
+    fn has_room(&self, limit: usize) -> bool {
+        !self.idle.is_empty() || self.room_for_new(limit)
+    }
+
+    /// True if a new connection may be opened now: under the descriptor budget, under
+    /// `limit` connections to the server, and fewer than [`MAX_CONNECTING`] being set up.
+    fn room_for_new(&self, limit: usize) -> bool {
+        self.slots.len < self.conn_cap.min(limit) && self.connecting < MAX_CONNECTING
     }
 
     /// Starts what the budgets allow: each batch up to its `max_parallel`, async jobs up
     /// to [`ASYNC_PARALLEL`] (no limit while stopping: every queued hangup at once).
     fn pump(&mut self) {
         for b in 0..self.batches.items.len() {
-            while let Some(batch) = self.batches.get_mut(b) {
-                if batch.active >= batch.max
-                    || (self.idle.is_empty() && self.slots.len >= self.conn_cap)
-                {
+            while let Some(batch) = self.batches.get(b) {
+                // An explicit max_parallel above the host limit is honoured for its batch.
+                let limit = self.host_limit.max(batch.max);
+                if batch.active >= batch.max || !self.has_room(limit) {
                     break;
                 }
+                let Some(batch) = self.batches.get_mut(b) else {
+                    break;
+                };
                 let job = if let Some((j, serial)) = batch.ready.pop_front() {
                     if self.jobs.get(j).is_none_or(|job| job.serial != serial) {
                         continue; // ended meanwhile (its deadline)
@@ -662,14 +693,19 @@ impl Loop {
                 } else {
                     break;
                 };
-                if let Some(bt) = self.batches.get_mut(b) {
-                    bt.active += 1;
+                if !self.start_attempt(job, limit) {
+                    // No connection after all (the idle ones were stale, or setups are
+                    // at their limit): first in line for the next.
+                    let serial = self.jobs.get(job).map_or(0, |jb| jb.serial);
+                    if let Some(bt) = self.batches.get_mut(b) {
+                        bt.ready.push_front((job, serial));
+                    }
+                    break;
                 }
-                self.start_attempt(job);
             }
         }
         while self.stopping || self.async_active < ASYNC_PARALLEL {
-            if !self.has_room() {
+            if !self.has_room(self.host_limit) {
                 break;
             }
             let Some((j, serial)) = self.waiting.pop_front() else {
@@ -678,8 +714,10 @@ impl Loop {
             if self.jobs.get(j).is_none_or(|job| job.serial != serial) {
                 continue; // ended meanwhile (its deadline)
             }
-            self.async_active += 1;
-            self.start_attempt(j);
+            if !self.start_attempt(j, self.host_limit) {
+                self.waiting.push_front((j, serial));
+                break;
+            }
         }
     }
 
@@ -691,13 +729,10 @@ impl Loop {
         }
     }
 
-    /// One attempt of `j`: on an idle connection, or a new one.
-    fn start_attempt(&mut self, j: usize) {
-        let now = Instant::now();
-        if let Some(job) = self.jobs.get_mut(j) {
-            job.attempt_start = now;
-        }
-        self.core.stats.attempt();
+    /// One attempt of `j`: on an idle connection, or a new one if there is room under
+    /// `limit`; its place in its budget (async or its batch's) is taken. False if there
+    /// is neither (nothing done, the job is as it was).
+    fn start_attempt(&mut self, j: usize, limit: usize) -> bool {
         // The most recent idle connection that is still good.
         while let Some((s, serial)) = self.idle.pop_back() {
             let good = match self.slots.get(s) {
@@ -722,21 +757,27 @@ impl Loop {
                 slot.idle = false;
                 slot.job = Some(j);
             }
+            self.attempt_begins(j, Instant::now());
             if let Some(job) = self.jobs.get_mut(j) {
                 job.slot = Some(s);
             }
             self.send_request(s, j);
-            return;
+            return true;
         }
         // A new connection.
+        if !self.room_for_new(limit) {
+            return false;
+        }
+        let now = Instant::now();
         let until = {
             let job = match self.jobs.get(j) {
                 Some(job) => job,
-                None => return,
+                None => return true,
             };
             job.deadline
                 .min(crate::client::later(now, self.core.connect_timeout))
         };
+        self.attempt_begins(j, now);
         let serial = self.next_serial();
         let s = self.slots.insert(Slot {
             state: SlotState::Resolving,
@@ -749,6 +790,7 @@ impl Loop {
             hup: false,
             serial,
         });
+        self.connecting += 1;
         if let Some(job) = self.jobs.get_mut(j) {
             job.slot = Some(s);
         }
@@ -757,6 +799,25 @@ impl Loop {
             slot.timer = Some(key);
         }
         self.resolve(s);
+        true
+    }
+
+    /// Job `j` has a connection: its attempt is counted and takes its place in its
+    /// budget.
+    fn attempt_begins(&mut self, j: usize, now: Instant) {
+        let Some(job) = self.jobs.get_mut(j) else {
+            return;
+        };
+        job.attempt_start = now;
+        match job.origin {
+            Origin::Async(_) => self.async_active += 1,
+            Origin::Batch { batch, .. } => {
+                if let Some(b) = self.batches.get_mut(batch) {
+                    b.active += 1;
+                }
+            }
+        }
+        self.core.stats.attempt();
     }
 
     /// Asks the address book for the slot's addresses; a race starts when they are known.
@@ -767,19 +828,30 @@ impl Loop {
             .book
             .poll_addresses(&route.dial_host, route.dial_port, &self.notify)
         {
-            Lookup::Pending => {
+            Lookup::Pending(ticket) => {
                 if let Some(slot) = self.slots.get(s) {
-                    self.resolving.push((s, slot.serial));
+                    self.resolving.push((s, slot.serial, ticket));
                 }
             }
-            Lookup::Ready(Err(e)) => {
+            Lookup::Ready(answer) => self.addresses_known(s, answer),
+        }
+    }
+
+    /// The slot's lookup answered: its race starts, or its attempt fails.
+    fn addresses_known(
+        &mut self,
+        s: usize,
+        answer: Result<Vec<std::net::SocketAddr>, crate::resolve::ResolveError>,
+    ) {
+        match answer {
+            Err(e) => {
                 let e = match e {
                     crate::resolve::ResolveError::Timeout => AttemptError::ConnectTimeout,
                     e => AttemptError::Resolve(e),
                 };
                 self.attempt_failed(s, e);
             }
-            Lookup::Ready(Ok(addrs)) => {
+            Ok(addrs) => {
                 if let Some(slot) = self.slots.get_mut(s) {
                     slot.state = SlotState::Racing(Race::new(&addrs));
                 }
@@ -788,18 +860,24 @@ impl Loop {
         }
     }
 
-    /// A DNS answer arrived (or new work woke the loop): slots waiting for one go on.
+    /// A DNS answer arrived (or new work woke the loop): each slot waiting for one takes
+    /// its own lookup's answer, by ticket; a failure ends every hangup that waited for
+    /// it, once, and starts no new lookup.
     fn resolved(&mut self) {
         if self.resolving.is_empty() {
             return;
         }
-        for (s, serial) in std::mem::take(&mut self.resolving) {
+        for (s, serial, ticket) in std::mem::take(&mut self.resolving) {
             let live = self
                 .slots
                 .get(s)
                 .is_some_and(|sl| sl.serial == serial && matches!(sl.state, SlotState::Resolving));
-            if live {
-                self.resolve(s);
+            if !live {
+                continue;
+            }
+            match self.core.book.answer(&ticket) {
+                Some(answer) => self.addresses_known(s, answer),
+                None => self.resolving.push((s, serial, ticket)),
             }
         }
     }
@@ -869,6 +947,9 @@ impl Loop {
                 ) {
                     Ok(conn) => {
                         slot.state = SlotState::Open(Box::new(conn));
+                        // Connected: the next setup may start (the tunnel and TLS, if
+                        // any, follow on an accepted connection).
+                        self.connecting -= 1;
                         if let Some(j) = slot.job {
                             self.send_request(s, j);
                         }
@@ -963,8 +1044,11 @@ impl Loop {
                 SlotState::Open(c) => {
                     let _ = self.poll.registry().deregister(&mut c.sock);
                 }
-                SlotState::Racing(r) => r.abandon(),
-                SlotState::Resolving => {}
+                SlotState::Racing(r) => {
+                    r.abandon();
+                    self.connecting -= 1;
+                }
+                SlotState::Resolving => self.connecting -= 1,
             }
         }
     }
@@ -1220,6 +1304,7 @@ impl Loop {
         }
         self.idle.clear();
         self.resolving.clear();
+        self.connecting = 0;
         self.timers.clear();
         self.waiting.clear();
         self.async_active = 0;

@@ -62,12 +62,13 @@ mod wire;
 
 pub use bulk::{DEFAULT_PARALLEL, MAX_PARALLEL};
 pub use client::{Client, HangupResult};
-pub use engine::ASYNC_PARALLEL;
+pub use engine::{ASYNC_PARALLEL, MAX_CONNECTING};
 pub use error::{Error, Status};
 pub use options::{
     LogFn, LogLevel, Options, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
 };
+pub use options::{DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS};
 pub use pool::MAX_WORKERS;
 #[doc(hidden)]
 pub use resolve::LookupFn;

@@ -19,6 +19,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3_000);
 /// Extra attempts after the first one.
 pub const DEFAULT_MAX_RETRIES: u32 = 2;
+/// Connections async and bulk hangups may hold open to the server at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// The largest value [`Options::set_max_connections`] takes.
+pub const MAX_CONNECTIONS: usize = 65_536;
 
 /// Severity of a log line, most severe first (`Error < Debug`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -42,6 +46,7 @@ pub struct Options {
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_retries: u32,
+    pub(crate) max_connections: usize,
     pub(crate) tenant_id: Option<String>,
     pub(crate) user_agent: Option<String>,
     pub(crate) ca_file: Option<PathBuf>,
@@ -58,6 +63,7 @@ impl Default for Options {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_retries: DEFAULT_MAX_RETRIES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             tenant_id: None,
             user_agent: None,
             ca_file: None,
@@ -76,6 +82,7 @@ impl std::fmt::Debug for Options {
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_retries", &self.max_retries)
+            .field("max_connections", &self.max_connections)
             .field("tenant_id", &self.tenant_id)
             .field("user_agent", &self.user_agent)
             .field("ca_file", &self.ca_file)
@@ -124,6 +131,24 @@ impl Options {
             return Err(Error::invalid("max_retries must be at most 100"));
         }
         self.max_retries = n;
+        Ok(())
+    }
+
+    /// The most connections async and bulk hangups hold open to the server at once
+    /// (default [`DEFAULT_MAX_CONNECTIONS`], 64; 1 to [`MAX_CONNECTIONS`]). A client talks
+    /// to one host, so this is its per-host limit; hangups beyond it wait for a
+    /// connection to come free (a keep-alive one goes to the next waiting hangup at once).
+    /// A bulk call whose `max_parallel` is larger may use that many. New connections are
+    /// also opened a few at a time (a small server's listen backlog survives a burst).
+    /// The caller's-thread `hangup` uses a connection of its own per calling thread,
+    /// outside this limit.
+    pub fn set_max_connections(&mut self, n: usize) -> Result<(), Error> {
+        if n == 0 || n > MAX_CONNECTIONS {
+            return Err(Error::invalid(format!(
+                "max_connections must be 1 to {MAX_CONNECTIONS}"
+            )));
+        }
+        self.max_connections = n;
         Ok(())
     }
 

@@ -6,7 +6,9 @@
 //!   misses of one name wait for the same lookup (merged), so a burst of hangups costs one
 //!   lookup and one thread.
 //! - A caller waits for a lookup no longer than its own deadline (then TIMEOUT); the
-//!   engine never waits: it is woken when the answer arrives. The
+//!   engine never waits: it is woken when the answer arrives, and each of its hangups
+//!   waiting for that lookup takes the answer by its ticket (a failure too: no new
+//!   lookup is started for a waiter of a failed one). The
 //!   helper holds no client state (only the name and a slot for its answer), so it is
 //!   detached: a stuck system resolver never delays dropping the client; the thread ends
 //!   when the resolver answers, and its answer is used if anyone still wants it.
@@ -49,7 +51,16 @@ pub(crate) enum ResolveError {
 /// A lookup without waiting: the addresses, a failure, or an answer still to come.
 pub(crate) enum Lookup {
     Ready(Result<Vec<SocketAddr>, ResolveError>),
-    Pending,
+    /// Ask [`AddressBook::answer`] with the ticket when notified.
+    Pending(Ticket),
+}
+
+/// The lookup a caller waits for. Its answer is asked for by the ticket, not by name: a
+/// failure is served to every waiter of that lookup, however late each asks (by name, a
+/// failure that arrived before the asking is not served: the name is looked up again).
+pub(crate) struct Ticket {
+    key: String,
+    pending: Arc<Pending>,
 }
 
 /// One lookup in flight; every waiter of that name shares it.
@@ -128,7 +139,8 @@ impl AddressBook {
     }
 
     /// The addresses of `host` at `port` if known now; else a lookup is under way and
-    /// `notify` is called once when it answers (ask again then).
+    /// `notify` is called once when it answers: then [`AddressBook::answer`] with the
+    /// ticket gives its answer.
     pub(crate) fn poll_addresses(&self, host: &str, port: u16, notify: &Notify) -> Lookup {
         let key = format!("{host}:{port}");
         let pending = match self.find(host, port, &key) {
@@ -148,7 +160,16 @@ impl AddressBook {
         if lock(&pending.answer).is_some() {
             return Lookup::Ready(self.take_answer(&key, &pending));
         }
-        Lookup::Pending
+        Lookup::Pending(Ticket { key, pending })
+    }
+
+    /// The answer of the lookup `ticket` waits for, once it has arrived: the same to
+    /// every holder of that lookup's tickets, failure included (no second lookup).
+    pub(crate) fn answer(&self, ticket: &Ticket) -> Option<Result<Vec<SocketAddr>, ResolveError>> {
+        if lock(&ticket.pending.answer).is_none() {
+            return None;
+        }
+        Some(self.take_answer(&ticket.key, &ticket.pending))
     }
 
     /// A literal, a cached answer, or the lookup (started if need be) to wait for.
@@ -332,6 +353,39 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_reaches_every_ticket_of_its_lookup_without_a_second_lookup() {
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&calls);
+        let lookup: LookupFn = Arc::new(move |_: &str| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let _ = lock(&gate).recv();
+            Err(io::Error::other("NXDOMAIN"))
+        });
+        let r = AddressBook::new(lookup);
+        let notify: Notify = Arc::new(|| {});
+        let tickets: Vec<Ticket> = (0..5)
+            .map(|_| match r.poll_addresses("no.such", 9, &notify) {
+                Lookup::Pending(t) => t,
+                Lookup::Ready(_) => panic!("answered before the lookup was released"),
+            })
+            .collect();
+        assert!(tickets.iter().all(|t| r.answer(t).is_none()));
+        release.send(()).unwrap();
+        for t in &tickets {
+            let got = loop {
+                match r.answer(t) {
+                    Some(a) => break a,
+                    None => std::thread::yield_now(),
+                }
+            };
+            assert!(matches!(got, Err(ResolveError::NotFound)), "{got:?}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one lookup for every waiter");
+    }
+
+    #[test]
     fn a_failed_address_moves_to_the_back() {
         let a: SocketAddr = "127.0.0.2:9".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:9".parse().unwrap();
@@ -370,7 +424,7 @@ mod tests {
         for _ in 0..3 {
             assert!(matches!(
                 r.poll_addresses("stuck.name", 9, &notify),
-                Lookup::Pending
+                Lookup::Pending(_)
             ));
         }
         assert_eq!(

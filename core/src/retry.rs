@@ -7,8 +7,15 @@
 //!
 //! "Fits" means the wait *and* a useful attempt after it: a retry that would start with
 //! almost nothing of the deadline left can only end in TIMEOUT, which tells the caller
-//! less than the failure already in hand. A useful attempt is reserved as long as the
-//! failed one took, within [`MIN_ATTEMPT`, `MAX_RESERVE`].
+//! less than the failure already in hand. For a hangup the question is whether the call
+//! is gone, so a retry is made whenever the attempt after it has a fair chance:
+//!
+//! - After a server's answer (429, 5xx) the attempt is reserved as long as that answer
+//!   took, within [`MIN_ATTEMPT`, `MAX_RESERVE`]: the same server will take about as long.
+//! - After a connection that failed before any answer, [`MIN_ATTEMPT`] only: the failed
+//!   attempt's time measured the failure (a connect timeout while a busy server's backlog
+//!   dropped SYNs, a reset of a stale keep-alive connection), not how long the next,
+//!   fresh connection and its answer take.
 
 use std::time::Duration;
 
@@ -54,8 +61,8 @@ pub enum Stop {
 }
 
 /// `retries_done` retries were already made; `time_left` is what remains of the deadline;
-/// `last_attempt` is how long the failed attempt took; `jitter` is a number in [0, 1) that
-/// spreads clients apart.
+/// `last_attempt` is how long the failed attempt took (it counts only if the server
+/// answered); `jitter` is a number in [0, 1) that spreads clients apart.
 pub fn decide(
     failure: Failure,
     retries_done: u32,
@@ -81,7 +88,10 @@ pub fn decide(
         } => d,
         Failure::RateLimited { retry_after: None } => backoff(retries_done, jitter),
     };
-    let reserve = last_attempt.clamp(MIN_ATTEMPT, MAX_RESERVE);
+    let reserve = match failure {
+        Failure::Connection => MIN_ATTEMPT,
+        _ => last_attempt.clamp(MIN_ATTEMPT, MAX_RESERVE),
+    };
     if wait.saturating_add(reserve) > time_left {
         Decision::Stop(Stop::NoTime { wait })
     } else {
@@ -181,6 +191,34 @@ mod tests {
             Decision::Stop(Stop::NoTime {
                 wait: Duration::ZERO
             })
+        );
+    }
+
+    #[test]
+    fn a_connection_failure_reserves_only_the_minimum_attempt() {
+        // The case: a connect timed out after 2 s (a small server's backlog
+        // dropped the SYN); 995 ms are left and the next try waits 136 ms. The 2 s said
+        // nothing about a fresh connect: the retry is made.
+        let ms = Duration::from_millis;
+        let jitter_for_136 = (136.0 - 100.0) / 100.0;
+        assert_eq!(
+            decide(Failure::Connection, 1, 2, ms(995), ms(2000), jitter_for_136),
+            Decision::RetryAfter(ms(136))
+        );
+        assert_eq!(
+            decide(Failure::Connection, 0, 2, ms(100), ms(2000), 0.0),
+            Decision::RetryAfter(Duration::ZERO)
+        );
+        assert_eq!(
+            decide(Failure::Connection, 0, 2, ms(99), ms(2000), 0.0),
+            Decision::Stop(Stop::NoTime {
+                wait: Duration::ZERO
+            })
+        );
+        // A server's slow answer still predicts its next one.
+        assert_eq!(
+            decide(Failure::Unavailable, 1, 2, ms(299), ms(200), 0.0),
+            Decision::Stop(Stop::NoTime { wait: ms(100) })
         );
     }
 
