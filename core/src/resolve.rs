@@ -382,7 +382,11 @@ mod tests {
             };
             assert!(matches!(got, Err(ResolveError::NotFound)), "{got:?}");
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "one lookup for every waiter");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one lookup for every waiter"
+        );
     }
 
     #[test]
