@@ -15,11 +15,12 @@
 //! - DNS never blocks the loop: a lookup runs on a helper thread of the address book,
 //!   which wakes the loop when it answers; every hangup waiting for it takes its answer,
 //!   a failure too, by its ticket.
-//! - Connections to the server: at most `max_connections` (the client's option, 64 by
-//!   default; a bulk call's larger `max_parallel` for its own hangups), of which at most
-//!   [`MAX_CONNECTING`] are being set up (resolving or connecting) at once, so a burst
-//!   does not overflow a small server's listen backlog. Hangups beyond wait in order and
-//!   take the next connection that comes free.
+//! - Connections to the server (one host per client): async hangups hold at most
+//!   `max_connections` (the client's option, 64 by default), each bulk call at most its
+//!   own `max_parallel` beside them (so it never waits behind async backlog); at most
+//!   [`MAX_CONNECTING`] connections are being set up (resolving or connecting) at once,
+//!   so a burst does not overflow a small server's listen backlog. Hangups beyond wait in
+//!   order and take the next connection that comes free (an idle keep-alive one at once).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -41,8 +42,9 @@ use crate::resolve::{Lookup, Notify, Ticket};
 use crate::response::MAX_BODY;
 use crate::transport::{Race, Raced};
 
-/// Async hangups in flight at once (each holds a connection); more wait in order. Bulk
-/// calls have budgets of their own beside it.
+/// The most async hangups in flight at once (each holds a connection), the largest
+/// `max_connections` a client takes (its default is 64); more wait in order. Bulk calls
+/// have budgets of their own beside it.
 pub const ASYNC_PARALLEL: usize = 1024;
 
 /// New connections being set up (resolving, or connecting) at once. A server that
@@ -389,8 +391,8 @@ struct Loop {
     serial: u64,
     /// Connections that may be open at once (half the free descriptors).
     conn_cap: usize,
-    /// Connections to the server at once (the client's `max_connections`); a batch may
-    /// go up to its own `max_parallel` if that is larger.
+    /// Async hangups in flight, each on its connection, at once (the client's
+    /// `max_connections`: the per-host limit; batches have their own `max_parallel`).
     host_limit: usize,
     /// Slots being set up: resolving or racing (at most [`MAX_CONNECTING`]).
     connecting: usize,
@@ -406,7 +408,7 @@ impl Loop {
         let conn_cap = crate::transport::free_descriptors()
             .map(|f| (f / 2).max(1))
             .unwrap_or(4096);
-        let host_limit = core.max_connections.max(1);
+        let host_limit = core.max_connections.clamp(1, ASYNC_PARALLEL);
         Loop {
             core,
             callbacks,
@@ -646,26 +648,24 @@ impl Loop {
         Some(j)
     }
 
-    /// True if another connection may be used now (an idle one, or room for a new one
-    /// under `limit` connections).
-    fn has_room(&self, limit: usize) -> bool {
-        !self.idle.is_empty() || self.room_for_new(limit)
+    /// True if another connection may be used now (an idle one, or room for a new one).
+    fn has_room(&self) -> bool {
+        !self.idle.is_empty() || self.room_for_new()
     }
 
-    /// True if a new connection may be opened now: under the descriptor budget, under
-    /// `limit` connections to the server, and fewer than [`MAX_CONNECTING`] being set up.
-    fn room_for_new(&self, limit: usize) -> bool {
-        self.slots.len < self.conn_cap.min(limit) && self.connecting < MAX_CONNECTING
+    /// True if a new connection may be opened now: under the descriptor budget, and
+    /// fewer than [`MAX_CONNECTING`] being set up.
+    fn room_for_new(&self) -> bool {
+        self.slots.len < self.conn_cap && self.connecting < MAX_CONNECTING
     }
 
     /// Starts what the budgets allow: each batch up to its `max_parallel`, async jobs up
-    /// to [`ASYNC_PARALLEL`] (no limit while stopping: every queued hangup at once).
+    /// to the client's `max_connections` (no limit while stopping: every queued hangup
+    /// as soon as it can connect), new connections [`MAX_CONNECTING`] at a time.
     fn pump(&mut self) {
         for b in 0..self.batches.items.len() {
             while let Some(batch) = self.batches.get(b) {
-                // An explicit max_parallel above the host limit is honoured for its batch.
-                let limit = self.host_limit.max(batch.max);
-                if batch.active >= batch.max || !self.has_room(limit) {
+                if batch.active >= batch.max || !self.has_room() {
                     break;
                 }
                 let Some(batch) = self.batches.get_mut(b) else {
@@ -693,7 +693,7 @@ impl Loop {
                 } else {
                     break;
                 };
-                if !self.start_attempt(job, limit) {
+                if !self.start_attempt(job) {
                     // No connection after all (the idle ones were stale, or setups are
                     // at their limit): first in line for the next.
                     let serial = self.jobs.get(job).map_or(0, |jb| jb.serial);
@@ -704,8 +704,8 @@ impl Loop {
                 }
             }
         }
-        while self.stopping || self.async_active < ASYNC_PARALLEL {
-            if !self.has_room(self.host_limit) {
+        while self.stopping || self.async_active < self.host_limit {
+            if !self.has_room() {
                 break;
             }
             let Some((j, serial)) = self.waiting.pop_front() else {
@@ -714,7 +714,7 @@ impl Loop {
             if self.jobs.get(j).is_none_or(|job| job.serial != serial) {
                 continue; // ended meanwhile (its deadline)
             }
-            if !self.start_attempt(j, self.host_limit) {
+            if !self.start_attempt(j) {
                 self.waiting.push_front((j, serial));
                 break;
             }
@@ -729,10 +729,10 @@ impl Loop {
         }
     }
 
-    /// One attempt of `j`: on an idle connection, or a new one if there is room under
-    /// `limit`; its place in its budget (async or its batch's) is taken. False if there
-    /// is neither (nothing done, the job is as it was).
-    fn start_attempt(&mut self, j: usize, limit: usize) -> bool {
+    /// One attempt of `j`: on an idle connection, or a new one if there is room; its
+    /// place in its budget (async or its batch's) is taken. False if there is neither
+    /// (nothing done, the job is as it was).
+    fn start_attempt(&mut self, j: usize) -> bool {
         // The most recent idle connection that is still good.
         while let Some((s, serial)) = self.idle.pop_back() {
             let good = match self.slots.get(s) {
@@ -765,7 +765,7 @@ impl Loop {
             return true;
         }
         // A new connection.
-        if !self.room_for_new(limit) {
+        if !self.room_for_new() {
             return false;
         }
         let now = Instant::now();

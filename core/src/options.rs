@@ -19,10 +19,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3_000);
 /// Extra attempts after the first one.
 pub const DEFAULT_MAX_RETRIES: u32 = 2;
-/// Connections async and bulk hangups may hold open to the server at once.
+/// Connections async hangups may hold to the server at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// The largest value [`Options::set_max_connections`] takes.
-pub const MAX_CONNECTIONS: usize = 65_536;
+pub const MAX_CONNECTIONS: usize = crate::engine::ASYNC_PARALLEL;
 
 /// Severity of a log line, most severe first (`Error < Debug`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -134,14 +134,17 @@ impl Options {
         Ok(())
     }
 
-    /// The most connections async and bulk hangups hold open to the server at once
-    /// (default [`DEFAULT_MAX_CONNECTIONS`], 64; 1 to [`MAX_CONNECTIONS`]). A client talks
-    /// to one host, so this is its per-host limit; hangups beyond it wait for a
-    /// connection to come free (a keep-alive one goes to the next waiting hangup at once).
-    /// A bulk call whose `max_parallel` is larger may use that many. New connections are
-    /// also opened a few at a time (a small server's listen backlog survives a burst).
-    /// The caller's-thread `hangup` uses a connection of its own per calling thread,
-    /// outside this limit.
+    /// The most connections async hangups hold to the server at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`], 64; 1 to [`MAX_CONNECTIONS`], 1,024). A client talks to
+    /// one host, so this is its per-host limit: a burst of async hangups beyond it waits,
+    /// in order and within each hangup's timeout, for a connection to come free (a
+    /// keep-alive one goes to the next waiting hangup at once). A bulk call
+    /// (`hangup_many`) uses its own `max_parallel` connections beside them, so it never
+    /// waits behind async backlog, and an explicit `max_parallel` above this limit is
+    /// honoured. Whatever the limit, new connections are set up a few at a time
+    /// ([`crate::MAX_CONNECTING`]), so a small server's listen backlog survives a burst.
+    /// The blocking `hangup` uses one connection per calling thread, outside this limit.
+    /// When the client is dropped, its queued async hangups all start.
     pub fn set_max_connections(&mut self, n: usize) -> Result<(), Error> {
         if n == 0 || n > MAX_CONNECTIONS {
             return Err(Error::invalid(format!(

@@ -785,15 +785,17 @@ pub unsafe extern "C" fn tryvox_options_set_max_retries(o: *mut tryvox_options, 
     unsafe { with_options(o, |opts| opts.set_max_retries(n)) }
 }
 
-/// Sets the most connections async and bulk hangups hold open to the server at once
-/// (default 64; 1 to 65536, else TRYVOX_INVALID_ARGUMENT). A client talks to one host, so
-/// this is its per-host limit, chosen so a burst does not overrun a small server (or a
-/// proxy's client limit); hangups beyond it wait, in order, for a connection to come free
-/// (a keep-alive connection goes to the next waiting hangup at once), within their own
-/// timeout. A tryvox_hangup_many whose `max_parallel` is larger may use that many for its
-/// ids. New connections are opened a few at a time whatever the limit, so a server with
-/// a small listen backlog is not sent more connects than it can queue. The blocking
-/// tryvox_hangup uses one connection per calling thread, outside this limit.
+/// Sets the most connections async hangups (tryvox_hangup_async, scheduled hangups) hold
+/// to the server at once (default 64; 1 to 1024, else TRYVOX_INVALID_ARGUMENT). A client
+/// talks to one host, so this is its per-host limit, so a burst does not overrun a small
+/// server (or a proxy's client limit): hangups beyond it wait, in order and within their
+/// own timeout, for a connection to come free (a keep-alive connection goes to the next
+/// waiting hangup at once). A tryvox_hangup_many call uses its own `max_parallel`
+/// connections beside them (it never waits behind async backlog; an explicit value above
+/// this limit is honoured). Whatever the limit, at most 4 new connections are being set
+/// up at once, so a server with a small listen backlog is not sent more connects than it
+/// can queue. The blocking tryvox_hangup uses one connection per calling thread, outside
+/// this limit. tryvox_client_free starts every queued async hangup.
 #[no_mangle]
 pub unsafe extern "C" fn tryvox_options_set_max_connections(
     o: *mut tryvox_options,
