@@ -17,9 +17,10 @@
 //!   a failure too, by its ticket.
 //! - Connections to the server (one host per client): async hangups hold at most
 //!   `max_connections` (the client's option, 64 by default), each bulk call at most its
-//!   own `max_parallel` beside them (so it never waits behind async backlog); at most
-//!   [`MAX_CONNECTING`] connections are being set up (resolving or connecting) at once,
-//!   so a burst does not overflow a small server's listen backlog. Hangups beyond wait in
+//!   own `max_parallel` beside them (so it never waits behind async backlog); new
+//!   connections are set up (resolved, connected) within a connect window that starts
+//!   small and grows with each connect that succeeds (see [`MAX_CONNECTING`]), so a burst
+//!   does not overflow a small server's listen backlog, nor crawl over a WAN. Hangups beyond wait in
 //!   order and take the next connection that comes free (an idle keep-alive one at once).
 
 use std::collections::{BTreeMap, VecDeque};
@@ -47,12 +48,18 @@ use crate::transport::{Race, Raced};
 /// have budgets of their own beside it.
 pub const ASYNC_PARALLEL: usize = 1024;
 
-/// New connections being set up (resolving, or connecting) at once. A server that
-/// accepts slowly with a small listen backlog (Python's `http.server`: 5) drops the SYNs
-/// beyond it, and a dropped SYN is sent again only after 1 s, then 3 s: a connect timeout.
-/// Four in progress fit such a backlog; on loopback or a fast server each takes
-/// microseconds, so the next ones follow in the loop's next turn.
-pub const MAX_CONNECTING: usize = 4;
+/// The connect window: how many new connections may be set up (resolving, or
+/// connecting) at once. A server that accepts slowly with a small listen backlog
+/// (Python's `http.server`: 5) drops the SYNs beyond it, and a dropped SYN is sent again
+/// only after 1 s, then 3 s: a connect timeout. So the window starts at
+/// [`INITIAL_CONNECTING`], which such a backlog holds, grows by one per connect that
+/// succeeds (it doubles per round trip, as TCP's slow start: a fast server, or one across
+/// a WAN, gets its connections within a few round trips, not four at a time) up to this
+/// limit, and halves, not below the start, when a connect times out.
+pub const MAX_CONNECTING: usize = 256;
+
+/// Where the connect window starts (and how small it shrinks).
+pub(crate) const INITIAL_CONNECTING: usize = 4;
 
 /// How long an idle keep-alive connection is kept while the engine runs (all close when
 /// it exits, after [`IDLE_EXIT`] without work).
@@ -394,8 +401,10 @@ struct Loop {
     /// Async hangups in flight, each on its connection, at once (the client's
     /// `max_connections`: the per-host limit; batches have their own `max_parallel`).
     host_limit: usize,
-    /// Slots being set up: resolving or racing (at most [`MAX_CONNECTING`]).
+    /// Slots being set up: resolving or racing (at most `connect_window`).
     connecting: usize,
+    /// How many may be set up at once: [`INITIAL_CONNECTING`] up to [`MAX_CONNECTING`].
+    connect_window: usize,
     /// This turn's callbacks, for the pool.
     ready_callbacks: Vec<(Done, HangupResult)>,
     /// Callbacks the pool could not take yet.
@@ -428,6 +437,7 @@ impl Loop {
             conn_cap,
             host_limit,
             connecting: 0,
+            connect_window: INITIAL_CONNECTING,
             ready_callbacks: Vec::new(),
             undelivered: Vec::new(),
             stopping: false,
@@ -654,14 +664,14 @@ impl Loop {
     }
 
     /// True if a new connection may be opened now: under the descriptor budget, and
-    /// fewer than [`MAX_CONNECTING`] being set up.
+    /// fewer than the connect window being set up.
     fn room_for_new(&self) -> bool {
-        self.slots.len < self.conn_cap && self.connecting < MAX_CONNECTING
+        self.slots.len < self.conn_cap && self.connecting < self.connect_window
     }
 
     /// Starts what the budgets allow: each batch up to its `max_parallel`, async jobs up
     /// to the client's `max_connections` (no limit while stopping: every queued hangup
-    /// as soon as it can connect), new connections [`MAX_CONNECTING`] at a time.
+    /// as soon as it can connect), new connections as the connect window allows.
     fn pump(&mut self) {
         for b in 0..self.batches.items.len() {
             while let Some(batch) = self.batches.get(b) {
@@ -948,8 +958,9 @@ impl Loop {
                     Ok(conn) => {
                         slot.state = SlotState::Open(Box::new(conn));
                         // Connected: the next setup may start (the tunnel and TLS, if
-                        // any, follow on an accepted connection).
+                        // any, follow on an accepted connection), and the window grows.
                         self.connecting -= 1;
+                        self.connect_window = (self.connect_window + 1).min(MAX_CONNECTING);
                         if let Some(j) = slot.job {
                             self.send_request(s, j);
                         }
@@ -1253,6 +1264,9 @@ impl Loop {
                         for a in losers {
                             self.core.book.demote(a);
                         }
+                        // A connect that timed out: the server (or its backlog) is
+                        // overwhelmed, or the path lossy; fewer at once.
+                        self.connect_window = (self.connect_window / 2).max(INITIAL_CONNECTING);
                     }
                     self.attempt_failed(s, AttemptError::ConnectTimeout);
                 } else {
