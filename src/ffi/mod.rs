@@ -547,10 +547,11 @@ pub unsafe extern "C" fn tryvox_hangup_all(
 /// A snapshot of a client's statistics, filled by `tryvox_client_stats`.
 ///
 /// Size-versioned: set `size` to `sizeof(tryvox_stats)` before the call. The library
-/// writes only the fields that fit in `size` bytes (fields added in later versions come
-/// after the last one here), so a program built against this header keeps working with a
-/// newer library, and a newer program with this one (it sees `size` unchanged and the
-/// fields beyond it untouched).
+/// writes only the fields that fit whole in `size` bytes (fields added in later versions
+/// come after the last one here), so a program built against this header keeps working
+/// with a newer library, and a newer program with this one (it sees `size` unchanged and
+/// the fields beyond it untouched). A field that `size` ends inside is left untouched,
+/// never written in part; `hangups_by_status` is one field, written whole or not at all.
 ///
 /// Counters only grow over the client's life: diff two snapshots for a window.
 /// `in_flight` and `connections_open` are gauges. Latencies are whole hangups (retries
@@ -627,7 +628,7 @@ pub unsafe extern "C" fn tryvox_client_stats(
             latency_p99_us: s.latency_p99_us,
             latency_max_us: s.latency_max_us,
         };
-        let n = size.min(std::mem::size_of::<tryvox_stats>());
+        let n = whole_stats_fields(size);
         // SAFETY: the caller promises `size` writable bytes at `out`; `n <= size` and
         // `n <= size_of::<tryvox_stats>()` bytes are read from `full`.
         unsafe {
@@ -639,6 +640,33 @@ pub unsafe extern "C" fn tryvox_client_stats(
         };
         Ok(0)
     })
+}
+
+/// How many leading bytes of a `tryvox_stats` of `size` bytes hold only whole fields: the
+/// end of the last field that fits entirely. A `size` ending inside a field (a caller's
+/// struct of another layout, or a bad `size`) leaves that field, and all after it,
+/// untouched: a half-written counter would be a wrong number, not a missing one.
+/// `hangups_by_status` is one field (an array indexed by status), written whole or not.
+fn whole_stats_fields(size: usize) -> usize {
+    use std::mem::{offset_of, size_of};
+    type S = tryvox_stats;
+    let ends = [
+        offset_of!(S, size) + size_of::<usize>(),
+        offset_of!(S, hangups_by_status) + size_of::<[u64; 32]>(),
+        offset_of!(S, attempts) + 8,
+        offset_of!(S, retries_connection) + 8,
+        offset_of!(S, retries_rate_limited) + 8,
+        offset_of!(S, retries_server_error) + 8,
+        offset_of!(S, in_flight) + 8,
+        offset_of!(S, connections_open) + 8,
+        offset_of!(S, connections_opened) + 8,
+        offset_of!(S, latency_p50_us) + 8,
+        offset_of!(S, latency_p90_us) + 8,
+        offset_of!(S, latency_p99_us) + 8,
+        offset_of!(S, latency_max_us) + 8,
+    ];
+    debug_assert_eq!(ends[ends.len() - 1], size_of::<S>());
+    ends.into_iter().filter(|&end| end <= size).max().unwrap_or(0)
 }
 
 /// The message of this thread's last fallible library call: "" if it succeeded, else a
@@ -810,7 +838,10 @@ pub unsafe extern "C" fn tryvox_options_set_user_agent(
 
 /// Trusts the certificates in the PEM file at `pem_path` instead of the built-in roots
 /// (Mozilla's). The path is copied; the file is read by `tryvox_client_new_with_options`,
-/// which fails with TRYVOX_INVALID_ARGUMENT if it cannot be read or holds no certificate.
+/// which fails at once with TRYVOX_INVALID_ARGUMENT, nothing sent and the last error
+/// naming the path, if it is not a regular file (a FIFO, device, socket or directory is
+/// refused, never waited on or read), is larger than 1 MiB (a bundle of every public CA
+/// is about 220 KiB), cannot be read or holds no certificate.
 #[no_mangle]
 pub unsafe extern "C" fn tryvox_options_set_ca_file(
     o: *mut tryvox_options,
