@@ -408,8 +408,9 @@ pub struct tryvox_sweep {
     pub direction: *const c_char,
     /// In: hangups in flight at once (0 means 32; at most 1024).
     pub max_parallel: u32,
-    /// In: the sweep's deadline in milliseconds (0 means 60000). A hangup started before
-    /// it runs to its own deadline; none starts after it.
+    /// In: the sweep's deadline in milliseconds (0 means 60000). Every request of the
+    /// sweep (listing pages and hangups) ends by it, whatever the client's timeout; no
+    /// hangup starts after it.
     pub timeout_ms: u32,
     /// In: optional progress callback, and its `user_data`, passed through untouched.
     pub progress: tryvox_sweep_progress_callback,
@@ -430,7 +431,8 @@ pub struct tryvox_sweep {
 /// tenant when one is set, or those `sweep`'s filters select: lists them page by page (100
 /// a page), hangs them up as `tryvox_hangup_many` does, and lists again until a listing
 /// comes back empty. Listing requests follow the retry and deadline rules of
-/// `tryvox_hangup`; each hangup follows its own. Calls that end on their own meanwhile
+/// `tryvox_hangup`, as each hangup does, and every one of them also ends by the sweep's
+/// deadline (`timeout_ms`). Calls that end on their own meanwhile
 /// are counted as gone, not as failures. Bounded whatever the server says: a round keeps
 /// at most 100,000 listed ids, pages that only repeat known calls end a listing, and a
 /// round that settles no call waits (50 ms, doubling to 1 s) before listing again.
@@ -440,8 +442,15 @@ pub struct tryvox_sweep {
 /// strings are borrowed for the call.
 ///
 /// Returns TRYVOX_OK only when a final listing found no live call. TRYVOX_TIMEOUT when
-/// the sweep's deadline passed first; the status of the first failure when only calls
-/// that could not be ended are left, or when a listing failed; TRYVOX_INVALID_ARGUMENT,
+/// the sweep's deadline passed first. The status of a listing's failure. When only calls
+/// that could not be ended are left, one of their statuses, chosen by a fixed order so
+/// that the same failures give the same status on every run: TRYVOX_UNAUTHORIZED,
+/// TRYVOX_FORBIDDEN, TRYVOX_TLS_ERROR, TRYVOX_PROTOCOL_ERROR, TRYVOX_INVALID_ARGUMENT,
+/// TRYVOX_INTERNAL_ERROR, TRYVOX_SERVER_ERROR, TRYVOX_RATE_LIMITED, TRYVOX_NETWORK_ERROR,
+/// TRYVOX_TIMEOUT, TRYVOX_BUSY (what no later sweep cures and the caller must act on
+/// first, then the passing failures from the most to the least telling); the last error,
+/// HTTP status and code are those of the smallest call id with that status, and the
+/// message counts the failures by status. TRYVOX_INVALID_ARGUMENT,
 /// with nothing sent, for a NULL client, a `size` too small for the inputs or a bad
 /// filter; TRYVOX_BUSY from a callback while the client is being freed. The counts in
 /// `sweep` are right in every case, and the last error says what happened.
