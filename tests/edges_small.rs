@@ -88,7 +88,10 @@ fn answer(mut s: TcpStream, account: &Account) {
     if id.ends_with("-drop") {
         return; // closed without an answer
     }
-    match id.rsplit_once("-st-").and_then(|(_, c)| c.parse::<u16>().ok()) {
+    match id
+        .rsplit_once("-st-")
+        .and_then(|(_, c)| c.parse::<u16>().ok())
+    {
         Some(code) => reply(
             s,
             code,
@@ -222,7 +225,10 @@ fn c_hangup_all_keeps_its_deadline_against_a_stalled_listing() {
         let msg = last_error();
         tryvox_client_free(c);
         assert_eq!(st, Status::Timeout.code(), "{msg}");
-        assert!(took < Duration::from_secs(5), "returned after {took:?}: {msg}");
+        assert!(
+            took < Duration::from_secs(5),
+            "returned after {took:?}: {msg}"
+        );
     }
 }
 
@@ -235,10 +241,12 @@ fn c_hangup_all_keeps_its_deadline_against_a_stalled_listing() {
 /// server code; the 401 is deliberately not the smallest id.
 #[test]
 fn only_failed_calls_left_gives_the_same_status_every_run() {
-    let live: Vec<String> = ["a-st-500", "b-st-429", "c-drop", "d-st-403", "e-st-401", "f-st-400"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let live: Vec<String> = [
+        "a-st-500", "b-st-429", "c-drop", "d-st-403", "e-st-401", "f-st-400",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let base = serve(Account {
         live,
         stall_listing: false,
@@ -286,7 +294,11 @@ fn the_order_is_fixed_below_the_first_too() {
         let c = client(&base, Duration::from_secs(10), 0);
         let (_, result) = c.hangup_all(&Sweep::default(), None);
         let e = result.expect_err("no call can be ended");
-        assert_eq!((e.status(), e.http_status()), (Status::ProtocolError, 418), "{e:?}");
+        assert_eq!(
+            (e.status(), e.http_status()),
+            (Status::ProtocolError, 418),
+            "{e:?}"
+        );
     }
 }
 
@@ -312,7 +324,12 @@ fn stats_never_write_part_of_a_field() {
         tryvox_options_free(o);
         assert!(!c.is_null(), "{}", last_error());
         // Some counters that are not 0xA5A5...: a hangup answered 204.
-        assert_eq!(tryvox_hangup(c, cs("ok-1").as_ptr()), OK, "{}", last_error());
+        assert_eq!(
+            tryvox_hangup(c, cs("ok-1").as_ptr()),
+            OK,
+            "{}",
+            last_error()
+        );
         // Field ends, from the layout itself.
         let mut ends = vec![
             std::mem::offset_of!(tryvox_stats, size) + std::mem::size_of::<usize>(),
@@ -429,7 +446,10 @@ fn c_ca_file_must_be_a_bounded_regular_file() {
         let p = shown.clone();
         let r = within(Duration::from_secs(5), move || unsafe {
             let o = tryvox_options_new();
-            assert_eq!(tryvox_options_set_base_url(o, cs("https://127.0.0.1:9").as_ptr()), OK);
+            assert_eq!(
+                tryvox_options_set_base_url(o, cs("https://127.0.0.1:9").as_ptr()),
+                OK
+            );
             assert_eq!(tryvox_options_set_ca_file(o, cs(&p).as_ptr()), OK);
             let c = tryvox_client_new_with_options(cs(AUTH_ID).as_ptr(), cs(API_KEY).as_ptr(), o);
             tryvox_options_free(o);

@@ -315,9 +315,7 @@ impl Client {
                 let fetched: Vec<Result<Listing, Error>> = std::thread::scope(|scope| {
                     let handles: Vec<_> = batch
                         .iter()
-                        .map(|&page| {
-                            scope.spawn(move || self.fetch(&page_uri(page)?, deadline))
-                        })
+                        .map(|&page| scope.spawn(move || self.fetch(&page_uri(page)?, deadline)))
                         .collect();
                     handles
                         .into_iter()
@@ -415,7 +413,10 @@ fn reported_failure(failed: &BTreeMap<String, Error>, still_live: u64) -> Error 
     let mut counts: BTreeMap<(usize, i32), (Status, u64)> = BTreeMap::new();
     for e in failed.values() {
         let s = e.status();
-        counts.entry((failure_rank(s), s.code())).or_insert((s, 0)).1 += 1;
+        counts
+            .entry((failure_rank(s), s.code()))
+            .or_insert((s, 0))
+            .1 += 1;
     }
     let counts: Vec<String> = counts
         .values()

@@ -675,7 +675,10 @@ fn whole_stats_fields(size: usize) -> usize {
         offset_of!(S, latency_max_us) + 8,
     ];
     debug_assert_eq!(ends[ends.len() - 1], size_of::<S>());
-    ends.into_iter().filter(|&end| end <= size).max().unwrap_or(0)
+    ends.into_iter()
+        .filter(|&end| end <= size)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The message of this thread's last fallible library call: "" if it succeeded, else a
