@@ -4,10 +4,10 @@
 //! comes back empty (OK) or only with calls that could not be ended, or the sweep's own
 //! deadline passes (TIMEOUT). Every request of a sweep, listing page or hangup, ends by
 //! the sweep's deadline whatever the client's timeout. The whole live set is listed
-//! before any of it is hung up,
-//! so our own hangups never shift the pages of a listing; calls that end or start on their
-//! own meanwhile are caught by the next listing, which is why only an empty listing is
-//! success. A call that ends on its own first (404) counts as gone, not as a failure.
+//! before any of it is hung up, so our own hangups never shift the pages of a listing;
+//! calls that end or start on their own meanwhile are caught by the next listing, which
+//! is why only an empty listing is success. A call that ends on its own first (404)
+//! counts as gone, not as a failure.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
