@@ -476,3 +476,34 @@ fn c_ca_file_must_be_a_bounded_regular_file() {
         tryvox_options_free(o);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 12 and 13 as a C program sees them (the header's struct as a C compiler lays it out).
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn c_program_stats_whole_fields_and_ca_file_limits() {
+    let base = serve(Account {
+        live: Vec::new(),
+        stall_listing: false,
+    });
+    let dir = scratch("edges_small", "c_program");
+    let exe = support::compile_c("tests/c/edges_small.c", "edges_small");
+    let out = std::process::Command::new(exe)
+        .arg(&base)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success() && text.contains("0 failures"),
+        "exit {:?}:\n{text}",
+        out.status
+    );
+    assert!(!text.contains(API_KEY));
+}
