@@ -166,8 +166,9 @@ typedef struct tryvox_sweep {
    */
   uint32_t max_parallel;
   /**
-   * In: the sweep's deadline in milliseconds (0 means 60000). A hangup started before
-   * it runs to its own deadline; none starts after it.
+   * In: the sweep's deadline in milliseconds (0 means 60000). Every request of the
+   * sweep (listing pages and hangups) ends by it, whatever the client's timeout; no
+   * hangup starts after it.
    */
   uint32_t timeout_ms;
   /**
@@ -201,10 +202,11 @@ typedef struct tryvox_sweep {
  * A snapshot of a client's statistics, filled by `tryvox_client_stats`.
  *
  * Size-versioned: set `size` to `sizeof(tryvox_stats)` before the call. The library
- * writes only the fields that fit in `size` bytes (fields added in later versions come
- * after the last one here), so a program built against this header keeps working with a
- * newer library, and a newer program with this one (it sees `size` unchanged and the
- * fields beyond it untouched).
+ * writes only the fields that fit whole in `size` bytes (fields added in later versions
+ * come after the last one here), so a program built against this header keeps working
+ * with a newer library, and a newer program with this one (it sees `size` unchanged and
+ * the fields beyond it untouched). A field that `size` ends inside is left untouched,
+ * never written in part; `hangups_by_status` is one field, written whole or not at all.
  *
  * Counters only grow over the client's life: diff two snapshots for a window.
  * `in_flight` and `connections_open` are gauges. Latencies are whole hangups (retries
@@ -459,7 +461,8 @@ int tryvox_hangup_many(struct tryvox_client *client,
  * tenant when one is set, or those `sweep`'s filters select: lists them page by page (100
  * a page), hangs them up as `tryvox_hangup_many` does, and lists again until a listing
  * comes back empty. Listing requests follow the retry and deadline rules of
- * `tryvox_hangup`; each hangup follows its own. Calls that end on their own meanwhile
+ * `tryvox_hangup`, as each hangup does, and every one of them also ends by the sweep's
+ * deadline (`timeout_ms`). Calls that end on their own meanwhile
  * are counted as gone, not as failures. Bounded whatever the server says: a round keeps
  * at most 100,000 listed ids, pages that only repeat known calls end a listing, and a
  * round that settles no call waits (50 ms, doubling to 1 s) before listing again.
@@ -469,8 +472,15 @@ int tryvox_hangup_many(struct tryvox_client *client,
  * strings are borrowed for the call.
  *
  * Returns TRYVOX_OK only when a final listing found no live call. TRYVOX_TIMEOUT when
- * the sweep's deadline passed first; the status of the first failure when only calls
- * that could not be ended are left, or when a listing failed; TRYVOX_INVALID_ARGUMENT,
+ * the sweep's deadline passed first. The status of a listing's failure. When only calls
+ * that could not be ended are left, one of their statuses, chosen by a fixed order so
+ * that the same failures give the same status on every run: TRYVOX_UNAUTHORIZED,
+ * TRYVOX_FORBIDDEN, TRYVOX_TLS_ERROR, TRYVOX_PROTOCOL_ERROR, TRYVOX_INVALID_ARGUMENT,
+ * TRYVOX_INTERNAL_ERROR, TRYVOX_SERVER_ERROR, TRYVOX_RATE_LIMITED, TRYVOX_NETWORK_ERROR,
+ * TRYVOX_TIMEOUT, TRYVOX_BUSY (what no later sweep cures and the caller must act on
+ * first, then the passing failures from the most to the least telling); the last error,
+ * HTTP status and code are those of the smallest call id with that status, and the
+ * message counts the failures by status. TRYVOX_INVALID_ARGUMENT,
  * with nothing sent, for a NULL client, a `size` too small for the inputs or a bad
  * filter; TRYVOX_BUSY from a callback while the client is being freed. The counts in
  * `sweep` are right in every case, and the last error says what happened.
@@ -593,7 +603,10 @@ int tryvox_options_set_user_agent(struct tryvox_options *o, const char *product)
 /**
  * Trusts the certificates in the PEM file at `pem_path` instead of the built-in roots
  * (Mozilla's). The path is copied; the file is read by `tryvox_client_new_with_options`,
- * which fails with TRYVOX_INVALID_ARGUMENT if it cannot be read or holds no certificate.
+ * which fails at once with TRYVOX_INVALID_ARGUMENT, nothing sent and the last error
+ * naming the path, if it is not a regular file (a FIFO, device, socket or directory is
+ * refused, never waited on or read), is larger than 1 MiB (a bundle of every public CA
+ * is about 220 KiB), cannot be read or holds no certificate.
  */
 int tryvox_options_set_ca_file(struct tryvox_options *o, const char *pem_path);
 

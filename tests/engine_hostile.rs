@@ -158,11 +158,13 @@ fn exactly_once_with_mixed_outcomes_deadlines_everywhere_and_bulk_beside() {
     let engines_before = engine_tids();
     raise_fd_limit();
     let s = TestServer::start();
-    // A black hole for the connect-phase deadline: a second client whose only address
-    // never answers SYNs.
+    // Time ample for every answered id even on a loaded 2-core machine (a 900 ms deadline
+    // and a 300 ms connect timeout failed 15 of 20 runs under `stress-ng --cpu 2`: 2,200
+    // hangups set up at once); an outcome a deadline can still decide on a slower one is
+    // in `allowed` below.
     let c = Arc::new(client(&s.base_url(), |o| {
-        o.set_timeout(Duration::from_millis(900)).unwrap();
-        o.set_connect_timeout(Duration::from_millis(300)).unwrap();
+        o.set_timeout(Duration::from_millis(3000)).unwrap();
+        o.set_connect_timeout(Duration::from_millis(1000)).unwrap();
         o.set_max_retries(3).unwrap();
     }));
     let tally = Tally::default();
@@ -176,7 +178,7 @@ fn exactly_once_with_mixed_outcomes_deadlines_everywhere_and_bulk_beside() {
             4 => uniq("flaky-503-9-"),
             5 => uniq("rasec-0-1-"),
             6 => uniq("slow-500-"),
-            _ => uniq("rasec-2-5-"), // a retry wait longer than the deadline allows
+            _ => uniq("rasec-5-5-"), // a retry wait longer than the deadline allows
         });
     }
     // Then 1,200 that never answer: with the 400 above, 1,024 are admitted and the rest
@@ -217,15 +219,10 @@ fn exactly_once_with_mixed_outcomes_deadlines_everywhere_and_bulk_beside() {
     let big = big.join().unwrap().unwrap();
     assert_eq!((small.len(), big.len()), (bulk_small.len(), bulk_big.len()));
     for (id, r) in bulk_big.iter().zip(&big) {
-        let want = if id.starts_with("hang-") {
-            Status::Timeout
-        } else {
-            Status::Ok
-        };
-        assert_eq!(status_of(r), want, "bulk {id}: {r:?}");
+        assert!(allowed(id, r), "bulk {id}: {r:?}");
     }
     for (id, r) in bulk_small.iter().zip(&small) {
-        assert_eq!(status_of(r), Status::Ok, "bulk(1) {id}: {r:?}");
+        assert!(allowed(id, r), "bulk(1) {id}: {r:?}");
     }
     // A late duplicate would show here.
     std::thread::sleep(Duration::from_millis(300));
@@ -234,27 +231,62 @@ fn exactly_once_with_mixed_outcomes_deadlines_everywhere_and_bulk_beside() {
     for id in &ids {
         let rs = &got[id];
         assert_eq!(rs.len(), 1, "{id} delivered {} times: {rs:?}", rs.len());
-        let st = status_of(&rs[0]);
-        let ok = match id.split('-').next().unwrap() {
-            "hang" => st == Status::Timeout,
-            "ok" | "drop" | "rasec" if !id.starts_with("rasec-2-") => st == Status::Ok,
-            "rasec" => st == Status::RateLimited,
-            "nf" => st == Status::NotFound,
-            "flaky" if id.starts_with("flaky-503-1-") => st == Status::Ok,
-            "flaky" => st == Status::ServerError || st == Status::Timeout,
-            "slow" => st == Status::Ok,
-            _ => false,
-        };
-        assert!(ok, "{id}: {:?}", rs[0]);
+        assert!(allowed(id, &rs[0]), "{id}: {:?}", rs[0]);
         if let Err(e) = &rs[0] {
             assert!(!e.to_string().contains(API_KEY));
         }
     }
+    // For the record (not asserted: it depends on the machine): how many outcomes a
+    // deadline decided rather than the server.
+    let decided_by_time = ids
+        .iter()
+        .map(|id| (id, &got[id][0]))
+        .chain(bulk_big.iter().zip(&big))
+        .chain(bulk_small.iter().zip(&small))
+        .filter(|(id, r)| own_outcome(id).is_some_and(|(own, _)| status_of(r) != own))
+        .count();
+    eprintln!(
+        "{decided_by_time} of {} outcomes decided by a deadline, not the server",
+        ids.len() + big.len() + small.len()
+    );
     assert_eq!(wait_in_flight_zero(&c), 0, "in_flight returns to 0");
     let c = Arc::try_unwrap(c).ok().unwrap();
     assert!(within(WATCHDOG, move || drop(c)).is_some(), "drop returned");
     // This client's engine thread is gone (another test's may exit meanwhile).
     assert_no_new_engine(&engines_before);
+}
+
+/// The outcomes the contract allows for an id of `exactly_once_...` by its server
+/// behaviour, under any scheduling: the id's own outcome, or one a deadline decided:
+/// TIMEOUT (the deadline or the connect timeout passed first), or the failure in hand
+/// when no retry fitted in what was left (the server's scripted failure: a dropped
+/// connection's NETWORK_ERROR, a 503's SERVER_ERROR, a 429's RATE_LIMITED). An id never
+/// answered is TIMEOUT and nothing else; no id gets a status its server cannot cause.
+fn allowed(id: &str, r: &HangupResult) -> bool {
+    let st = status_of(r);
+    let Some((own, scripted_failure)) = own_outcome(id) else {
+        return false;
+    };
+    if id.starts_with("hang-") {
+        return st == Status::Timeout;
+    }
+    st == own || st == Status::Timeout || Some(st) == scripted_failure
+}
+
+/// The outcome of an id of `exactly_once_...` when no deadline interferes, and the
+/// failure its server scripts before that (None for an unknown prefix).
+fn own_outcome(id: &str) -> Option<(Status, Option<Status>)> {
+    Some(match id.split('-').next()? {
+        "hang" => (Status::Timeout, None),
+        "ok" | "slow" => (Status::Ok, None),
+        "nf" => (Status::NotFound, None),
+        "drop" => (Status::Ok, Some(Status::NetworkError)),
+        "flaky" if id.starts_with("flaky-503-1-") => (Status::Ok, Some(Status::ServerError)),
+        "flaky" => (Status::ServerError, None),
+        "rasec" if id.starts_with("rasec-5-") => (Status::RateLimited, None),
+        "rasec" => (Status::Ok, Some(Status::RateLimited)),
+        _ => return None,
+    })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -97,9 +97,7 @@ impl Client {
             None => None,
         };
         let ca = match &options.ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| {
-                Error::invalid(format!("cannot read CA file {}: {e}", path.display()))
-            })?),
+            Some(path) => Some(crate::options::read_ca_file(path)?),
             None => None,
         };
         let route = Route::new(&base, proxy.as_ref(), ca.as_deref()).map_err(|e| match &options
@@ -312,10 +310,23 @@ impl Core {
         &self,
         what: std::fmt::Arguments<'_>,
         counted: bool,
+        once: impl FnMut(Instant) -> Attempt<T>,
+    ) -> Result<T, Error> {
+        self.retrying_until(what, counted, None, once)
+    }
+
+    /// As `retrying`, ending by `cap` too when one is given (a sweep's deadline: every
+    /// request of a sweep ends by it, whatever the client's timeout).
+    pub(crate) fn retrying_until<T>(
+        &self,
+        what: std::fmt::Arguments<'_>,
+        counted: bool,
+        cap: Option<Instant>,
         mut once: impl FnMut(Instant) -> Attempt<T>,
     ) -> Result<T, Error> {
         let start = Instant::now();
         let deadline = later(start, self.timeout);
+        let deadline = cap.map_or(deadline, |cap| deadline.min(cap));
         let mut retries = 0;
         loop {
             if Instant::now() >= deadline {

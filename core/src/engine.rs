@@ -74,7 +74,8 @@ pub(crate) enum Work {
     One { id: String, done: Done },
     /// A bulk call: its validated ids, at most `max` in flight; every outcome, in the
     /// ids' order (None: not started, `stop_at` had passed), sent back at once when the
-    /// last is in (one wake-up of the waiting caller, not one per hangup).
+    /// last is in (one wake-up of the waiting caller, not one per hangup). A hangup
+    /// started ends by `stop_at` too (TIMEOUT if it has no outcome by then).
     Batch {
         ids: Vec<String>,
         max: usize,
@@ -639,6 +640,15 @@ impl Loop {
             }
         };
         let deadline = crate::client::later(start, self.core.timeout);
+        // A sweep's hangup ends by the sweep's deadline too (its batch's `stop_at`).
+        let deadline = match &origin {
+            Origin::Batch { batch, .. } => self
+                .batches
+                .get(*batch)
+                .and_then(|b| b.stop_at)
+                .map_or(deadline, |stop| deadline.min(stop)),
+            _ => deadline,
+        };
         let serial = self.next_serial();
         let deadline_key = (deadline, serial);
         let j = self.jobs.insert(Job {

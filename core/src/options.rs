@@ -24,6 +24,60 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// The largest value [`Options::set_max_connections`] takes.
 pub const MAX_CONNECTIONS: usize = crate::engine::ASYNC_PARALLEL;
 
+/// Largest CA file read (1 MiB): a PEM bundle of every public root CA is about 220 KiB,
+/// so this leaves room for a private CA's chain and comments while bounding what a wrong
+/// path (a log file, an image) costs in time and memory.
+pub const MAX_CA_FILE: u64 = 1 << 20;
+
+/// Reads the CA file of [`Options::set_ca_file`], bounded in time and size: only a regular
+/// file of at most [`MAX_CA_FILE`] bytes. A FIFO would block `open` until a writer came
+/// and a device (`/dev/zero`) would be read until memory ran out, inside the caller's
+/// client constructor.
+pub(crate) fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let bad = |why: String| Error::invalid(format!("cannot use CA file {}: {why}", path.display()));
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer, so
+        // the check below can refuse it (a regular file reads the same either way).
+        // O_NOCTTY: a terminal path never becomes the host's controlling terminal.
+        open.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let file = open
+        .open(path)
+        .map_err(|e| bad(format!("cannot open it: {e}")))?;
+    // fstat of the descriptor opened, not a stat of the path: nothing can be swapped in
+    // between the check and the read.
+    let meta = file
+        .metadata()
+        .map_err(|e| bad(format!("cannot stat it: {e}")))?;
+    if !meta.is_file() {
+        return Err(bad(
+            "not a regular file (a directory, FIFO, device or socket is refused)".into(),
+        ));
+    }
+    let too_big = |len: u64| {
+        bad(format!(
+            "{len} bytes or more; at most {MAX_CA_FILE} are read (a bundle of every public CA is about 220 KiB)"
+        ))
+    };
+    if meta.len() > MAX_CA_FILE {
+        return Err(too_big(meta.len()));
+    }
+    let mut pem = Vec::with_capacity(meta.len() as usize);
+    // One byte past the bound tells a file that grew since the fstat.
+    file.take(MAX_CA_FILE + 1)
+        .read_to_end(&mut pem)
+        .map_err(|e| bad(format!("cannot read it: {e}")))?;
+    if pem.len() as u64 > MAX_CA_FILE {
+        return Err(too_big(pem.len() as u64));
+    }
+    Ok(pem)
+}
+
 /// Severity of a log line, most severe first (`Error < Debug`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -170,7 +224,9 @@ impl Options {
     }
 
     /// Trust the certificates in this PEM file instead of the built-in roots. The file is
-    /// read when the client is built.
+    /// read when the client is built: it must be a regular file (not a FIFO, device,
+    /// socket or directory) of at most [`MAX_CA_FILE`] bytes, else building the client
+    /// fails with `InvalidArgument` naming the path, at once and with nothing sent.
     pub fn set_ca_file(&mut self, pem_path: &str) -> Result<(), Error> {
         if pem_path.is_empty() {
             return Err(Error::invalid("CA file path is empty"));

@@ -2,12 +2,14 @@
 //! the filters select. It lists the live calls (`ringing` and `in-progress`, every page,
 //! 100 a page), hangs them up through the bulk path, and lists again, until a listing
 //! comes back empty (OK) or only with calls that could not be ended, or the sweep's own
-//! deadline passes (TIMEOUT). The whole live set is listed before any of it is hung up,
-//! so our own hangups never shift the pages of a listing; calls that end or start on their
-//! own meanwhile are caught by the next listing, which is why only an empty listing is
-//! success. A call that ends on its own first (404) counts as gone, not as a failure.
+//! deadline passes (TIMEOUT). Every request of a sweep, listing page or hangup, ends by
+//! the sweep's deadline whatever the client's timeout. The whole live set is listed
+//! before any of it is hung up, so our own hangups never shift the pages of a listing;
+//! calls that end or start on their own meanwhile are caught by the next listing, which
+//! is why only an empty listing is success. A call that ends on its own first (404)
+//! counts as gone, not as a failure.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -48,8 +50,9 @@ pub struct Sweep {
     pub direction: Option<String>,
     /// Hangups in flight at once (0: [`crate::DEFAULT_PARALLEL`]).
     pub max_parallel: usize,
-    /// The sweep's deadline (None: [`DEFAULT_SWEEP_TIMEOUT`]). A hangup started before it
-    /// runs to its own deadline.
+    /// The sweep's deadline (None: [`DEFAULT_SWEEP_TIMEOUT`]). Every request of the sweep
+    /// (listing pages and hangups) ends by it, each also within the client's timeout; no
+    /// hangup starts after it.
     pub timeout: Option<Duration>,
 }
 
@@ -125,8 +128,17 @@ impl Client {
     /// Ends every live call of the account (within the client's tenant, if one is set),
     /// or those `sweep`'s filters select; see the module documentation for how. Returns
     /// the counts, and `Ok(())` only when a final listing found no live call; otherwise
-    /// the error says why (TIMEOUT when the sweep's deadline passed; the first failure's
-    /// status when only calls that could not be ended are left; a listing's own failure).
+    /// the error says why: TIMEOUT when the sweep's deadline passed (every request of the
+    /// sweep ends by it); a listing's own failure; or, when only calls that could not be
+    /// ended are left, one of their statuses chosen by a fixed order, so the same failures
+    /// give the same status on every run: UNAUTHORIZED, FORBIDDEN, TLS_ERROR,
+    /// PROTOCOL_ERROR, INVALID_ARGUMENT, INTERNAL_ERROR, SERVER_ERROR, RATE_LIMITED,
+    /// NETWORK_ERROR, TIMEOUT, BUSY. Failures no later sweep cures and the caller must act
+    /// on (the key, its rights, a server that is not the API, a bug) come first, then the
+    /// passing ones from the most to the least telling (TIMEOUT says only that no answer
+    /// came). Among calls of that status the smallest call id is reported: the error
+    /// carries its HTTP status and server code, and its message counts the failures by
+    /// status and quotes that call's.
     /// `progress` is called on this thread after each listing and each batch of hangups.
     pub fn hangup_all(
         &self,
@@ -147,7 +159,9 @@ impl Client {
         let filters = filter_query(sweep)?;
         let timeout = sweep.timeout.unwrap_or(DEFAULT_SWEEP_TIMEOUT);
         let deadline = crate::client::deadline_after(timeout);
-        let mut failed: HashMap<String, Error> = HashMap::new();
+        // By id: the status reported when only failed calls are left is chosen from the
+        // set, never from a hash order (`reported_failure`).
+        let mut failed: BTreeMap<String, Error> = BTreeMap::new();
         // Calls answered 2xx or 404 by us: a server that lists one again (its 204 did not
         // end it) is asked again, but the call is counted once.
         let mut settled: HashSet<String> = HashSet::new();
@@ -173,8 +187,11 @@ impl Client {
                 return Ok(());
             }
             let mut todo = Vec::with_capacity(live.len());
+            // Listed again after their hangup failed: what is reported if nothing else is.
+            let mut left_failed = BTreeMap::new();
             for id in live {
-                if failed.contains_key(&id) {
+                if let Some(e) = failed.get(&id) {
+                    left_failed.insert(id, e.clone());
                     continue;
                 }
                 match validate::id("call_uuid", &id) {
@@ -185,21 +202,13 @@ impl Client {
                             Status::ProtocolError,
                             "the server listed a call id that is not a valid id",
                         );
-                        failed.insert(id, e);
+                        failed.insert(id.clone(), e.clone());
+                        left_failed.insert(id, e);
                     }
                 }
             }
             if todo.is_empty() {
-                let first = failed.values().next().cloned();
-                let first = first.unwrap_or_else(|| Error::internal("no failure recorded"));
-                return Err(Error::new(
-                    first.status(),
-                    format!(
-                        "{} live call(s) could not be ended; the first failure: {}",
-                        report.still_live,
-                        first.message()
-                    ),
-                ));
+                return Err(reported_failure(&left_failed, report.still_live));
             }
             // No hangup starts after the sweep's deadline; those not started stay live.
             let results = bulk::run_batch(&self.engine, &todo, sweep.max_parallel, Some(deadline))
@@ -267,6 +276,15 @@ impl Client {
             report.still_live = report.still_live.max(ids.len() as u64);
             sweep_timeout(timeout, report)
         };
+        // A page that timed out at the sweep's deadline (not the client's) is the sweep's
+        // TIMEOUT, reported as such.
+        let cut_short = |e: Error, ids: &Vec<String>, report: &mut SweepReport| {
+            if e.status() == Status::Timeout && Instant::now() >= deadline {
+                timed_out(ids, report).append("; while listing live calls")
+            } else {
+                e
+            }
+        };
         for status in LIVE {
             let page_uri = |page: u64| -> Result<Uri, Error> {
                 format!("{base}?status={status}&per_page={LIST_PAGE}&page={page}{filters}")
@@ -278,7 +296,9 @@ impl Client {
             if Instant::now() >= deadline {
                 return Err(timed_out(&ids, report));
             }
-            let first = self.fetch(&page_uri(1)?)?;
+            let first = self
+                .fetch(&page_uri(1)?, deadline)
+                .map_err(|e| cut_short(e, &ids, report))?;
             let pages = first
                 .pagination
                 .as_ref()
@@ -295,7 +315,7 @@ impl Client {
                 let fetched: Vec<Result<Listing, Error>> = std::thread::scope(|scope| {
                     let handles: Vec<_> = batch
                         .iter()
-                        .map(|&page| scope.spawn(move || self.fetch(&page_uri(page)?)))
+                        .map(|&page| scope.spawn(move || self.fetch(&page_uri(page)?, deadline)))
                         .collect();
                     handles
                         .into_iter()
@@ -304,7 +324,7 @@ impl Client {
                 });
                 let mut new = 0;
                 for listing in fetched {
-                    let listing = listing?;
+                    let listing = listing.map_err(|e| cut_short(e, &ids, report))?;
                     if listing.calls.is_empty() {
                         next = pages + 1; // the set shrank under us: the next round sees it
                     }
@@ -318,12 +338,15 @@ impl Client {
         Ok(ids)
     }
 
-    /// One listing page, with the retry rules.
-    fn fetch(&self, uri: &Uri) -> Result<Listing, Error> {
+    /// One listing page, with the retry rules, ended by the sweep's `deadline` too.
+    fn fetch(&self, uri: &Uri, deadline: Instant) -> Result<Listing, Error> {
         self.core
-            .retrying(format_args!("list live calls"), false, |deadline| {
-                self.list_page(uri, deadline)
-            })
+            .retrying_until(
+                format_args!("list live calls"),
+                false,
+                Some(deadline),
+                |deadline| self.list_page(uri, deadline),
+            )
             .map_err(|e| e.append("; while listing live calls"))
     }
 
@@ -351,6 +374,68 @@ impl Client {
         };
         Attempt { result, failure }
     }
+}
+
+/// The order in which a failure's status is reported when only failed calls are left
+/// (see `Client::hangup_all`): what no retry cures first, then the passing ones from the
+/// most to the least telling. A status not listed (a later addition) comes last.
+const FAILURE_ORDER: [Status; 11] = [
+    Status::Unauthorized,
+    Status::Forbidden,
+    Status::TlsError,
+    Status::ProtocolError,
+    Status::InvalidArgument,
+    Status::InternalError,
+    Status::ServerError,
+    Status::RateLimited,
+    Status::NetworkError,
+    Status::Timeout,
+    Status::Busy,
+];
+
+fn failure_rank(status: Status) -> usize {
+    FAILURE_ORDER
+        .iter()
+        .position(|&s| s == status)
+        .unwrap_or(FAILURE_ORDER.len())
+}
+
+/// The sweep's error when only calls that could not be ended are left (`failed`, by id):
+/// the status first in [`FAILURE_ORDER`], of the smallest id with it, with that failure's
+/// HTTP status and server code. A function of the set of failures alone.
+fn reported_failure(failed: &BTreeMap<String, Error>, still_live: u64) -> Error {
+    let Some((id, chosen)) = failed
+        .iter()
+        .min_by_key(|(id, e)| (failure_rank(e.status()), id.as_str()))
+    else {
+        return Error::internal("no failure recorded");
+    };
+    let mut counts: BTreeMap<(usize, i32), (Status, u64)> = BTreeMap::new();
+    for e in failed.values() {
+        let s = e.status();
+        counts
+            .entry((failure_rank(s), s.code()))
+            .or_insert((s, 0))
+            .1 += 1;
+    }
+    let counts: Vec<String> = counts
+        .values()
+        .map(|(s, n)| format!("{n} {}", s.as_str()))
+        .collect();
+    // A listed id that failed validation is not echoed (it may be anything).
+    let which = match validate::id("call_uuid", id) {
+        Ok(()) => format!("call {id}"),
+        Err(_) => "a listed id".to_owned(),
+    };
+    Error::new(
+        chosen.status(),
+        format!(
+            "{still_live} live call(s) could not be ended ({}); {which}: {}",
+            counts.join(", "),
+            chosen.message()
+        ),
+    )
+    .with_http(chosen.http_status(), chosen.server_code())
 }
 
 fn sweep_timeout(timeout: Duration, report: &SweepReport) -> Error {

@@ -408,8 +408,9 @@ pub struct tryvox_sweep {
     pub direction: *const c_char,
     /// In: hangups in flight at once (0 means 32; at most 1024).
     pub max_parallel: u32,
-    /// In: the sweep's deadline in milliseconds (0 means 60000). A hangup started before
-    /// it runs to its own deadline; none starts after it.
+    /// In: the sweep's deadline in milliseconds (0 means 60000). Every request of the
+    /// sweep (listing pages and hangups) ends by it, whatever the client's timeout; no
+    /// hangup starts after it.
     pub timeout_ms: u32,
     /// In: optional progress callback, and its `user_data`, passed through untouched.
     pub progress: tryvox_sweep_progress_callback,
@@ -430,7 +431,8 @@ pub struct tryvox_sweep {
 /// tenant when one is set, or those `sweep`'s filters select: lists them page by page (100
 /// a page), hangs them up as `tryvox_hangup_many` does, and lists again until a listing
 /// comes back empty. Listing requests follow the retry and deadline rules of
-/// `tryvox_hangup`; each hangup follows its own. Calls that end on their own meanwhile
+/// `tryvox_hangup`, as each hangup does, and every one of them also ends by the sweep's
+/// deadline (`timeout_ms`). Calls that end on their own meanwhile
 /// are counted as gone, not as failures. Bounded whatever the server says: a round keeps
 /// at most 100,000 listed ids, pages that only repeat known calls end a listing, and a
 /// round that settles no call waits (50 ms, doubling to 1 s) before listing again.
@@ -440,8 +442,15 @@ pub struct tryvox_sweep {
 /// strings are borrowed for the call.
 ///
 /// Returns TRYVOX_OK only when a final listing found no live call. TRYVOX_TIMEOUT when
-/// the sweep's deadline passed first; the status of the first failure when only calls
-/// that could not be ended are left, or when a listing failed; TRYVOX_INVALID_ARGUMENT,
+/// the sweep's deadline passed first. The status of a listing's failure. When only calls
+/// that could not be ended are left, one of their statuses, chosen by a fixed order so
+/// that the same failures give the same status on every run: TRYVOX_UNAUTHORIZED,
+/// TRYVOX_FORBIDDEN, TRYVOX_TLS_ERROR, TRYVOX_PROTOCOL_ERROR, TRYVOX_INVALID_ARGUMENT,
+/// TRYVOX_INTERNAL_ERROR, TRYVOX_SERVER_ERROR, TRYVOX_RATE_LIMITED, TRYVOX_NETWORK_ERROR,
+/// TRYVOX_TIMEOUT, TRYVOX_BUSY (what no later sweep cures and the caller must act on
+/// first, then the passing failures from the most to the least telling); the last error,
+/// HTTP status and code are those of the smallest call id with that status, and the
+/// message counts the failures by status. TRYVOX_INVALID_ARGUMENT,
 /// with nothing sent, for a NULL client, a `size` too small for the inputs or a bad
 /// filter; TRYVOX_BUSY from a callback while the client is being freed. The counts in
 /// `sweep` are right in every case, and the last error says what happened.
@@ -547,10 +556,11 @@ pub unsafe extern "C" fn tryvox_hangup_all(
 /// A snapshot of a client's statistics, filled by `tryvox_client_stats`.
 ///
 /// Size-versioned: set `size` to `sizeof(tryvox_stats)` before the call. The library
-/// writes only the fields that fit in `size` bytes (fields added in later versions come
-/// after the last one here), so a program built against this header keeps working with a
-/// newer library, and a newer program with this one (it sees `size` unchanged and the
-/// fields beyond it untouched).
+/// writes only the fields that fit whole in `size` bytes (fields added in later versions
+/// come after the last one here), so a program built against this header keeps working
+/// with a newer library, and a newer program with this one (it sees `size` unchanged and
+/// the fields beyond it untouched). A field that `size` ends inside is left untouched,
+/// never written in part; `hangups_by_status` is one field, written whole or not at all.
 ///
 /// Counters only grow over the client's life: diff two snapshots for a window.
 /// `in_flight` and `connections_open` are gauges. Latencies are whole hangups (retries
@@ -627,7 +637,7 @@ pub unsafe extern "C" fn tryvox_client_stats(
             latency_p99_us: s.latency_p99_us,
             latency_max_us: s.latency_max_us,
         };
-        let n = size.min(std::mem::size_of::<tryvox_stats>());
+        let n = whole_stats_fields(size);
         // SAFETY: the caller promises `size` writable bytes at `out`; `n <= size` and
         // `n <= size_of::<tryvox_stats>()` bytes are read from `full`.
         unsafe {
@@ -639,6 +649,36 @@ pub unsafe extern "C" fn tryvox_client_stats(
         };
         Ok(0)
     })
+}
+
+/// How many leading bytes of a `tryvox_stats` of `size` bytes hold only whole fields: the
+/// end of the last field that fits entirely. A `size` ending inside a field (a caller's
+/// struct of another layout, or a bad `size`) leaves that field, and all after it,
+/// untouched: a half-written counter would be a wrong number, not a missing one.
+/// `hangups_by_status` is one field (an array indexed by status), written whole or not.
+fn whole_stats_fields(size: usize) -> usize {
+    use std::mem::{offset_of, size_of};
+    type S = tryvox_stats;
+    let ends = [
+        offset_of!(S, size) + size_of::<usize>(),
+        offset_of!(S, hangups_by_status) + size_of::<[u64; 32]>(),
+        offset_of!(S, attempts) + 8,
+        offset_of!(S, retries_connection) + 8,
+        offset_of!(S, retries_rate_limited) + 8,
+        offset_of!(S, retries_server_error) + 8,
+        offset_of!(S, in_flight) + 8,
+        offset_of!(S, connections_open) + 8,
+        offset_of!(S, connections_opened) + 8,
+        offset_of!(S, latency_p50_us) + 8,
+        offset_of!(S, latency_p90_us) + 8,
+        offset_of!(S, latency_p99_us) + 8,
+        offset_of!(S, latency_max_us) + 8,
+    ];
+    debug_assert_eq!(ends[ends.len() - 1], size_of::<S>());
+    ends.into_iter()
+        .filter(|&end| end <= size)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The message of this thread's last fallible library call: "" if it succeeded, else a
@@ -830,7 +870,10 @@ pub unsafe extern "C" fn tryvox_options_set_user_agent(
 
 /// Trusts the certificates in the PEM file at `pem_path` instead of the built-in roots
 /// (Mozilla's). The path is copied; the file is read by `tryvox_client_new_with_options`,
-/// which fails with TRYVOX_INVALID_ARGUMENT if it cannot be read or holds no certificate.
+/// which fails at once with TRYVOX_INVALID_ARGUMENT, nothing sent and the last error
+/// naming the path, if it is not a regular file (a FIFO, device, socket or directory is
+/// refused, never waited on or read), is larger than 1 MiB (a bundle of every public CA
+/// is about 220 KiB), cannot be read or holds no certificate.
 #[no_mangle]
 pub unsafe extern "C" fn tryvox_options_set_ca_file(
     o: *mut tryvox_options,

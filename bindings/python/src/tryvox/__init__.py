@@ -612,14 +612,16 @@ class Client:
 
         from_ / to: only calls from / to this number (e.g. "+14155551234"); direction:
         "inbound" or "outbound"; None for any. timeout: the sweep's deadline in seconds
-        (None: 60 s); a hangup started before it runs to its own deadline. progress: called
+        (None: 60 s); every listing page and hangup of the sweep ends by it. progress: called
         with a SweepResult (the counts so far) after each listing and each batch, on this
         thread; it must not close the client. An exception it raises is re-raised once the
         sweep is over (the sweep itself cannot be stopped from it).
 
         Returns the counts (a SweepResult) when a final listing found no live call. Raises
         as hangup does otherwise (TryvoxError, status TIMEOUT when the deadline passed
-        first, or the first failure's; InvalidArgument, nothing sent, for a bad filter);
+        first, or, when only calls that could not be ended are left, their status first in
+        tryvox_hangup_all's fixed order, the same every run; InvalidArgument, nothing sent,
+        for a bad filter);
         the exception's .sweep holds the counts, which are right in every case. Blocks: on
         an event loop use hangup_all_async."""
         s = _CSweep()
