@@ -466,7 +466,7 @@ mod tests {
         // All of it there: reusable as ever.
         let mut x = exchange(1024);
         let whole = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
-        assert_eq!(status(feed_all(&mut x, whole, false).unwrap()).1, true);
+        assert!(status(feed_all(&mut x, whole, false).unwrap()).1);
         // A listing's body is the point: it waits, and the deadline gives no answer.
         let mut x = get_exchange(1024);
         assert!(matches!(feed_all(&mut x, stalled, false), Ok(Fed::More)));
