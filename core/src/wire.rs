@@ -35,8 +35,9 @@ use crate::response;
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Interim (1xx) responses tolerated before the final one.
 const MAX_INTERIM: usize = 16;
-/// What a body's framing (chunk-size lines, chunk ends, trailers) may take on the wire
-/// beyond the body itself and its bound: endless trailers end the read here.
+/// The most of a body's framing (chunk-size lines, chunk ends, trailers) read in a row
+/// without a byte of the body: endless trailers end the read here. (Chunked framing
+/// between body bytes is a size line of at most 20 bytes and a CRLF.)
 const MAX_FRAMING: usize = MAX_HEAD;
 
 /// What went wrong reading a response.
@@ -85,8 +86,8 @@ pub(crate) struct Exchange {
     interim: usize,
     /// The status line decides the outcome (a hangup's DELETE), not the body (a listing).
     status_decides: bool,
-    /// Bytes of the body's framing read so far (what was used beyond the body).
-    framing: usize,
+    /// Bytes of framing read since the last byte of the body.
+    framing_run: usize,
 }
 
 impl Exchange {
@@ -128,7 +129,7 @@ impl Exchange {
             body_limit,
             interim: 0,
             status_decides,
-            framing: 0,
+            framing_run: 0,
         })
     }
 
@@ -233,8 +234,8 @@ impl Exchange {
                             return Ok(self.done_cut("its body is larger than allowed"));
                         }
                         self.body.extend_from_slice(&chunk[..got]);
-                        self.framing += used - got;
-                        if self.framing > MAX_FRAMING {
+                        self.framing_run = if got > 0 { 0 } else { self.framing_run + used };
+                        if self.framing_run > MAX_FRAMING {
                             // Trailers (or chunk lines) without end: each is used as it
                             // comes, so only this count bounds them.
                             return Ok(self.done_cut("its body's framing or trailers never end"));
