@@ -63,11 +63,17 @@ typedef enum tryvox_status {
    */
   TRYVOX_SERVER_ERROR = 7,
   /**
-   * The deadline passed (connect or total). The call may or may not have been ended.
+   * The deadline passed (connect or total) before any response's status line arrived.
+   * The call may or may not have been ended. (A status line that did arrive is the
+   * outcome even if its body never came: a 2xx is OK at once, a 404 NOT_FOUND, and
+   * so on, with its HTTP status.)
    */
   TRYVOX_TIMEOUT = 8,
   /**
-   * DNS failure, refused or reset connection, proxy failure.
+   * DNS failure, refused or reset connection, proxy failure, or a connection (TLS
+   * included: a corrupt record, an alert) that failed after the request was sent and
+   * before its answer; the request may have reached the server, and is retried like
+   * a reset.
    */
   TRYVOX_NETWORK_ERROR = 9,
   /**
@@ -75,7 +81,8 @@ typedef enum tryvox_status {
    */
   TRYVOX_TLS_ERROR = 10,
   /**
-   * Any other HTTP status (e.g. 400, 418, a redirect), or a response that is not HTTP.
+   * Any other HTTP status (e.g. 400, 418, a redirect), or a response that is not HTTP
+   * (e.g. an SSH banner: not retried).
    */
   TRYVOX_PROTOCOL_ERROR = 11,
   /**

@@ -59,7 +59,12 @@ impl Core {
         let result = response::classify_with(http_status, &answer.body, call_uuid, &|s: &str| {
             self.key.redact(s)
         })
-        .map(|()| http_status);
+        .map(|()| http_status)
+        .map_err(|e| match answer.cut {
+            // The status stands; the message says why the server's words may be missing.
+            Some(why) => e.append(&format!(" ({why})")),
+            None => e,
+        });
         Attempt {
             result,
             failure: answer.failure(),
@@ -172,6 +177,14 @@ pub(crate) fn describe(e: &AttemptError) -> (Status, Failure, String) {
             Status::TlsError,
             Failure::Final,
             format!("TLS handshake failed ({e})"),
+        ),
+        // Not TLS_ERROR, whose promise is that the key was not sent: the request went
+        // out, and the connection broke before its answer, as a reset after sending
+        // does (a DELETE is idempotent: retried like one).
+        AttemptError::Conn(Fail::TlsAfterRequest(e)) => (
+            Status::NetworkError,
+            Failure::Connection,
+            format!("the TLS connection failed after the request was sent ({e})"),
         ),
         AttemptError::Conn(Fail::Proxy(why)) => (
             Status::NetworkError,

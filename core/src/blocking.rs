@@ -105,7 +105,8 @@ impl Core {
             match transport::wait(&[(conn.sock.as_raw_fd(), events)], Some(until)) {
                 Ok(true) => readable = true,
                 Ok(false) if setting_up => return Err(AttemptError::ConnectTimeout),
-                Ok(false) => return Err(AttemptError::Deadline),
+                // A hangup whose status line came is decided by it, body or not.
+                Ok(false) => return conn.cut_short().ok_or(AttemptError::Deadline),
                 Err(e) => return Err(AttemptError::Conn(Fail::Io(e))),
             }
         }

@@ -108,6 +108,28 @@ fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, Error> {
     Ok(config)
 }
 
+/// The largest TLS record on the wire past its 5-byte header (RFC 8446 5.2: 2^14 + 256;
+/// TLS 1.2 allowed 2^14 + 2048, as rustls does).
+const MAX_RECORD: usize = 16_384 + 2048;
+
+/// The length of the whole TLS records at the start of `buf`. A header no record can
+/// have (unknown type, not version 3.x, too long) counts as whole with what follows, so
+/// that rustls sees it at once and refuses it in its own words.
+fn whole_records(buf: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(h) = buf.get(at..at + 5) {
+        let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
+        if !(20..=24).contains(&h[0]) || h[1] != 3 || len > MAX_RECORD {
+            return buf.len();
+        }
+        if buf.len() - at < 5 + len {
+            break;
+        }
+        at += 5 + len;
+    }
+    at
+}
+
 /// How a connection failed.
 #[derive(Debug)]
 pub(crate) enum Fail {
@@ -115,8 +137,11 @@ pub(crate) enum Fail {
     Io(io::Error),
     /// The peer closed before a complete response head.
     Closed,
-    /// TLS refused the server (certificate, handshake).
+    /// TLS refused the server (certificate, handshake) before the request left.
     Tls(rustls::Error),
+    /// TLS failed once the request had been sent (a corrupt record, an alert): the
+    /// server may have acted on the request.
+    TlsAfterRequest(rustls::Error),
     /// The proxy refused the tunnel (its status line, which may quote it).
     Proxy(String),
     /// The answer is not HTTP as we take it.
@@ -133,6 +158,11 @@ pub(crate) struct Conn {
     out_at: usize,
     /// Bytes received and not yet used.
     input: Vec<u8>,
+    /// Over TLS: bytes received from the socket that do not yet make a whole record.
+    tls_in: Vec<u8>,
+    /// Over TLS: bytes were written for the current exchange once the handshake was
+    /// done, i.e. its request may have reached the server.
+    request_out: bool,
     eof: bool,
     /// The proxy has yet to open the tunnel.
     tunnelling: bool,
@@ -166,6 +196,8 @@ impl Conn {
             out: Vec::new(),
             out_at: 0,
             input: Vec::new(),
+            tls_in: Vec::new(),
+            request_out: false,
             eof: false,
             tunnelling: route.connect.is_some(),
             tls_pending: route.tls.clone(),
@@ -205,8 +237,18 @@ impl Conn {
         self.is_clean() && self.drained
     }
 
+    /// Nothing pending: no exchange, no unread bytes, no part of a TLS record.
     fn is_clean(&self) -> bool {
-        self.exchange.is_none() && !self.eof && self.input.is_empty()
+        self.exchange.is_none() && !self.eof && self.input.is_empty() && self.tls_in.is_empty()
+    }
+
+    /// The answer of the current exchange as far as it came, if its status already
+    /// decides it (see [`Exchange::cut_short`]): for when the deadline ends the exchange.
+    /// The connection is not reusable after.
+    pub(crate) fn cut_short(&mut self) -> Option<Answer> {
+        let answer = self.exchange.as_mut()?.cut_short()?;
+        self.eof = true; // never reused: the rest of the body may still come
+        Some(answer)
     }
 
     /// Set up: past the proxy's tunnel and the TLS handshake (what the connect timeout
@@ -223,6 +265,7 @@ impl Conn {
         let x = Exchange::start(request, body_limit, &mut bytes).map_err(Fail::Wire)?;
         self.exchange = Some(x);
         self.input.clear();
+        self.request_out = false;
         if self.tunnelling {
             self.queued = bytes;
         } else {
@@ -272,7 +315,8 @@ impl Conn {
                     match x.feed(&mut self.input, self.eof).map_err(Fail::Wire)? {
                         Fed::Done { answer, reusable } => {
                             self.exchange = None;
-                            return Ok(Some((answer, reusable && !self.eof)));
+                            let clean = !self.eof && self.tls_in.is_empty();
+                            return Ok(Some((answer, reusable && clean)));
                         }
                         Fed::More if self.eof => return Err(Fail::Closed),
                         Fed::More => {}
@@ -307,7 +351,12 @@ impl Conn {
             while tls.wants_write() {
                 match tls.write_tls(&mut self.sock) {
                     Ok(0) => return Err(Fail::Io(io::ErrorKind::WriteZero.into())),
-                    Ok(_) => wrote = true,
+                    Ok(_) => {
+                        wrote = true;
+                        if !tls.is_handshaking() && self.exchange.is_some() {
+                            self.request_out = true;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(wrote),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(Fail::Io(e)),
@@ -351,14 +400,20 @@ impl Conn {
                 Err(e) => Err(Fail::Io(e)),
             };
         };
+        // Over TLS the socket is read here, not by rustls: rustls is handed whole records
+        // only, and a record's beginning waits in `tls_in`, where the reuse check sees
+        // it (rustls keeps a partial record in a buffer it does not expose: a connection
+        // holding half a stray record looked clean, and the record's end, arriving with
+        // the next request's answer, was read as that answer).
         let mut progress = false;
-        match tls.read_tls(&mut self.sock) {
+        match self.sock.read(&mut buf) {
             Ok(0) => {
                 self.eof = true;
                 progress = true;
             }
-            Ok(_) => {
+            Ok(n) => {
                 self.answered = true;
+                self.tls_in.extend_from_slice(&buf[..n]);
                 progress = true;
             }
             Err(e)
@@ -368,30 +423,57 @@ impl Conn {
                 ) => {}
             Err(e) => return Err(Fail::Io(e)),
         }
-        if let Err(e) = tls.process_new_packets() {
-            // Tell the server why (an alert), as far as the socket takes it.
-            let _ = tls.write_tls(&mut self.sock);
-            return Err(Fail::Tls(e));
-        }
+        let whole = whole_records(&self.tls_in);
+        let mut fed = 0;
+        let mut eof_told = false;
         loop {
-            match tls.reader().read(&mut buf) {
-                Ok(0) => {
-                    self.eof = true; // close_notify
-                    return Ok(true);
+            if fed < whole {
+                match tls.read_tls(&mut &self.tls_in[fed..whole]) {
+                    // After close_notify rustls takes nothing more: the rest is ignored.
+                    Ok(0) => fed = whole,
+                    Ok(n) => fed += n,
+                    Err(e) => return Err(Fail::Io(e)),
                 }
-                Ok(n) => {
-                    self.input.extend_from_slice(&buf[..n]);
-                    progress = true;
+            } else if self.eof && !eof_told {
+                // The peer closed: rustls learns it once every whole record is in.
+                let _ = tls.read_tls(&mut io::empty());
+                eof_told = true;
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // Tell the server why (an alert), as far as the socket takes it.
+                let _ = tls.write_tls(&mut self.sock);
+                return Err(if self.request_out {
+                    Fail::TlsAfterRequest(e)
+                } else {
+                    Fail::Tls(e)
+                });
+            }
+            loop {
+                match tls.reader().read(&mut buf) {
+                    Ok(0) => {
+                        self.eof = true; // close_notify
+                        self.tls_in.clear();
+                        return Ok(true);
+                    }
+                    Ok(n) => {
+                        self.input.extend_from_slice(&buf[..n]);
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // The peer closed without close_notify: what came is all there is.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        self.eof = true;
+                        self.tls_in.clear();
+                        return Ok(true);
+                    }
+                    Err(e) => return Err(Fail::Io(e)),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // The peer closed without close_notify: what came is all there is.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    self.eof = true;
-                    return Ok(true);
-                }
-                Err(e) => return Err(Fail::Io(e)),
+            }
+            if fed >= whole && (!self.eof || eof_told) {
+                break;
             }
         }
+        self.tls_in.drain(..fed);
         Ok(progress)
     }
 
@@ -453,6 +535,30 @@ fn percent_decode(s: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_whole_tls_records_are_counted() {
+        use super::whole_records;
+        let rec = |len: usize| {
+            let mut r = vec![23, 3, 3];
+            r.extend_from_slice(&(len as u16).to_be_bytes());
+            r.extend(std::iter::repeat_n(0u8, len));
+            r
+        };
+        let mut buf = rec(10);
+        buf.extend(rec(300));
+        assert_eq!(whole_records(&buf), 15 + 305);
+        let whole = buf.len();
+        buf.extend(&rec(40)[..20]);
+        assert_eq!(whole_records(&buf), whole, "half a record is held back");
+        buf.truncate(whole + 3);
+        assert_eq!(whole_records(&buf), whole, "so is half a header");
+        // What no record can be goes to rustls at once, to be refused there.
+        assert_eq!(whole_records(b"HTTP/1.1 400 Bad"), 16);
+        let mut long = vec![23, 3, 3, 0xff, 0xff];
+        long.extend([0; 10]);
+        assert_eq!(whole_records(&long), long.len());
+    }
+
     #[test]
     fn proxy_userinfo_is_percent_decoded() {
         assert_eq!(super::percent_decode("us%40er:p%3Ass"), b"us@er:p:ss");

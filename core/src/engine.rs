@@ -1303,6 +1303,18 @@ impl Loop {
             });
         match job.slot {
             Some(s) => {
+                // A hangup whose status line came is decided by it, body or not.
+                let cut = match self.slots.get_mut(s).map(|slot| &mut slot.state) {
+                    Some(SlotState::Open(c)) => c.cut_short(),
+                    _ => None,
+                };
+                if let Some(answer) = cut {
+                    if let Some(slot) = self.slots.get_mut(s) {
+                        slot.job = None;
+                    }
+                    self.close_slot(s);
+                    return self.attempt_done(j, Ok(answer));
+                }
                 let e = if connecting {
                     AttemptError::ConnectTimeout
                 } else {

@@ -65,13 +65,20 @@ statuses! {
     RateLimited = 6, "rate limited";
     /// 5xx after the retries were spent.
     ServerError = 7, "server error";
-    /// The deadline passed (connect or total). The call may or may not have been ended.
+    /// The deadline passed (connect or total) before any response's status line arrived.
+    /// The call may or may not have been ended. (A status line that did arrive is the
+    /// outcome even if its body never came: a 2xx is OK at once, a 404 NOT_FOUND, and
+    /// so on, with its HTTP status.)
     Timeout = 8, "timed out";
-    /// DNS failure, refused or reset connection, proxy failure.
+    /// DNS failure, refused or reset connection, proxy failure, or a connection (TLS
+    /// included: a corrupt record, an alert) that failed after the request was sent and
+    /// before its answer; the request may have reached the server, and is retried like
+    /// a reset.
     NetworkError = 9, "network error";
     /// Certificate or TLS handshake failure. The key was not sent.
     TlsError = 10, "TLS error";
-    /// Any other HTTP status (e.g. 400, 418, a redirect), or a response that is not HTTP.
+    /// Any other HTTP status (e.g. 400, 418, a redirect), or a response that is not HTTP
+    /// (e.g. an SSH banner: not retried).
     ProtocolError = 11, "unexpected response";
     /// A bug in the library, caught at the boundary. The host process and the client
     /// live on; please report it.

@@ -10,13 +10,24 @@
 //!   refuses a `100 Continue` that carries a field);
 //! - an obsolete folded header line (obs-fold) is unfolded to spaces before parsing
 //!   (httparse, under ureq-proto, rejects it).
+//!
+//! And what a hangup needs of a response, which decides when an exchange is over:
+//! - bytes that cannot begin an HTTP response (an SSH banner, a TLS alert on a plain
+//!   connection) are a protocol error as soon as they arrive, not a closed connection:
+//!   the server did answer, just not in HTTP;
+//! - the answer to a DELETE (a hangup) is decided by its status line: a 2xx is over once
+//!   its head is complete (its body, if any, is read only as far as it has arrived, and
+//!   a connection left mid-body is not reused); any other status is read on to the end
+//!   of its body (a 404's body tells "not found" from "already ended"), but if that end
+//!   never comes ([`Exchange::cut_short`] at the deadline, the body bound, framing or
+//!   trailers without end, the peer closing early) the status stands with what came.
 
 use std::time::{Duration, SystemTime};
 
 use ureq_proto::client::state::{RecvBody, RecvResponse};
 use ureq_proto::client::{Call, RecvBodyResult, RecvResponseResult, SendRequestResult};
 use ureq_proto::http::header::RETRY_AFTER;
-use ureq_proto::http::Request;
+use ureq_proto::http::{Method, Request};
 
 use crate::response;
 
@@ -24,6 +35,10 @@ use crate::response;
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Interim (1xx) responses tolerated before the final one.
 const MAX_INTERIM: usize = 16;
+/// The most of a body's framing (chunk-size lines, chunk ends, trailers) read in a row
+/// without a byte of the body: endless trailers end the read here. (Chunked framing
+/// between body bytes is a size line of at most 20 bytes and a CRLF.)
+const MAX_FRAMING: usize = MAX_HEAD;
 
 /// What went wrong reading a response.
 #[derive(Debug)]
@@ -41,6 +56,9 @@ pub(crate) struct Answer {
     pub(crate) http_status: u16,
     pub(crate) retry_after: Option<Duration>,
     pub(crate) body: Vec<u8>,
+    /// Why the body is not all there (its end never came), or None when it is complete
+    /// or was not needed (a hangup's 2xx).
+    pub(crate) cut: Option<&'static str>,
 }
 
 /// Progress of reading a response.
@@ -66,6 +84,10 @@ pub(crate) struct Exchange {
     body: Vec<u8>,
     body_limit: usize,
     interim: usize,
+    /// The status line decides the outcome (a hangup's DELETE), not the body (a listing).
+    status_decides: bool,
+    /// Bytes of framing read since the last byte of the body.
+    framing_run: usize,
 }
 
 impl Exchange {
@@ -76,6 +98,9 @@ impl Exchange {
         out: &mut Vec<u8>,
     ) -> Result<Exchange, WireError> {
         let invalid = |e: ureq_proto::Error| WireError::Invalid(e.to_string());
+        // Every DELETE this library sends is a hangup; a GET is a listing, whose body is
+        // the point of it.
+        let status_decides = request.method() == Method::DELETE;
         let mut call = Call::new(request).map_err(invalid)?.proceed();
         let mut buf = [0u8; 2048];
         loop {
@@ -103,7 +128,22 @@ impl Exchange {
             body: Vec::new(),
             body_limit,
             interim: 0,
+            status_decides,
+            framing_run: 0,
         })
+    }
+
+    /// The answer as far as it came, for an exchange ended early (the deadline passed):
+    /// once a hangup's status line is in, it is the outcome, whether or not its body
+    /// followed. None before a complete head, or when the body is the point (a listing).
+    pub(crate) fn cut_short(&mut self) -> Option<Answer> {
+        if !self.status_decides || !matches!(self.stage, Stage::Body(_)) {
+            return None;
+        }
+        match self.done_cut("the deadline passed before its body arrived") {
+            Fed::Done { answer, .. } => Some(answer),
+            Fed::More => None,
+        }
     }
 
     /// Reads what it can of `input` (bytes received and not yet used; used ones are
@@ -113,6 +153,16 @@ impl Exchange {
             match std::mem::replace(&mut self.stage, Stage::Finished) {
                 Stage::Finished => return Err(WireError::Invalid("exchange already over".into())),
                 Stage::Head(mut call) => {
+                    // Empty lines before a status line are skipped, as a robust reader
+                    // does (RFC 9112 2.2); they would otherwise end an empty head.
+                    let lead = input.iter().take_while(|&&b| b == b'\r' || b == b'\n');
+                    let lead = lead.count();
+                    input.drain(..lead);
+                    if let Some(start) = not_http(input) {
+                        return Err(WireError::Invalid(format!(
+                            "it does not begin with an HTTP status line: \"{start}\""
+                        )));
+                    }
                     let Some(end) = head_end(input) else {
                         self.stage = Stage::Head(call);
                         if input.len() > MAX_HEAD {
@@ -174,21 +224,27 @@ impl Exchange {
                         // line over 20 bytes, long extensions included) ends here: the
                         // status speaks for itself, and the connection goes.
                         let Ok((used, got)) = call.read(input, &mut chunk) else {
-                            return Ok(self.done(false));
+                            return Ok(self.done_cut("its body did not decode"));
                         };
                         input.drain(..used);
                         let room = self.body_limit - self.body.len();
                         if got > room {
                             // The bound: the rest is not read, and the connection goes.
                             self.body.extend_from_slice(&chunk[..room]);
-                            return Ok(self.done(false));
+                            return Ok(self.done_cut("its body is larger than allowed"));
                         }
                         self.body.extend_from_slice(&chunk[..got]);
+                        self.framing_run = if got > 0 { 0 } else { self.framing_run + used };
+                        if self.framing_run > MAX_FRAMING {
+                            // Trailers (or chunk lines) without end: each is used as it
+                            // comes, so only this count bounds them.
+                            return Ok(self.done_cut("its body's framing or trailers never end"));
+                        }
                         if used == 0 && got == 0 {
                             if input.len() > MAX_HEAD {
                                 // A chunk-size or trailer line that never ends: what
                                 // waits unread is bounded, so the status speaks now.
-                                return Ok(self.done(false));
+                                return Ok(self.done_cut("its body's framing never ends"));
                             }
                             break;
                         }
@@ -201,6 +257,14 @@ impl Exchange {
                     if eof {
                         // Close-delimited and over, or cut off after the head: the
                         // status speaks for itself.
+                        if close_delimited {
+                            return Ok(self.done(false));
+                        }
+                        return Ok(self.done_cut("the server closed the connection mid-body"));
+                    }
+                    if self.status_decides && (200..300).contains(&self.http_status) {
+                        // A hangup's 2xx is the outcome; what its body still owes is not
+                        // waited for, and the connection, left mid-body, goes.
                         return Ok(self.done(false));
                     }
                     self.stage = Stage::Body(call);
@@ -211,16 +275,54 @@ impl Exchange {
     }
 
     fn done(&mut self, reusable: bool) -> Fed {
+        self.finish(reusable, None)
+    }
+
+    /// Done with the body incomplete, for `why`; the connection is not reused.
+    fn done_cut(&mut self, why: &'static str) -> Fed {
+        self.finish(false, Some(why))
+    }
+
+    fn finish(&mut self, reusable: bool, cut: Option<&'static str>) -> Fed {
         self.stage = Stage::Finished;
         Fed::Done {
             answer: Answer {
                 http_status: self.http_status,
                 retry_after: self.retry_after,
                 body: std::mem::take(&mut self.body),
+                cut,
             },
             reusable,
         }
     }
+}
+
+/// The start of `input` (its first line, cleaned and cut short), if these bytes cannot
+/// begin an HTTP/1 response: a status line starts with `HTTP/` (case-sensitive, RFC 9112
+/// 2.3), after empty lines a robust reader skips. A prefix of it may still grow into one.
+fn not_http(input: &[u8]) -> Option<String> {
+    let from = input
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(input.len());
+    let rest = &input[from..];
+    let n = rest.len().min(5);
+    if rest[..n] == b"HTTP/"[..n] {
+        return None;
+    }
+    let line = rest
+        .iter()
+        .take_while(|&&b| b != b'\r' && b != b'\n')
+        .take(64)
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    Some(line)
 }
 
 /// The length of the head at the start of `input` (through its blank line), if complete.
@@ -323,6 +425,98 @@ mod tests {
             Fed::Done { answer, reusable } => (answer.http_status, reusable, answer.body),
             Fed::More => panic!("not done"),
         }
+    }
+
+    fn get_exchange(limit: usize) -> Exchange {
+        let req = Request::get("http://127.0.0.1:9/list").body(()).unwrap();
+        Exchange::start(req, limit, &mut Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn bytes_that_cannot_begin_http_are_refused_at_once() {
+        let mut x = exchange(1024);
+        match feed_all(&mut x, b"SSH-2.0-OpenSSH_9.6\r\n", false) {
+            Err(WireError::Invalid(why)) => {
+                assert!(why.contains("\"SSH-2.0-OpenSSH_9.6\""), "{why}")
+            }
+            _ => panic!("not refused"),
+        }
+        // A TLS alert on a plain connection: control bytes are not quoted as they are.
+        let mut x = exchange(1024);
+        match feed_all(&mut x, b"\x15\x03\x03\x00\x02\x02\x46", false) {
+            Err(WireError::Invalid(why)) => assert!(why.is_ascii() && !why.contains('\x15')),
+            _ => panic!("not refused"),
+        }
+        // Prefixes of a status line, after empty lines, wait for more.
+        for start in [&b"H"[..], b"HTT", b"HTTP/", b"\r\n\r\nHTTP/1.1 2", b"\n"] {
+            let mut x = exchange(1024);
+            assert!(matches!(feed_all(&mut x, start, false), Ok(Fed::More)));
+        }
+        assert!(
+            not_http(b"http/1.1 204").is_some(),
+            "HTTP-name is case-sensitive"
+        );
+    }
+
+    #[test]
+    fn a_hangups_2xx_is_done_at_its_head_a_listings_is_not() {
+        let stalled = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{\"a\"";
+        let mut x = exchange(1024);
+        let (s, reusable, _) = status(feed_all(&mut x, stalled, false).unwrap());
+        assert_eq!((s, reusable), (200, false), "left mid-body: not reused");
+        // All of it there: reusable as ever.
+        let mut x = exchange(1024);
+        let whole = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+        assert!(status(feed_all(&mut x, whole, false).unwrap()).1);
+        // A listing's body is the point: it waits, and the deadline gives no answer.
+        let mut x = get_exchange(1024);
+        assert!(matches!(feed_all(&mut x, stalled, false), Ok(Fed::More)));
+        assert!(x.cut_short().is_none());
+    }
+
+    #[test]
+    fn a_hangups_other_status_stands_when_its_body_never_ends() {
+        let mut x = exchange(1024);
+        let head = b"HTTP/1.1 404 Not Found\r\nContent-Length: 50\r\n\r\n{\"error\":";
+        assert!(matches!(feed_all(&mut x, head, false), Ok(Fed::More)));
+        let a = x.cut_short().expect("the status stands");
+        assert_eq!(
+            (a.http_status, a.body.as_slice()),
+            (404, &b"{\"error\":"[..])
+        );
+        assert!(a.cut.is_some());
+        // Before a complete head, nothing stands.
+        let mut x = exchange(1024);
+        assert!(matches!(
+            feed_all(&mut x, b"HTTP/1.1 404 Not Found\r\n", false),
+            Ok(Fed::More)
+        ));
+        assert!(x.cut_short().is_none());
+        // Endless trailers end at the framing bound, each line used as it comes.
+        let mut x = exchange(1024);
+        let mut input =
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+                .to_vec();
+        let mut sent = 0;
+        let done = loop {
+            match x.feed(&mut input, false).unwrap() {
+                Fed::More => {
+                    assert!(sent < 2 * MAX_FRAMING, "trailers never ended the read");
+                    input.extend_from_slice(b"X-T: 1\r\n");
+                    sent += 8;
+                }
+                Fed::Done { answer, reusable } => break (answer, reusable),
+            }
+        };
+        assert_eq!((done.0.http_status, done.1), (404, false));
+        assert_eq!(done.0.body, b"{}");
+        // Cut off by the peer mid-body: the status stands, and says so.
+        let mut x = exchange(1024);
+        let (a, _) = match feed_all(&mut x, head, true).unwrap() {
+            Fed::Done { answer, reusable } => (answer, reusable),
+            Fed::More => panic!("not done"),
+        };
+        assert_eq!((a.http_status, a.cut.is_some()), (404, true));
     }
 
     #[test]
