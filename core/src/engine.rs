@@ -22,13 +22,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use ureq_proto::http::{Method, Uri};
 
 use crate::blocking::AttemptError;
 use crate::client::{Core, HangupResult};
 use crate::conn::{Conn, Fail};
 use crate::error::{Error, Status};
+use crate::fds::{Tracked, Waker};
 use crate::options::LogLevel;
 use crate::pool::{WorkerPool, IDLE_EXIT};
 use crate::resolve::{Lookup, Notify};
@@ -144,7 +145,8 @@ impl Engine {
             inbox.exited.push(old);
         }
         inbox.exited.retain(|h| !h.is_finished());
-        let poll = Poll::new()?;
+        // Both descriptors are the library's: counted, and closed in a forked child.
+        let poll = Tracked::new(Poll::new()?);
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let shared = Arc::clone(&self.shared);
         let w = Arc::clone(&waker);
@@ -193,7 +195,7 @@ pub(crate) fn on_engine_thread() -> bool {
 
 /// The loop thread: runs until stopped or idle, every panic caught (the jobs it held
 /// still get an outcome, INTERNAL_ERROR).
-fn run(shared: Arc<Shared>, poll: Poll, waker: Arc<Waker>) {
+fn run(shared: Arc<Shared>, poll: Tracked<Poll>, waker: Arc<Waker>) {
     let w = Arc::clone(&waker);
     let notify: Notify = Arc::new(move || {
         let _ = w.wake();
@@ -356,7 +358,7 @@ impl<T> Slab<T> {
 struct Loop {
     core: Arc<Core>,
     callbacks: Arc<WorkerPool>,
-    poll: Poll,
+    poll: Tracked<Poll>,
     notify: Notify,
     jobs: Slab<Job>,
     slots: Slab<Slot>,
@@ -374,7 +376,8 @@ struct Loop {
     resolving: Vec<(usize, u64)>,
     timers: BTreeMap<TimerKey, Timer>,
     serial: u64,
-    /// Connections that may be open at once (half the free descriptors).
+    /// Connections that may be open at once. Descriptors are bounded by the process's
+    /// budget (`fds.rs`), shared by every client, which `has_room` asks too.
     conn_cap: usize,
     /// This turn's callbacks, for the pool.
     ready_callbacks: Vec<(Done, HangupResult)>,
@@ -384,10 +387,15 @@ struct Loop {
 }
 
 impl Loop {
-    fn new(core: Arc<Core>, callbacks: Arc<WorkerPool>, poll: Poll, notify: Notify) -> Loop {
-        let conn_cap = crate::transport::free_descriptors()
-            .map(|f| (f / 2).max(1))
-            .unwrap_or(4096);
+    fn new(
+        core: Arc<Core>,
+        callbacks: Arc<WorkerPool>,
+        poll: Tracked<Poll>,
+        notify: Notify,
+    ) -> Loop {
+        // Not a share of the descriptors free when this engine starts (three clients
+        // would leave the host none): the process's one budget governs.
+        let conn_cap = crate::fds::MAX_BUDGET;
         Loop {
             core,
             callbacks,
@@ -466,6 +474,9 @@ impl Loop {
         if !self.busy() {
             let exit_in = IDLE_EXIT.saturating_sub(idle_since.elapsed());
             timeout = Some(timeout.map_or(exit_in, |t| t.min(exit_in)));
+        } else if self.waits_for_room() {
+            let poll = crate::fds::ROOM_POLL;
+            timeout = Some(timeout.map_or(poll, |t| t.min(poll)));
         }
         // epoll counts milliseconds: round up so a timer is not polled for in a spin.
         let timeout = timeout.map(|t| {
@@ -625,19 +636,38 @@ impl Loop {
         Some(j)
     }
 
-    /// True if another connection may be used now (an idle one, or room for a new one).
+    /// True if another connection may be used now (an idle one, or room for a new one:
+    /// within `conn_cap`, and in the process's descriptor budget beside the slots that
+    /// will open a socket when their lookup answers).
     fn has_room(&self) -> bool {
-        !self.idle.is_empty() || self.slots.len < self.conn_cap
+        !self.idle.is_empty()
+            || (self.slots.len < self.conn_cap && crate::fds::room(self.resolving.len()))
+    }
+
+    /// Work is queued that only a free descriptor would start: the budget is shared by
+    /// every client, which do not wake each other, so the loop looks again shortly.
+    fn waits_for_room(&self) -> bool {
+        if self.has_room() {
+            return false;
+        }
+        (!self.waiting.is_empty() && (self.stopping || self.async_active < ASYNC_PARALLEL))
+            || self.batches.items.iter().flatten().any(|b| {
+                b.active < b.max && (b.next < b.ids.len() || !b.ready.is_empty())
+            })
     }
 
     /// Starts what the budgets allow: each batch up to its `max_parallel`, async jobs up
     /// to [`ASYNC_PARALLEL`] (no limit while stopping: every queued hangup at once).
     fn pump(&mut self) {
         for b in 0..self.batches.items.len() {
-            while let Some(batch) = self.batches.get_mut(b) {
-                if batch.active >= batch.max
-                    || (self.idle.is_empty() && self.slots.len >= self.conn_cap)
-                {
+            loop {
+                if !self.has_room() {
+                    break;
+                }
+                let Some(batch) = self.batches.get_mut(b) else {
+                    break;
+                };
+                if batch.active >= batch.max {
                     break;
                 }
                 let job = if let Some((j, serial)) = batch.ready.pop_front() {
@@ -1326,7 +1356,7 @@ mod tests {
             callbacks: Arc::clone(&pool),
             inbox: Mutex::new(Inbox::default()),
         };
-        let poll = Poll::new().unwrap();
+        let poll = Tracked::new(Poll::new().unwrap());
         let notify: Notify = Arc::new(|| {});
         let mut lp = Loop::new(Arc::clone(&core), Arc::clone(&pool), poll, notify);
 

@@ -161,7 +161,7 @@ impl Client {
             if Instant::now() >= deadline {
                 return Err(sweep_timeout(timeout, report));
             }
-            if self.engine.is_stopping() {
+            if self.rt().engine.is_stopping() {
                 return Err(Error::busy("the sweep stopped: the client is being freed"));
             }
             let settled_before = (report.ended, report.already_gone, report.failed);
@@ -202,7 +202,7 @@ impl Client {
                 ));
             }
             // No hangup starts after the sweep's deadline; those not started stay live.
-            let results = bulk::run_batch(&self.engine, &todo, sweep.max_parallel, Some(deadline))
+            let results = bulk::run_batch(&self.rt().engine, &todo, sweep.max_parallel, Some(deadline))
                 .map_err(|_| Error::busy("the sweep stopped: the client is being freed"))?;
             for (id, r) in todo.into_iter().zip(results) {
                 // Only a call settled for the first time leaves the live count: one the
