@@ -193,8 +193,7 @@ fn after_fork_the_child_has_a_fresh_client_and_the_parent_keeps_its_own() {
             drop(a);
             drop(b);
             std::thread::sleep(Duration::from_millis(500));
-            if SCHEDULED_RAN.load(Ordering::SeqCst) || LOOKUP_WAITER_RAN.load(Ordering::SeqCst)
-            {
+            if SCHEDULED_RAN.load(Ordering::SeqCst) || LOOKUP_WAITER_RAN.load(Ordering::SeqCst) {
                 return Err("a callback of the parent's work ran in the child".into());
             }
             Ok::<(), String>(())

@@ -36,27 +36,41 @@ pub(crate) enum AttemptError {
 /// In a forked child the parent's stack is left alone (its sockets are the parent's, and
 /// were closed in the child at the fork): the child starts an empty one.
 #[derive(Default)]
-pub(crate) struct IdleStack(PerProcess<Mutex<Vec<(Conn, Instant)>>>);
+pub(crate) struct IdleStack(PerProcess<Mutex<Idle>>);
+
+#[derive(Default)]
+struct Idle {
+    conns: Vec<(Conn, Instant)>,
+    /// `fds::wanted()` when last used: when it changes, work (of any client) waits for
+    /// a descriptor, and the idle connections give theirs up.
+    seen_wanted: u64,
+}
 
 impl IdleStack {
-    fn lock(&self) -> MutexGuard<'_, Vec<(Conn, Instant)>> {
+    fn lock(&self) -> MutexGuard<'_, Idle> {
         let mut idle = self
             .0
             .get(Default::default)
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let wanted = crate::fds::wanted();
+        if idle.seen_wanted != wanted {
+            idle.seen_wanted = wanted;
+            idle.conns.clear();
+        }
         // Oldest first: close what the server has most likely closed already.
         let stale = idle
+            .conns
             .iter()
             .take_while(|(_, since)| since.elapsed() >= IDLE_CONN)
             .count();
-        idle.drain(..stale);
+        idle.conns.drain(..stale);
         idle
     }
 
     fn take(&self) -> Option<Conn> {
         loop {
-            let (c, _) = self.lock().pop()?;
+            let (c, _) = self.lock().conns.pop()?;
             // A connection the server closed, or that holds unasked bytes, is dropped.
             if c.is_reusable() {
                 return Some(c);
@@ -66,8 +80,8 @@ impl IdleStack {
 
     fn put(&self, c: Conn) {
         let mut idle = self.lock();
-        if idle.len() < MAX_IDLE {
-            idle.push((c, Instant::now()));
+        if idle.conns.len() < MAX_IDLE {
+            idle.conns.push((c, Instant::now()));
         }
     }
 }

@@ -384,7 +384,13 @@ struct Loop {
     /// Callbacks the pool could not take yet.
     undelivered: Vec<(Done, HangupResult)>,
     stopping: bool,
+    /// `fds::wanted()` when idle connections were last shed.
+    seen_wanted: u64,
 }
+
+/// How often an engine holding idle connections and no work looks whether work (of any
+/// client) waits for a descriptor.
+const SHED_POLL: Duration = Duration::from_millis(100);
 
 impl Loop {
     fn new(
@@ -416,6 +422,26 @@ impl Loop {
             ready_callbacks: Vec::new(),
             undelivered: Vec::new(),
             stopping: false,
+            seen_wanted: crate::fds::wanted(),
+        }
+    }
+
+    /// Work waits for a place in the process's descriptor budget: idle connections
+    /// give theirs up (reused, they would only save a connect).
+    fn shed_idle_if_wanted(&mut self) {
+        let w = crate::fds::wanted();
+        if w == self.seen_wanted {
+            return;
+        }
+        self.seen_wanted = w;
+        while let Some((s, serial)) = self.idle.pop_front() {
+            if self
+                .slots
+                .get(s)
+                .is_some_and(|slot| slot.serial == serial && slot.idle)
+            {
+                self.close_slot(s);
+            }
         }
     }
 
@@ -472,7 +498,10 @@ impl Loop {
             .next()
             .map(|(at, _)| at.saturating_duration_since(now));
         if !self.busy() {
-            let exit_in = IDLE_EXIT.saturating_sub(idle_since.elapsed());
+            let mut exit_in = IDLE_EXIT.saturating_sub(idle_since.elapsed());
+            if !self.idle.is_empty() {
+                exit_in = exit_in.min(SHED_POLL);
+            }
             timeout = Some(timeout.map_or(exit_in, |t| t.min(exit_in)));
         } else if self.waits_for_room() {
             let poll = crate::fds::ROOM_POLL;
@@ -517,6 +546,7 @@ impl Loop {
         }
         self.fire_timers();
         self.reap_idle();
+        self.shed_idle_if_wanted();
         self.pump();
         self.flush_callbacks();
         self.schedule_log_drain();
@@ -651,9 +681,12 @@ impl Loop {
             return false;
         }
         (!self.waiting.is_empty() && (self.stopping || self.async_active < ASYNC_PARALLEL))
-            || self.batches.items.iter().flatten().any(|b| {
-                b.active < b.max && (b.next < b.ids.len() || !b.ready.is_empty())
-            })
+            || self
+                .batches
+                .items
+                .iter()
+                .flatten()
+                .any(|b| b.active < b.max && (b.next < b.ids.len() || !b.ready.is_empty()))
     }
 
     /// Starts what the budgets allow: each batch up to its `max_parallel`, async jobs up

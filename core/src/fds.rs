@@ -44,6 +44,15 @@ static OPEN: AtomicUsize = AtomicUsize::new(0);
 /// The budget, and when it was computed (ms since `epoch()`, plus one; 0: never).
 static BUDGET: AtomicUsize = AtomicUsize::new(0);
 static READ_AT: AtomicU64 = AtomicU64::new(0);
+/// Bumped each time work finds the budget full: idle keep-alive connections (of any
+/// client) are closed when it changes, so they do not hold places that work waits for.
+static WANTED: AtomicU64 = AtomicU64::new(0);
+
+/// Changes whenever work waits for a place in the budget.
+#[inline]
+pub(crate) fn wanted() -> u64 {
+    WANTED.load(Ordering::Relaxed)
+}
 
 fn chunk(c: usize, create: bool) -> Option<&'static Chunk> {
     let mut p = CHUNK[c].load(Ordering::Acquire);
@@ -161,7 +170,11 @@ fn compute_budget() -> usize {
 
 /// True if a new socket fits in the budget beside `coming` more already admitted.
 pub(crate) fn room(coming: usize) -> bool {
-    OPEN.load(Ordering::Relaxed) + coming < budget(1000)
+    let room = OPEN.load(Ordering::Relaxed) + coming < budget(1000);
+    if !room {
+        WANTED.fetch_add(1, Ordering::Relaxed);
+    }
+    room
 }
 
 /// Takes one place in the budget; false when it is full (re-read first, if it is more
@@ -173,13 +186,10 @@ fn reserve() -> bool {
         })
         .is_ok()
     };
-    take(budget(1000)) || take(budget(100))
-}
-
-/// Descriptors the library holds now (all clients).
-#[cfg(test)]
-pub(crate) fn open_now() -> usize {
-    OPEN.load(Ordering::Relaxed)
+    take(budget(1000)) || take(budget(100)) || {
+        WANTED.fetch_add(1, Ordering::Relaxed);
+        false
+    }
 }
 
 /// A descriptor the library opened: counted, marked for the fork handler, and closed when

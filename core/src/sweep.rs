@@ -202,8 +202,9 @@ impl Client {
                 ));
             }
             // No hangup starts after the sweep's deadline; those not started stay live.
-            let results = bulk::run_batch(&self.rt().engine, &todo, sweep.max_parallel, Some(deadline))
-                .map_err(|_| Error::busy("the sweep stopped: the client is being freed"))?;
+            let results =
+                bulk::run_batch(&self.rt().engine, &todo, sweep.max_parallel, Some(deadline))
+                    .map_err(|_| Error::busy("the sweep stopped: the client is being freed"))?;
             for (id, r) in todo.into_iter().zip(results) {
                 // Only a call settled for the first time leaves the live count: one the
                 // server lists again after our 204 is still live by its own account.

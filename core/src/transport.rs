@@ -118,7 +118,9 @@ impl Race {
             }
         }
         while now >= self.next_start || self.trying.is_empty() {
-            let Some(&addr) = self.queue.peek() else { break };
+            let Some(&addr) = self.queue.peek() else {
+                break;
+            };
             let mut opened = fds::connect(addr);
             if matches!(opened, Ok(None)) && !self.trying.is_empty() {
                 let (oldest, _) = self.trying.remove(0);
