@@ -386,11 +386,9 @@ struct Loop {
     stopping: bool,
     /// `fds::wanted()` when idle connections were last shed.
     seen_wanted: u64,
+    /// This loop is on the list of engines woken when work waits for a descriptor.
+    holding: bool,
 }
-
-/// How often an engine holding idle connections and no work looks whether work (of any
-/// client) waits for a descriptor.
-const SHED_POLL: Duration = Duration::from_millis(100);
 
 impl Loop {
     fn new(
@@ -423,6 +421,7 @@ impl Loop {
             undelivered: Vec::new(),
             stopping: false,
             seen_wanted: crate::fds::wanted(),
+            holding: false,
         }
     }
 
@@ -434,6 +433,7 @@ impl Loop {
             return;
         }
         self.seen_wanted = w;
+        self.holding = false; // the list was emptied by whoever woke it
         while let Some((s, serial)) = self.idle.pop_front() {
             if self
                 .slots
@@ -498,10 +498,7 @@ impl Loop {
             .next()
             .map(|(at, _)| at.saturating_duration_since(now));
         if !self.busy() {
-            let mut exit_in = IDLE_EXIT.saturating_sub(idle_since.elapsed());
-            if !self.idle.is_empty() {
-                exit_in = exit_in.min(SHED_POLL);
-            }
+            let exit_in = IDLE_EXIT.saturating_sub(idle_since.elapsed());
             timeout = Some(timeout.map_or(exit_in, |t| t.min(exit_in)));
         } else if self.waits_for_room() {
             let poll = crate::fds::ROOM_POLL;
@@ -512,6 +509,11 @@ impl Loop {
             let ms = t.as_micros().div_ceil(1000);
             Duration::from_millis(ms.min(u64::MAX as u128) as u64)
         });
+        if !self.idle.is_empty() && !self.holding {
+            // Woken, without polling, when another client's work waits for a descriptor.
+            crate::fds::hold_idle(&self.notify);
+            self.holding = true;
+        }
         if let Err(e) = self.poll.poll(events, timeout) {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 self.core

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::process::generation;
@@ -52,6 +52,34 @@ static WANTED: AtomicU64 = AtomicU64::new(0);
 #[inline]
 pub(crate) fn wanted() -> u64 {
     WANTED.load(Ordering::Relaxed)
+}
+
+type Holders = crate::process::PerProcess<Mutex<Vec<Weak<dyn Fn() + Send + Sync>>>>;
+
+/// Engines sleeping with idle connections, to wake when work waits for the budget (of
+/// this process: a forked child's engines are its own).
+fn holders() -> &'static Mutex<Vec<Weak<dyn Fn() + Send + Sync>>> {
+    static HOLDERS: OnceLock<Holders> = OnceLock::new();
+    HOLDERS.get_or_init(Holders::default).get(Default::default)
+}
+
+/// An engine holds idle connections: `wake` is called (once) when work waits for a
+/// place in the budget, so it gives them up without polling meanwhile.
+pub(crate) fn hold_idle(wake: &crate::resolve::Notify) {
+    let mut h = holders().lock().unwrap_or_else(|e| e.into_inner());
+    h.retain(|w| w.strong_count() > 0);
+    h.push(Arc::downgrade(wake));
+}
+
+/// Work found the budget full: idle connections everywhere are asked to close.
+fn want() {
+    WANTED.fetch_add(1, Ordering::Relaxed);
+    let woken = std::mem::take(&mut *holders().lock().unwrap_or_else(|e| e.into_inner()));
+    for w in woken {
+        if let Some(w) = w.upgrade() {
+            w();
+        }
+    }
 }
 
 fn chunk(c: usize, create: bool) -> Option<&'static Chunk> {
@@ -172,7 +200,7 @@ fn compute_budget() -> usize {
 pub(crate) fn room(coming: usize) -> bool {
     let room = OPEN.load(Ordering::Relaxed) + coming < budget(1000);
     if !room {
-        WANTED.fetch_add(1, Ordering::Relaxed);
+        want();
     }
     room
 }
@@ -187,7 +215,7 @@ fn reserve() -> bool {
         .is_ok()
     };
     take(budget(1000)) || take(budget(100)) || {
-        WANTED.fetch_add(1, Ordering::Relaxed);
+        want();
         false
     }
 }
