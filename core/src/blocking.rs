@@ -11,6 +11,7 @@ use ureq_proto::http::Request;
 use crate::client::Core;
 use crate::conn::{Conn, Fail};
 use crate::engine::IDLE_CONN;
+use crate::process::PerProcess;
 use crate::resolve::ResolveError;
 use crate::transport::{self, Race, Raced};
 use crate::wire::Answer;
@@ -32,24 +33,44 @@ pub(crate) enum AttemptError {
 /// The client's idle connections for the blocking path, most recent last, with the time
 /// each went idle. One idle longer than the engine's [`IDLE_CONN`] is closed when the
 /// stack is next used (no thread watches it: a client nobody uses keeps them until then).
+/// In a forked child the parent's stack is left alone (its sockets are the parent's, and
+/// were closed in the child at the fork): the child starts an empty one.
 #[derive(Default)]
-pub(crate) struct IdleStack(Mutex<Vec<(Conn, Instant)>>);
+pub(crate) struct IdleStack(PerProcess<Mutex<Idle>>);
+
+#[derive(Default)]
+struct Idle {
+    conns: Vec<(Conn, Instant)>,
+    /// `fds::wanted()` when last used: when it changes, work (of any client) waits for
+    /// a descriptor, and the idle connections give theirs up.
+    seen_wanted: u64,
+}
 
 impl IdleStack {
-    fn lock(&self) -> MutexGuard<'_, Vec<(Conn, Instant)>> {
-        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+    fn lock(&self) -> MutexGuard<'_, Idle> {
+        let mut idle = self
+            .0
+            .get(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let wanted = crate::fds::wanted();
+        if idle.seen_wanted != wanted {
+            idle.seen_wanted = wanted;
+            idle.conns.clear();
+        }
         // Oldest first: close what the server has most likely closed already.
         let stale = idle
+            .conns
             .iter()
             .take_while(|(_, since)| since.elapsed() >= IDLE_CONN)
             .count();
-        idle.drain(..stale);
+        idle.conns.drain(..stale);
         idle
     }
 
     fn take(&self) -> Option<Conn> {
         loop {
-            let (c, _) = self.lock().pop()?;
+            let (c, _) = self.lock().conns.pop()?;
             // A connection the server closed, or that holds unasked bytes, is dropped.
             if c.is_reusable() {
                 return Some(c);
@@ -59,8 +80,8 @@ impl IdleStack {
 
     fn put(&self, c: Conn) {
         let mut idle = self.lock();
-        if idle.len() < MAX_IDLE {
-            idle.push((c, Instant::now()));
+        if idle.conns.len() < MAX_IDLE {
+            idle.conns.push((c, Instant::now()));
         }
     }
 }
@@ -123,6 +144,15 @@ impl Core {
     /// Resolves and connects (Happy Eyeballs), within the connect timeout and `deadline`;
     /// returns the connection and when its setup (tunnel, TLS) must be done.
     fn connect_blocking(&self, deadline: Instant) -> Result<(Conn, Instant), AttemptError> {
+        // The process's descriptor budget is full (every client's sockets): wait for a
+        // place, within the deadline, before the connect timeout starts.
+        while !crate::fds::room(0) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(AttemptError::Deadline);
+            }
+            std::thread::sleep(crate::fds::ROOM_POLL.min(left));
+        }
         let until = crate::client::deadline_after(self.connect_timeout).min(deadline);
         let addrs = self
             .book

@@ -17,6 +17,7 @@ use crate::engine::{Engine, Work};
 use crate::error::{Error, Status};
 use crate::options::{LogFn, LogLevel, Options};
 use crate::pool::{WorkerPool, MAX_WORKERS};
+use crate::process::PerProcess;
 use crate::resolve::{system_lookup, AddressBook};
 use crate::retry::{self, Decision, Failure, Stop};
 use crate::secret::ApiKey;
@@ -32,10 +33,28 @@ pub type HangupResult = Result<u16, Error>;
 /// of threads at once.
 pub struct Client {
     pub(crate) core: Arc<Core>,
+    /// The client's threads and the work queued on them, of this process: in a forked
+    /// child, fresh ones (`process.rs`).
+    rt: PerProcess<Runtime>,
+}
+
+/// What runs on the client's threads: none of it survives a fork.
+pub(crate) struct Runtime {
     /// Runs async callbacks (never the loop's thread).
     pub(crate) pool: Arc<WorkerPool>,
     pub(crate) engine: Arc<Engine>,
     timers: Timers,
+}
+
+impl Runtime {
+    fn new(core: &Arc<Core>) -> Runtime {
+        let pool = Arc::new(WorkerPool::new(MAX_WORKERS));
+        Runtime {
+            engine: Arc::new(Engine::new(Arc::clone(core), Arc::clone(&pool))),
+            pool,
+            timers: Timers::default(),
+        }
+    }
 }
 
 /// Everything a hangup needs; shared with the engine.
@@ -56,7 +75,7 @@ pub(crate) struct Core {
     /// `max_parallel` excepted).
     pub(crate) max_connections: usize,
     log: Option<LogFn>,
-    log_queue: std::sync::Mutex<LogQueue>,
+    log_queue: PerProcess<std::sync::Mutex<LogQueue>>,
     pub(crate) stats: Arc<Recorder>,
 }
 
@@ -79,6 +98,7 @@ impl Client {
     pub fn with_options(auth_id: &str, api_key: &str, options: &Options) -> Result<Client, Error> {
         validate::id("auth_id", auth_id)?;
         validate::token("api_key", api_key.as_bytes())?;
+        crate::process::init();
         options.check_transport_security()?;
 
         let mut ua = format!("libtryvox/{}", env!("CARGO_PKG_VERSION"));
@@ -135,13 +155,17 @@ impl Client {
             log_queue: Default::default(),
             stats,
         });
-        let pool = Arc::new(WorkerPool::new(MAX_WORKERS));
         Ok(Client {
-            engine: Arc::new(Engine::new(Arc::clone(&core), Arc::clone(&pool))),
+            rt: PerProcess::new(Runtime::new(&core)),
             core,
-            pool,
-            timers: Timers::default(),
         })
+    }
+
+    /// This process's threads and queues: after a fork, the child's first use starts
+    /// fresh ones (the parent's are not the child's: its threads do not exist there).
+    #[inline]
+    pub(crate) fn rt(&self) -> &Runtime {
+        self.rt.get(|| Runtime::new(&self.core))
     }
 
     /// What the client has done so far: hangups by status, attempts, retries by cause,
@@ -168,7 +192,7 @@ impl Client {
         F: FnOnce(I, HangupResult) + Send + 'static,
     {
         validate::id("call_uuid", call_uuid.as_ref())?;
-        submit_async(&self.engine, call_uuid, done).map_err(|(why, _)| {
+        submit_async(&self.rt().engine, call_uuid, done).map_err(|(why, _)| {
             Error::busy(format!(
                 "the hangup was not queued: {why}; nothing was sent"
             ))
@@ -196,7 +220,8 @@ impl Client {
         let at = Instant::now()
             .checked_add(delay)
             .ok_or_else(|| Error::invalid("the delay is too long"))?;
-        let (engine, pool) = (Arc::clone(&self.engine), Arc::clone(&self.pool));
+        let rt = self.rt();
+        let (engine, pool) = (Arc::clone(&rt.engine), Arc::clone(&rt.pool));
         let fire: Fire = Box::new(move |now: bool| {
             let busy = |why: &str| {
                 Err(Error::busy(format!(
@@ -233,7 +258,7 @@ impl Client {
                 }
             }
         });
-        self.timers.schedule(at, fire).map_err(|fire| {
+        rt.timers.schedule(at, fire).map_err(|fire| {
             drop(fire);
             Error::busy("the hangup was not scheduled: the client is being freed; nothing was sent")
         })
@@ -248,7 +273,7 @@ impl Client {
         call_uuids: &[S],
         max_parallel: usize,
     ) -> Result<Vec<HangupResult>, Error> {
-        bulk::hangup_many(&self.engine, call_uuids, max_parallel)
+        bulk::hangup_many(&self.rt().engine, call_uuids, max_parallel)
     }
 }
 
@@ -258,15 +283,23 @@ impl Drop for Client {
         // delivered once, with BUSY, through the pool. Then every queued hangup finishes
         // (each bounded by its deadline) and delivers its callback before the client is
         // gone.
-        for fire in self.timers.stop() {
+        // In a forked child, the parent's (if the child never used the client) are left
+        // alone: their threads do not exist here and their work is not the child's.
+        let Some(rt) = self.rt.current() else { return };
+        for fire in rt.timers.stop() {
             fire(false);
         }
-        self.engine.stop();
-        self.pool.shutdown();
+        rt.engine.stop();
+        rt.pool.shutdown();
     }
 }
 
 impl Core {
+    /// The engine's queued log lines, of this process (a forked child's start empty).
+    fn log_queue(&self) -> &std::sync::Mutex<LogQueue> {
+        self.log_queue.get(Default::default)
+    }
+
     fn hangup(&self, call_uuid: &str) -> HangupResult {
         if let Err(e) = validate::id("call_uuid", call_uuid) {
             self.stats.finished(e.status(), std::time::Duration::ZERO);
@@ -433,7 +466,7 @@ impl Core {
     pub(crate) fn log(&self, level: LogLevel, message: impl FnOnce() -> String) {
         let Some(f) = &self.log else { return };
         if crate::engine::on_engine_thread() {
-            let mut q = self.log_queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut q = self.log_queue().lock().unwrap_or_else(|e| e.into_inner());
             if q.lines.len() < MAX_QUEUED_LOG_LINES {
                 q.lines.push_back((level, message()));
                 q.pushed += 1;
@@ -448,7 +481,7 @@ impl Core {
     /// True (and marked) if queued log lines need a drainer scheduled: none is queued or
     /// running. `false` after `true` means the scheduling failed: unmark.
     pub(crate) fn schedule_log_drain(&self, mark: bool) -> bool {
-        let mut q = self.log_queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = self.log_queue().lock().unwrap_or_else(|e| e.into_inner());
         if !mark {
             q.scheduled = false;
             return false;
@@ -462,7 +495,7 @@ impl Core {
 
     /// How many log lines the engine has queued so far: a mark for `drain_log_until`.
     pub(crate) fn log_mark(&self) -> u64 {
-        self.log_queue
+        self.log_queue()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pushed
@@ -470,7 +503,7 @@ impl Core {
 
     /// True if queued lines wait with no drainer running or scheduled.
     pub(crate) fn log_orphaned(&self) -> bool {
-        let q = self.log_queue.lock().unwrap_or_else(|e| e.into_inner());
+        let q = self.log_queue().lock().unwrap_or_else(|e| e.into_inner());
         let waiting = !q.lines.is_empty() || q.dropped > 0;
         waiting && !q.scheduled && !q.draining
     }
@@ -486,7 +519,7 @@ impl Core {
     pub(crate) fn drain_log_until(&self, mark: Option<u64>) {
         let Some(f) = &self.log else { return };
         {
-            let mut q = self.log_queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut q = self.log_queue().lock().unwrap_or_else(|e| e.into_inner());
             q.scheduled = false;
             if q.draining {
                 return;
@@ -495,7 +528,7 @@ impl Core {
         }
         loop {
             let (line, dropped) = {
-                let mut q = self.log_queue.lock().unwrap_or_else(|e| e.into_inner());
+                let mut q = self.log_queue().lock().unwrap_or_else(|e| e.into_inner());
                 if mark.is_some_and(|m| q.popped >= m) {
                     q.draining = false;
                     return;

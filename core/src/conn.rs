@@ -150,7 +150,7 @@ pub(crate) enum Fail {
 
 /// An open connection and the exchange it carries, if any.
 pub(crate) struct Conn {
-    pub(crate) sock: mio::net::TcpStream,
+    pub(crate) sock: crate::fds::Sock,
     pub(crate) peer: SocketAddr,
     tls: Option<Box<rustls::ClientConnection>>,
     /// Clear bytes still to write (the CONNECT request, or a request without TLS).
@@ -182,7 +182,7 @@ pub(crate) struct Conn {
 impl Conn {
     /// A connection over a freshly connected socket.
     pub(crate) fn new(
-        sock: mio::net::TcpStream,
+        sock: crate::fds::Sock,
         peer: SocketAddr,
         route: &Route,
         open: OpenConnection,

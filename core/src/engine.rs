@@ -7,7 +7,7 @@
 //! - Callbacks never run on the loop: they go to the client's callback pool
 //!   (`pool.rs`), so a callback may call any function of the client, bulk included.
 //! - A bulk call is a batch with its own `max_parallel` budget, admitted beside the
-//!   async queue (whose own budget is [`ASYNC_PARALLEL`]): it never waits behind async
+//!   async queue (whose own budget is the client's `max_connections`, at most [`ASYNC_PARALLEL`]): it never waits behind async
 //!   backlog.
 //! - The thread starts on first use and exits after [`IDLE_EXIT`] with nothing to do,
 //!   closing its idle connections; `stop` (the client's drop) lets every queued hangup
@@ -30,13 +30,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use ureq_proto::http::{Method, Uri};
 
 use crate::blocking::AttemptError;
 use crate::client::{Core, HangupResult};
 use crate::conn::{Conn, Fail};
 use crate::error::{Error, Status};
+use crate::fds::{Tracked, Waker};
 use crate::options::LogLevel;
 use crate::pool::{WorkerPool, IDLE_EXIT};
 use crate::resolve::{Lookup, Notify, Ticket};
@@ -167,7 +168,8 @@ impl Engine {
             inbox.exited.push(old);
         }
         inbox.exited.retain(|h| !h.is_finished());
-        let poll = Poll::new()?;
+        // Both descriptors are the library's: counted, and closed in a forked child.
+        let poll = Tracked::new(Poll::new()?);
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let shared = Arc::clone(&self.shared);
         let w = Arc::clone(&waker);
@@ -216,7 +218,7 @@ pub(crate) fn on_engine_thread() -> bool {
 
 /// The loop thread: runs until stopped or idle, every panic caught (the jobs it held
 /// still get an outcome, INTERNAL_ERROR).
-fn run(shared: Arc<Shared>, poll: Poll, waker: Arc<Waker>) {
+fn run(shared: Arc<Shared>, poll: Tracked<Poll>, waker: Arc<Waker>) {
     let w = Arc::clone(&waker);
     let notify: Notify = Arc::new(move || {
         let _ = w.wake();
@@ -379,7 +381,7 @@ impl<T> Slab<T> {
 struct Loop {
     core: Arc<Core>,
     callbacks: Arc<WorkerPool>,
-    poll: Poll,
+    poll: Tracked<Poll>,
     notify: Notify,
     jobs: Slab<Job>,
     slots: Slab<Slot>,
@@ -397,7 +399,8 @@ struct Loop {
     resolving: Vec<(usize, u64, Ticket)>,
     timers: BTreeMap<TimerKey, Timer>,
     serial: u64,
-    /// Connections that may be open at once (half the free descriptors).
+    /// Connections that may be open at once. Descriptors are bounded by the process's
+    /// budget (`fds.rs`), shared by every client, which `has_room` asks too.
     conn_cap: usize,
     /// Async hangups in flight, each on its connection, at once (the client's
     /// `max_connections`: the per-host limit; batches have their own `max_parallel`).
@@ -411,13 +414,22 @@ struct Loop {
     /// Callbacks the pool could not take yet.
     undelivered: Vec<(Done, HangupResult)>,
     stopping: bool,
+    /// `fds::wanted()` when idle connections were last shed.
+    seen_wanted: u64,
+    /// This loop is on the list of engines woken when work waits for a descriptor.
+    holding: bool,
 }
 
 impl Loop {
-    fn new(core: Arc<Core>, callbacks: Arc<WorkerPool>, poll: Poll, notify: Notify) -> Loop {
-        let conn_cap = crate::transport::free_descriptors()
-            .map(|f| (f / 2).max(1))
-            .unwrap_or(4096);
+    fn new(
+        core: Arc<Core>,
+        callbacks: Arc<WorkerPool>,
+        poll: Tracked<Poll>,
+        notify: Notify,
+    ) -> Loop {
+        // Not a share of the descriptors free when this engine starts (three clients
+        // would leave the host none): the process's one budget governs.
+        let conn_cap = crate::fds::MAX_BUDGET;
         let host_limit = core.max_connections.clamp(1, ASYNC_PARALLEL);
         Loop {
             core,
@@ -442,6 +454,28 @@ impl Loop {
             ready_callbacks: Vec::new(),
             undelivered: Vec::new(),
             stopping: false,
+            seen_wanted: crate::fds::wanted(),
+            holding: false,
+        }
+    }
+
+    /// Work waits for a place in the process's descriptor budget: idle connections
+    /// give theirs up (reused, they would only save a connect).
+    fn shed_idle_if_wanted(&mut self) {
+        let w = crate::fds::wanted();
+        if w == self.seen_wanted {
+            return;
+        }
+        self.seen_wanted = w;
+        self.holding = false; // the list was emptied by whoever woke it
+        while let Some((s, serial)) = self.idle.pop_front() {
+            if self
+                .slots
+                .get(s)
+                .is_some_and(|slot| slot.serial == serial && slot.idle)
+            {
+                self.close_slot(s);
+            }
         }
     }
 
@@ -500,12 +534,20 @@ impl Loop {
         if !self.busy() {
             let exit_in = IDLE_EXIT.saturating_sub(idle_since.elapsed());
             timeout = Some(timeout.map_or(exit_in, |t| t.min(exit_in)));
+        } else if self.waits_for_room() {
+            let poll = crate::fds::ROOM_POLL;
+            timeout = Some(timeout.map_or(poll, |t| t.min(poll)));
         }
         // epoll counts milliseconds: round up so a timer is not polled for in a spin.
         let timeout = timeout.map(|t| {
             let ms = t.as_micros().div_ceil(1000);
             Duration::from_millis(ms.min(u64::MAX as u128) as u64)
         });
+        if !self.idle.is_empty() && !self.holding {
+            // Woken, without polling, when another client's work waits for a descriptor.
+            crate::fds::hold_idle(&self.notify);
+            self.holding = true;
+        }
         if let Err(e) = self.poll.poll(events, timeout) {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 self.core
@@ -540,6 +582,7 @@ impl Loop {
         }
         self.fire_timers();
         self.reap_idle();
+        self.shed_idle_if_wanted();
         self.pump();
         self.flush_callbacks();
         self.schedule_log_drain();
@@ -668,15 +711,40 @@ impl Loop {
         Some(j)
     }
 
-    /// True if another connection may be used now (an idle one, or room for a new one).
+    /// True if another connection may be used now (an idle one, or room for a new one:
+    /// within `conn_cap`, and in the process's descriptor budget beside the slots that
+    /// will open a socket when their lookup answers).
     fn has_room(&self) -> bool {
         !self.idle.is_empty() || self.room_for_new()
     }
 
-    /// True if a new connection may be opened now: under the descriptor budget, and
-    /// fewer than the connect window being set up.
+    /// True if a new connection may be opened now: within `conn_cap`, fewer than the
+    /// connect window being set up, and in the process's descriptor budget beside the
+    /// slots that will open a socket when their lookup answers.
     fn room_for_new(&self) -> bool {
-        self.slots.len < self.conn_cap && self.connecting < self.connect_window
+        self.slots.len < self.conn_cap
+            && self.connecting < self.connect_window
+            && crate::fds::room(self.resolving.len())
+    }
+
+    /// Work is queued that only a free descriptor would start: the budget is shared by
+    /// every client, which do not wake each other, so the loop looks again shortly. (A
+    /// full connect window needs no look: a connect ending is an event of this loop.)
+    fn waits_for_room(&self) -> bool {
+        if !self.idle.is_empty()
+            || self.slots.len >= self.conn_cap
+            || self.connecting >= self.connect_window
+            || crate::fds::room(self.resolving.len())
+        {
+            return false;
+        }
+        (!self.waiting.is_empty() && (self.stopping || self.async_active < self.host_limit))
+            || self
+                .batches
+                .items
+                .iter()
+                .flatten()
+                .any(|b| b.active < b.max && (b.next < b.ids.len() || !b.ready.is_empty()))
     }
 
     /// Starts what the budgets allow: each batch up to its `max_parallel`, async jobs up
@@ -684,13 +752,16 @@ impl Loop {
     /// as soon as it can connect), new connections as the connect window allows.
     fn pump(&mut self) {
         for b in 0..self.batches.items.len() {
-            while let Some(batch) = self.batches.get(b) {
-                if batch.active >= batch.max || !self.has_room() {
+            loop {
+                if !self.has_room() {
                     break;
                 }
                 let Some(batch) = self.batches.get_mut(b) else {
                     break;
                 };
+                if batch.active >= batch.max {
+                    break;
+                }
                 let job = if let Some((j, serial)) = batch.ready.pop_front() {
                     if self.jobs.get(j).is_none_or(|job| job.serial != serial) {
                         continue; // ended meanwhile (its deadline)
@@ -1447,7 +1518,7 @@ mod tests {
             callbacks: Arc::clone(&pool),
             inbox: Mutex::new(Inbox::default()),
         };
-        let poll = Poll::new().unwrap();
+        let poll = Tracked::new(Poll::new().unwrap());
         let notify: Notify = Arc::new(|| {});
         let mut lp = Loop::new(Arc::clone(&core), Arc::clone(&pool), poll, notify);
 

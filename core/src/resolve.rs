@@ -21,6 +21,8 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::process::PerProcess;
+
 /// How long a resolved name is reused.
 pub const TTL: Duration = Duration::from_secs(30);
 
@@ -85,7 +87,9 @@ enum Entry {
 
 pub(crate) struct AddressBook {
     lookup: LookupFn,
-    entries: Mutex<HashMap<String, Entry>>,
+    /// Of this process: a forked child starts empty (a lookup in flight at the fork
+    /// would never be answered there: its helper thread does not exist).
+    entries: PerProcess<Mutex<HashMap<String, Entry>>>,
 }
 
 impl std::fmt::Debug for AddressBook {
@@ -102,7 +106,7 @@ impl AddressBook {
     pub(crate) fn new(lookup: LookupFn) -> AddressBook {
         AddressBook {
             lookup,
-            entries: Mutex::new(HashMap::new()),
+            entries: PerProcess::default(),
         }
     }
 
@@ -179,7 +183,7 @@ impl AddressBook {
             return Ok(Found::Addrs(vec![SocketAddr::new(ip, port)]));
         }
         let asked = Instant::now();
-        let mut entries = lock(&self.entries);
+        let mut entries = lock(self.entries.get(Default::default));
         let current = match entries.get(key) {
             Some(Entry::Resolved(addrs, at)) if at.elapsed() < TTL => {
                 return Ok(Found::Addrs(addrs.clone()))
@@ -249,7 +253,7 @@ impl AddressBook {
         addrs: Option<&Vec<SocketAddr>>,
         arrived: Instant,
     ) {
-        let mut entries = lock(&self.entries);
+        let mut entries = lock(self.entries.get(Default::default));
         if matches!(entries.get(key), Some(Entry::Looking(p)) if Arc::ptr_eq(p, pending)) {
             match addrs {
                 Some(a) => entries.insert(key.to_owned(), Entry::Resolved(a.clone(), arrived)),
@@ -261,7 +265,7 @@ impl AddressBook {
     /// Moves `addr` to the back of every cached list that holds it: it failed, or was
     /// still connecting when another address answered.
     pub(crate) fn demote(&self, addr: SocketAddr) {
-        for entry in lock(&self.entries).values_mut() {
+        for entry in lock(self.entries.get(Default::default)).values_mut() {
             if let Entry::Resolved(addrs, _) = entry {
                 if let Some(i) = addrs.iter().position(|a| *a == addr) {
                     let a = addrs.remove(i);

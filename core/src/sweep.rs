@@ -175,7 +175,7 @@ impl Client {
             if Instant::now() >= deadline {
                 return Err(sweep_timeout(timeout, report));
             }
-            if self.engine.is_stopping() {
+            if self.rt().engine.is_stopping() {
                 return Err(Error::busy("the sweep stopped: the client is being freed"));
             }
             let settled_before = (report.ended, report.already_gone, report.failed);
@@ -211,8 +211,9 @@ impl Client {
                 return Err(reported_failure(&left_failed, report.still_live));
             }
             // No hangup starts after the sweep's deadline; those not started stay live.
-            let results = bulk::run_batch(&self.engine, &todo, sweep.max_parallel, Some(deadline))
-                .map_err(|_| Error::busy("the sweep stopped: the client is being freed"))?;
+            let results =
+                bulk::run_batch(&self.rt().engine, &todo, sweep.max_parallel, Some(deadline))
+                    .map_err(|_| Error::busy("the sweep stopped: the client is being freed"))?;
             for (id, r) in todo.into_iter().zip(results) {
                 // Only a call settled for the first time leaves the live count: one the
                 // server lists again after our 204 is still live by its own account.

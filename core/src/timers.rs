@@ -53,6 +53,8 @@ pub(crate) struct Timers {
 pub struct ScheduledHangup {
     shared: Arc<Shared>,
     id: u64,
+    /// The process generation it was scheduled in (`process.rs`).
+    generation: u64,
 }
 
 impl std::fmt::Debug for ScheduledHangup {
@@ -66,8 +68,14 @@ impl std::fmt::Debug for ScheduledHangup {
 impl ScheduledHangup {
     /// Cancels the hangup if it has not fired: true means it never will and its callback
     /// never runs; false means it is firing or fired (or the client was dropped), and its
-    /// callback runs or ran exactly once.
+    /// callback runs or ran exactly once. In a forked child, a hangup the parent
+    /// scheduled is the parent's: this returns false (the parent may still send it) and
+    /// its callback never runs in the child.
     pub fn cancel(&self) -> bool {
+        if self.generation != crate::process::generation() {
+            // The lock may have been held by a thread that does not exist here.
+            return false;
+        }
         let fire = {
             let mut st = lock(&self.shared.state);
             let fire = st.pending.remove(&self.id);
@@ -122,6 +130,7 @@ impl Timers {
         Ok(ScheduledHangup {
             shared: Arc::clone(&self.shared),
             id,
+            generation: crate::process::generation(),
         })
     }
 

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use crate::fds::{self, Sock, ROOM_POLL};
+
 /// RFC 8305's Connection Attempt Delay: the next address is tried when the one before
 /// has not connected (nor failed) within this time.
 pub(crate) const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
@@ -57,8 +59,10 @@ fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
 /// whole budget. Whoever drives it calls [`Race::step`] when a socket is ready or the
 /// next start is due; the deadline is the driver's.
 pub(crate) struct Race {
-    queue: std::vec::IntoIter<SocketAddr>,
-    trying: Vec<(SocketAddr, mio::net::TcpStream)>,
+    queue: std::iter::Peekable<std::vec::IntoIter<SocketAddr>>,
+    /// Attempts in flight, oldest first; each socket holds a place in the process's
+    /// descriptor budget (`fds.rs`).
+    trying: Vec<(SocketAddr, Sock)>,
     next_start: Instant,
     /// Addresses that failed, or were still connecting when another one won.
     pub(crate) losers: Vec<SocketAddr>,
@@ -67,7 +71,7 @@ pub(crate) struct Race {
 
 /// Where a race stands.
 pub(crate) enum Raced {
-    Won(mio::net::TcpStream, SocketAddr),
+    Won(Sock, SocketAddr),
     /// Every address failed (the last error), or the process is out of descriptors.
     Lost(io::Error),
     Pending,
@@ -76,7 +80,7 @@ pub(crate) enum Raced {
 impl Race {
     pub(crate) fn new(addrs: &[SocketAddr]) -> Race {
         Race {
-            queue: interleave(addrs).into_iter(),
+            queue: interleave(addrs).into_iter().peekable(),
             trying: Vec::new(),
             next_start: Instant::now(),
             losers: Vec::new(),
@@ -85,15 +89,21 @@ impl Race {
     }
 
     /// Settles the attempts that finished and starts the next address when its time
-    /// has come; `started` sees each new socket (the engine registers it).
-    pub(crate) fn step(&mut self, started: &mut dyn FnMut(&mut mio::net::TcpStream)) -> Raced {
+    /// has come; `started` sees each new socket (the engine registers it). A socket is
+    /// opened only within the process's descriptor budget: when it is full, a race that
+    /// has attempts in flight replaces its oldest by the next address (it has had its
+    /// [`ATTEMPT_DELAY`]; a black-holed address must not hold a place while the one
+    /// that answers waits), and one with none waits [`ROOM_POLL`] and asks again.
+    pub(crate) fn step(&mut self, started: &mut dyn FnMut(&mut Sock)) -> Raced {
         let now = Instant::now();
-        for i in (0..self.trying.len()).rev() {
+        let mut i = self.trying.len();
+        while i > 0 {
+            i -= 1;
             let (addr, s) = &self.trying[i];
             match s.take_error() {
                 Ok(None) => {
                     if s.peer_addr().is_ok() {
-                        let (addr, s) = self.trying.swap_remove(i);
+                        let (addr, s) = self.trying.remove(i);
                         // The others lost the race: closed when dropped.
                         self.losers.extend(self.trying.drain(..).map(|(a, _)| a));
                         return Raced::Won(s, addr);
@@ -102,15 +112,29 @@ impl Race {
                 Ok(Some(e)) | Err(e) => {
                     self.losers.push(*addr);
                     self.error = Some(e);
-                    self.trying.swap_remove(i);
+                    self.trying.remove(i);
                     self.next_start = now; // the next address at once
                 }
             }
         }
         while now >= self.next_start || self.trying.is_empty() {
-            let Some(addr) = self.queue.next() else { break };
-            match mio::net::TcpStream::connect(addr) {
-                Ok(mut s) => {
+            let Some(&addr) = self.queue.peek() else {
+                break;
+            };
+            let mut opened = fds::connect(addr);
+            if matches!(opened, Ok(None)) && !self.trying.is_empty() {
+                let (oldest, _) = self.trying.remove(0);
+                self.losers.push(oldest);
+                opened = fds::connect(addr);
+            }
+            match opened {
+                Ok(None) => {
+                    // The budget is full: the address waits for a place.
+                    self.next_start = now + ROOM_POLL;
+                    break;
+                }
+                Ok(Some(mut s)) => {
+                    self.queue.next();
                     started(&mut s);
                     self.trying.push((addr, s));
                     self.next_start = now + ATTEMPT_DELAY;
@@ -121,12 +145,13 @@ impl Race {
                     return Raced::Lost(e);
                 }
                 Err(e) => {
+                    self.queue.next();
                     self.losers.push(addr);
                     self.error = Some(e);
                 }
             }
         }
-        if self.trying.is_empty() {
+        if self.trying.is_empty() && self.queue.peek().is_none() {
             let e = self.error.take().unwrap_or_else(|| {
                 io::Error::new(io::ErrorKind::NotConnected, "no address to connect to")
             });

@@ -99,6 +99,27 @@ pub unsafe extern "C" fn tryvox_client_new(
 /// it failed), the first to connect wins, and an address that failed or lost moves to the
 /// back of the cached list; all within the connect timeout and the deadline.
 ///
+/// File descriptors: all clients of the process together hold at most half of what the
+/// host leaves free, `(soft RLIMIT_NOFILE - descriptors the host has open) / 2`, re-read
+/// at most once a second while connections are opened and when the budget is found full;
+/// every socket counts (connections of every path, each address a connect races, the
+/// engine's epoll and eventfd). The other half is always the host's. A hangup that finds
+/// the budget full waits (queued, holding nothing) until a descriptor frees up or its
+/// deadline passes; idle keep-alive connections of every client give theirs up then.
+///
+/// fork(): a client may be used in a child of `fork()` (Python multiprocessing, pre-fork
+/// servers) and works there as a fresh one: at the fork, the child closes every
+/// descriptor the library had open (nothing is sent or read on them; the parent's
+/// connections stay the parent's), and the child's first use starts its own threads,
+/// connections and name lookups. The parent's pending work is not the child's: callbacks
+/// of async hangups, bulk calls and scheduled hangups the parent had pending never run in
+/// the child (`tryvox_timer_cancel` on a parent's timer returns TRYVOX_BUSY there: the
+/// parent still sends that hangup), and the child's statistics start from the parent's
+/// counts.
+/// The parent is unaffected. The cost is the parent's state leaked once in the child (a
+/// few KiB per client). Call nothing in the child while another of its threads could be
+/// forking, as with any library.
+///
 /// Returns a new client (free with `tryvox_client_free`) or NULL with the thread's last
 /// error set. Thread-safe, but `options` must not be modified by another thread during the
 /// call.
@@ -333,8 +354,9 @@ pub unsafe extern "C" fn tryvox_timer_free(timer: *mut tryvox_timer) {
 /// path. The batch runs on the client's engine (its event-loop thread) with a budget of
 /// its own, beside queued async hangups, never behind them; the calling thread only
 /// waits. Each hangup in flight holds one connection, so parallelism is also capped at
-/// half the file descriptors the process has free (a hangup that still finds none is
-/// TRYVOX_BUSY); a hangup waiting to retry holds none and its slot goes to the next id.
+/// half the file descriptors the process has free (a hangup that finds the process's
+/// descriptor budget full waits for one, until its deadline: see
+/// `tryvox_client_new_with_options`); a hangup waiting to retry holds none and its slot goes to the next id.
 ///
 /// `call_uuids` points to `count` NUL-terminated ids (borrowed for the call);
 /// `statuses_out` to `count` ints, where the outcome of `call_uuids[i]` is written to

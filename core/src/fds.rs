@@ -1,0 +1,402 @@
+//! Every descriptor the library opens (sockets, each engine's epoll and waker): counted
+//! against one budget for the whole process, and known to the fork handler.
+//!
+//! **The budget.** All clients of the process together may hold at most half of the
+//! descriptors the host leaves free: `(soft RLIMIT_NOFILE - descriptors the host has
+//! open) / 2`, where the host's are those open in the process less the library's own.
+//! The other half is always the host's (its files, its calls' media sockets). The figure
+//! is re-read at most once a second while sockets are opened, and when the budget is
+//! found full (at most every 100 ms), so a host that opens more files, or raises its
+//! limit, is followed. A socket is opened only within the budget; work that finds it
+//! full waits (queued, holding nothing) until a socket frees up or its deadline passes.
+//!
+//! **Fork.** Each tracked descriptor has a bit in a lock-free bitmap; the `fork()` child
+//! handler closes every marked descriptor (async-signal-safe) and starts the count
+//! afresh. A descriptor is marked after it is opened and unmarked before it is closed, so
+//! a marked number is always the library's (never a number the host reused); a fork in
+//! between leaves one descriptor open in the child, unused.
+
+use std::io::{self, Read, Write};
+use std::mem::ManuallyDrop;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use crate::process::generation;
+
+/// How often a client waiting for the budget looks again (another client, or the
+/// caller's-thread path, may have freed a socket).
+pub(crate) const ROOM_POLL: Duration = Duration::from_millis(10);
+
+/// The most descriptors the library takes, whatever the limit.
+pub(crate) const MAX_BUDGET: usize = 1 << 20;
+
+const WORDS: usize = 1024; // 65,536 descriptors per chunk
+const CHUNKS: usize = 64; // numbers below 4,194,304 are tracked
+type Chunk = [AtomicU64; WORDS];
+
+static CHUNK: [AtomicPtr<Chunk>; CHUNKS] = [const { AtomicPtr::new(null_mut()) }; CHUNKS];
+/// Descriptors the library holds now.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+/// The budget, and when it was computed (ms since `epoch()`, plus one; 0: never).
+static BUDGET: AtomicUsize = AtomicUsize::new(0);
+static READ_AT: AtomicU64 = AtomicU64::new(0);
+/// Bumped each time work finds the budget full: idle keep-alive connections (of any
+/// client) are closed when it changes, so they do not hold places that work waits for.
+static WANTED: AtomicU64 = AtomicU64::new(0);
+
+/// Changes whenever work waits for a place in the budget.
+#[inline]
+pub(crate) fn wanted() -> u64 {
+    WANTED.load(Ordering::Relaxed)
+}
+
+type Holders = crate::process::PerProcess<Mutex<Vec<Weak<dyn Fn() + Send + Sync>>>>;
+
+/// Engines sleeping with idle connections, to wake when work waits for the budget (of
+/// this process: a forked child's engines are its own).
+fn holders() -> &'static Mutex<Vec<Weak<dyn Fn() + Send + Sync>>> {
+    static HOLDERS: OnceLock<Holders> = OnceLock::new();
+    HOLDERS.get_or_init(Holders::default).get(Default::default)
+}
+
+/// An engine holds idle connections: `wake` is called (once) when work waits for a
+/// place in the budget, so it gives them up without polling meanwhile.
+pub(crate) fn hold_idle(wake: &crate::resolve::Notify) {
+    let mut h = holders().lock().unwrap_or_else(|e| e.into_inner());
+    h.retain(|w| w.strong_count() > 0);
+    h.push(Arc::downgrade(wake));
+}
+
+/// Work found the budget full: idle connections everywhere are asked to close.
+fn want() {
+    WANTED.fetch_add(1, Ordering::Relaxed);
+    let woken = std::mem::take(&mut *holders().lock().unwrap_or_else(|e| e.into_inner()));
+    for w in woken {
+        if let Some(w) = w.upgrade() {
+            w();
+        }
+    }
+}
+
+fn chunk(c: usize, create: bool) -> Option<&'static Chunk> {
+    let mut p = CHUNK[c].load(Ordering::Acquire);
+    if p.is_null() {
+        if !create {
+            return None;
+        }
+        let fresh = Box::into_raw(Box::new([const { AtomicU64::new(0) }; WORDS]));
+        p = match CHUNK[c].compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => fresh,
+            Err(theirs) => {
+                // SAFETY: `fresh` was never shared.
+                drop(unsafe { Box::from_raw(fresh) });
+                theirs
+            }
+        };
+    }
+    // SAFETY: a chunk, once installed, is never freed.
+    Some(unsafe { &*p })
+}
+
+fn mark(fd: RawFd, on: bool) {
+    let Ok(fd) = usize::try_from(fd) else { return };
+    let (c, w, bit) = (fd >> 16, (fd >> 6) & (WORDS - 1), 1u64 << (fd & 63));
+    if c >= CHUNKS {
+        return; // not tracked: left open in a forked child
+    }
+    if let Some(ch) = chunk(c, on) {
+        if on {
+            ch[w].fetch_or(bit, Ordering::Release);
+        } else {
+            ch[w].fetch_and(!bit, Ordering::Release);
+        }
+    }
+}
+
+/// In a forked child (from the atfork handler, single-threaded): closes every descriptor
+/// the library had open; the child's clients start with none.
+pub(crate) fn after_fork_in_child() {
+    for (c, slot) in CHUNK.iter().enumerate() {
+        let p = slot.load(Ordering::Acquire);
+        if p.is_null() {
+            continue;
+        }
+        // SAFETY: installed chunks are never freed.
+        let ch = unsafe { &*p };
+        for (w, word) in ch.iter().enumerate() {
+            let mut bits = word.swap(0, Ordering::AcqRel);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let fd = (c << 16) | (w << 6) | b;
+                // SAFETY: a marked descriptor is the library's (see the module's notes);
+                // close() is async-signal-safe.
+                unsafe {
+                    libc::close(fd as RawFd);
+                }
+            }
+        }
+    }
+    OPEN.store(0, Ordering::Relaxed);
+    READ_AT.store(0, Ordering::Relaxed);
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+/// The budget, re-read if older than `max_age`.
+fn budget(max_age: u64) -> usize {
+    let at = READ_AT.load(Ordering::Relaxed);
+    let now = now_ms();
+    if at != 0 && now.saturating_sub(at) < max_age {
+        return BUDGET.load(Ordering::Relaxed);
+    }
+    // One thread reads; the others keep the last figure meanwhile (none yet: they read too).
+    if at != 0
+        && READ_AT
+            .compare_exchange(at, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return BUDGET.load(Ordering::Relaxed);
+    }
+    let b = compute_budget();
+    BUDGET.store(b, Ordering::Relaxed);
+    READ_AT.store(now, Ordering::Relaxed);
+    b
+}
+
+fn compute_budget() -> usize {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+        return 1024;
+    }
+    let soft = usize::try_from(l.rlim_cur).unwrap_or(usize::MAX);
+    let ours = OPEN.load(Ordering::Relaxed);
+    let host = match std::fs::read_dir("/proc/self/fd") {
+        // Less the directory's own descriptor, and ours.
+        Ok(d) => d.count().saturating_sub(1).saturating_sub(ours),
+        // Where it cannot be read: assume the host uses a quarter of its limit.
+        Err(_) => soft / 4,
+    };
+    (soft.saturating_sub(host) / 2).min(MAX_BUDGET)
+}
+
+/// True if a new socket fits in the budget beside `coming` more already admitted.
+pub(crate) fn room(coming: usize) -> bool {
+    let room = OPEN.load(Ordering::Relaxed) + coming < budget(1000);
+    if !room {
+        want();
+    }
+    room
+}
+
+/// Takes one place in the budget; false when it is full (re-read first, if it is more
+/// than 100 ms old).
+fn reserve() -> bool {
+    let take = |b: usize| {
+        OPEN.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+            (n < b).then_some(n + 1)
+        })
+        .is_ok()
+    };
+    take(budget(1000)) || take(budget(100)) || {
+        want();
+        false
+    }
+}
+
+/// A descriptor the library opened: counted, marked for the fork handler, and closed when
+/// dropped, unless dropped in a forked child (then it was closed there already and its
+/// number may be someone else's: it is left alone).
+pub(crate) struct Tracked<T: AsRawFd> {
+    inner: ManuallyDrop<T>,
+    generation: u64,
+}
+
+impl<T: AsRawFd> Tracked<T> {
+    /// Tracks a descriptor opened outside the budget (an engine's epoll and waker).
+    pub(crate) fn new(inner: T) -> Tracked<T> {
+        OPEN.fetch_add(1, Ordering::Relaxed);
+        Tracked::reserved(inner)
+    }
+
+    /// Tracks a descriptor whose place in the budget is already taken.
+    fn reserved(inner: T) -> Tracked<T> {
+        mark(inner.as_raw_fd(), true);
+        Tracked {
+            inner: ManuallyDrop::new(inner),
+            generation: generation(),
+        }
+    }
+
+    /// True in the process that opened it.
+    pub(crate) fn is_ours(&self) -> bool {
+        self.generation == generation()
+    }
+}
+
+impl<T: AsRawFd> Drop for Tracked<T> {
+    fn drop(&mut self) {
+        if !self.is_ours() {
+            return; // leaked: see above
+        }
+        mark(self.inner.as_raw_fd(), false);
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: dropped once, here.
+        unsafe { ManuallyDrop::drop(&mut self.inner) }
+    }
+}
+
+impl<T: AsRawFd> std::ops::Deref for Tracked<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: AsRawFd> std::ops::DerefMut for Tracked<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
+
+impl<T: AsRawFd> AsRawFd for Tracked<T> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
+impl<T: AsRawFd + Read> Read for Tracked<T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl<T: AsRawFd + Write> Write for Tracked<T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<T: AsRawFd + mio::event::Source> mio::event::Source for Tracked<T> {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        self.inner.register(registry, token, interests)
+    }
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        self.inner.reregister(registry, token, interests)
+    }
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        self.inner.deregister(registry)
+    }
+}
+
+/// A socket of the library's.
+pub(crate) type Sock = Tracked<mio::net::TcpStream>;
+
+/// Starts a non-blocking connect to `addr` within the budget: None when it is full.
+pub(crate) fn connect(addr: SocketAddr) -> io::Result<Option<Sock>> {
+    if !reserve() {
+        return Ok(None);
+    }
+    match mio::net::TcpStream::connect(addr) {
+        Ok(s) => Ok(Some(Tracked::reserved(s))),
+        Err(e) => {
+            OPEN.fetch_sub(1, Ordering::Relaxed);
+            Err(e)
+        }
+    }
+}
+
+/// Wakes an engine's `poll`: an eventfd of the library's (mio's own waker hides its
+/// descriptor from the fork handler).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) struct Waker(Tracked<std::os::fd::OwnedFd>);
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl Waker {
+    pub(crate) fn new(registry: &mio::Registry, token: mio::Token) -> io::Result<Waker> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is ours and open.
+        let owned = Tracked::new(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        registry.register(
+            &mut mio::unix::SourceFd(&fd),
+            token,
+            mio::Interest::READABLE,
+        )?;
+        Ok(Waker(owned))
+    }
+
+    /// Each write is a new edge for the (edge-triggered) poll; nothing needs reading,
+    /// unless the counter is full.
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        if !self.0.is_ours() {
+            return Ok(()); // the parent's, in a forked child: its number may be reused
+        }
+        let fd = self.0.as_raw_fd();
+        let one = 1u64.to_ne_bytes();
+        loop {
+            // SAFETY: writes 8 bytes from a live buffer to our eventfd.
+            let n = unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
+            if n == 8 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => {
+                    let mut buf = [0u8; 8];
+                    // SAFETY: reads 8 bytes into a live buffer: resets the counter.
+                    unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 8) };
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+}
+
+/// Elsewhere, mio's waker (its descriptor is not closed in a forked child).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) struct Waker(mio::Waker);
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+impl Waker {
+    pub(crate) fn new(registry: &mio::Registry, token: mio::Token) -> io::Result<Waker> {
+        mio::Waker::new(registry, token).map(Waker)
+    }
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        self.0.wake()
+    }
+}
