@@ -7,8 +7,8 @@
 //! - Callbacks never run on the loop: they go to the client's callback pool
 //!   (`pool.rs`), so a callback may call any function of the client, bulk included.
 //! - A bulk call is a batch with its own `max_parallel` budget, admitted beside the
-//!   async queue (whose own budget is the client's `max_connections`, at most [`ASYNC_PARALLEL`]): it never waits behind async
-//!   backlog.
+//!   async queue (whose own budget is the client's `max_connections`, at most
+//!   [`ASYNC_PARALLEL`]): it never waits behind async backlog.
 //! - The thread starts on first use and exits after [`IDLE_EXIT`] with nothing to do,
 //!   closing its idle connections; `stop` (the client's drop) lets every queued hangup
 //!   start at once, waits for the last, and joins the thread.
