@@ -609,12 +609,15 @@ int tryvox_options_set_max_retries(struct tryvox_options *o, uint32_t n);
  * own timeout, for a connection to come free (a keep-alive connection goes to the next
  * waiting hangup at once). A tryvox_hangup_many call uses its own `max_parallel`
  * connections beside them (it never waits behind async backlog; an explicit value above
- * this limit is honoured). Whatever the limit, at most 4 new connections are being set
- * up at once, so a server with a small listen backlog is not sent more connects than it
- * can queue. The blocking tryvox_hangup uses one connection per calling thread, outside
+ * this limit is honoured). Whatever the limit, new connections are set up within a
+ * connect window, as TCP's slow start: 4 connects in progress at first, one more for
+ * each that succeeds (up to 256), half as many after one times out; so a server with a
+ * small listen backlog is not sent more connects than it can queue, and a fast one gets
+ * its connections within a few round trips. The blocking tryvox_hangup uses one connection per calling thread, outside
  * this limit. tryvox_client_free starts every queued async hangup.
  */
-int tryvox_options_set_max_connections(struct tryvox_options *o, uint32_t n);
+int tryvox_options_set_max_connections(struct tryvox_options *o,
+                                       uint32_t n);
 
 /**
  * Sends `X-Tenant-ID: tenant` with every request. `tenant` must be 1 to 512 visible ASCII
