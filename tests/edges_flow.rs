@@ -367,3 +367,67 @@ fn a_bulk_call_with_max_parallel_200_gets_200_connections() {
     }
     assert!(s.gate_peak() >= 200, "peak {}", s.gate_peak());
 }
+
+/// The C setter: NULL options and a limit outside 1..=1024 are INVALID_ARGUMENT with a
+/// message, nothing sent; a limit set through it holds a burst of async hangups to it.
+#[test]
+fn the_c_setter_refuses_bad_limits_and_its_limit_holds() {
+    use std::ffi::{c_char, c_int, c_void, CStr, CString};
+    use tryvox::ffi::*;
+    // The header's TRYVOX_OK and TRYVOX_INVALID_ARGUMENT (numbers that never change).
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    static OK: AtomicUsize = AtomicUsize::new(0);
+    extern "C" fn cb(_: *mut c_void, _: *const c_char, status: c_int, _: c_int, _: *const c_char) {
+        if status == 0 {
+            OK.fetch_add(1, Ordering::SeqCst);
+        }
+        DONE.fetch_add(1, Ordering::SeqCst);
+    }
+    let _g = one_at_a_time();
+    let last_error = || {
+        unsafe { CStr::from_ptr(tryvox_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let server = counting_server(Duration::from_millis(50));
+    unsafe {
+        assert_eq!(
+            tryvox_options_set_max_connections(std::ptr::null_mut(), 8),
+            3
+        );
+        assert!(last_error().contains("options is NULL"), "{}", last_error());
+        let o = tryvox_options_new();
+        for bad in [0u32, 1025, u32::MAX] {
+            assert_eq!(tryvox_options_set_max_connections(o, bad), 3, "{bad}");
+            assert!(!last_error().is_empty());
+        }
+        assert_eq!(server.peak.load(Ordering::SeqCst), 0, "nothing was sent");
+        assert_eq!(tryvox_options_set_max_connections(o, 3), 0);
+        let url = CString::new(format!("http://127.0.0.1:{}", server.port)).unwrap();
+        assert_eq!(tryvox_options_set_base_url(o, url.as_ptr()), 0);
+        let (auth, key) = (
+            CString::new(AUTH_ID).unwrap(),
+            CString::new(API_KEY).unwrap(),
+        );
+        let c = tryvox_client_new_with_options(auth.as_ptr(), key.as_ptr(), o);
+        tryvox_options_free(o);
+        assert!(!c.is_null(), "{}", last_error());
+        for i in 0..40 {
+            let id = CString::new(format!("c-limit-{i}")).unwrap();
+            assert_eq!(
+                tryvox_hangup_async(c, id.as_ptr(), Some(cb), std::ptr::null_mut()),
+                0
+            );
+        }
+        // Not freed before the last outcome: free starts every queued hangup at once.
+        let until = Instant::now() + Duration::from_secs(30);
+        while DONE.load(Ordering::SeqCst) < 40 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tryvox_client_free(c);
+    }
+    assert_eq!(DONE.load(Ordering::SeqCst), 40);
+    assert_eq!(OK.load(Ordering::SeqCst), 40);
+    let peak = server.peak.load(Ordering::SeqCst);
+    assert!(peak <= 3, "peak {peak} connections");
+}
