@@ -293,6 +293,8 @@ struct Job {
     attempt_start: Instant,
     slot: Option<usize>,
     retry_key: Option<TimerKey>,
+    /// Waiting in its batch's `ready` queue (counted in its `queued`).
+    queued: bool,
 }
 
 enum SlotState {
@@ -321,9 +323,16 @@ struct Batch {
     ids: Vec<String>,
     next: usize,
     max: usize,
+    /// Jobs on a connection.
     active: usize,
-    /// Jobs (index, serial) whose retry wait is over, waiting for a slot of the batch.
+    /// Jobs (index, serial) waiting for a connection: admitted ids and those whose retry
+    /// wait is over; stale entries (ended by their deadline) are skipped.
     ready: VecDeque<(usize, u64)>,
+    /// The live jobs in `ready`. An id is admitted (its deadline starts) while `active +
+    /// queued` is below `max`: whether a connection is to be had or not, so a server that
+    /// never accepts, or a lookup that never answers, costs a batch one timeout, not one
+    /// per connect window's worth of ids.
+    queued: usize,
     /// Outcomes still to come.
     left: usize,
     stop_at: Option<Instant>,
@@ -655,6 +664,7 @@ impl Loop {
                     max: max.max(1),
                     active: 0,
                     ready: VecDeque::new(),
+                    queued: 0,
                     left,
                     stop_at,
                     results,
@@ -706,6 +716,7 @@ impl Loop {
             attempt_start: start,
             slot: None,
             retry_key: None,
+            queued: false,
         });
         self.timers.insert(deadline_key, Timer::Deadline(j));
         Some(j)
@@ -752,45 +763,41 @@ impl Loop {
     /// as soon as it can connect), new connections as the connect window allows.
     fn pump(&mut self) {
         for b in 0..self.batches.items.len() {
-            loop {
-                if !self.has_room() {
+            // Admit up to `max_parallel`: each admitted id's deadline starts now.
+            while let Some(batch) = self.batches.get_mut(b) {
+                if batch.active + batch.queued >= batch.max || batch.next >= batch.ids.len() {
                     break;
                 }
+                let index = batch.next;
+                batch.next += 1;
+                if batch.stop_at.is_some_and(|t| Instant::now() >= t) {
+                    // Not started: its outcome stays None.
+                    batch.left -= 1;
+                    self.batch_maybe_done(b);
+                    continue;
+                }
+                let id = std::mem::take(&mut batch.ids[index]);
+                if let Some(j) = self.new_job(id, Origin::Batch { batch: b, index }) {
+                    self.queue_in_batch(b, j, false);
+                }
+            }
+            // Then connections, as there is room, in order.
+            while self.has_room() {
                 let Some(batch) = self.batches.get_mut(b) else {
                     break;
                 };
-                if batch.active >= batch.max {
-                    break;
-                }
-                let job = if let Some((j, serial)) = batch.ready.pop_front() {
-                    if self.jobs.get(j).is_none_or(|job| job.serial != serial) {
-                        continue; // ended meanwhile (its deadline)
-                    }
-                    j
-                } else if batch.next < batch.ids.len() {
-                    let index = batch.next;
-                    batch.next += 1;
-                    if batch.stop_at.is_some_and(|t| Instant::now() >= t) {
-                        // Not started: its outcome stays None.
-                        batch.left -= 1;
-                        self.batch_maybe_done(b);
-                        continue;
-                    }
-                    let id = std::mem::take(&mut batch.ids[index]);
-                    match self.new_job(id, Origin::Batch { batch: b, index }) {
-                        Some(j) => j,
-                        None => continue,
-                    }
-                } else {
+                let Some((j, serial)) = batch.ready.pop_front() else {
                     break;
                 };
-                if !self.start_attempt(job) {
+                let Some(job) = self.jobs.get_mut(j).filter(|job| job.serial == serial) else {
+                    continue; // ended meanwhile (its deadline)
+                };
+                job.queued = false;
+                batch.queued -= 1;
+                if !self.start_attempt(j) {
                     // No connection after all (the idle ones were stale, or setups are
                     // at their limit): first in line for the next.
-                    let serial = self.jobs.get(job).map_or(0, |jb| jb.serial);
-                    if let Some(bt) = self.batches.get_mut(b) {
-                        bt.ready.push_front((job, serial));
-                    }
+                    self.queue_in_batch(b, j, true);
                     break;
                 }
             }
@@ -809,6 +816,23 @@ impl Loop {
                 self.waiting.push_front((j, serial));
                 break;
             }
+        }
+    }
+
+    /// Job `j` of batch `b` waits for a connection (at the front: it had its turn).
+    fn queue_in_batch(&mut self, b: usize, j: usize, front: bool) {
+        let (Some(batch), Some(job)) = (self.batches.get_mut(b), self.jobs.get_mut(j)) else {
+            return;
+        };
+        if job.queued {
+            return;
+        }
+        job.queued = true;
+        batch.queued += 1;
+        if front {
+            batch.ready.push_front((j, job.serial));
+        } else {
+            batch.ready.push_back((j, job.serial));
         }
     }
 
@@ -1203,6 +1227,14 @@ impl Loop {
         if let Some(k) = job.retry_key {
             self.timers.remove(&k);
         }
+        if job.queued {
+            // Its entry in `ready` is stale from now on.
+            if let Origin::Batch { batch, .. } = job.origin {
+                if let Some(b) = self.batches.get_mut(batch) {
+                    b.queued -= 1;
+                }
+            }
+        }
         if let Some(s) = job.slot {
             // Still on a connection (the deadline passed mid-exchange): it goes.
             if let Some(slot) = self.slots.get_mut(s) {
@@ -1321,11 +1353,7 @@ impl Loop {
                 let serial = job.serial;
                 match job.origin {
                     Origin::Async(_) => self.waiting.push_front((j, serial)),
-                    Origin::Batch { batch, .. } => {
-                        if let Some(b) = self.batches.get_mut(batch) {
-                            b.ready.push_back((j, serial));
-                        }
-                    }
+                    Origin::Batch { batch, .. } => self.queue_in_batch(batch, j, false),
                 }
             }
             Timer::Slot(s) => {
@@ -1418,6 +1446,7 @@ impl Loop {
         // Batches stay: their ids not started yet still run.
         for b in self.batches.items.iter_mut().flatten() {
             b.active = 0;
+            b.queued = 0;
             b.ready.clear();
         }
         for job in self.jobs.drain() {
