@@ -280,8 +280,11 @@ fn deadline_bounds_a_server_that_never_answers() {
     assert_eq!(e.status(), Status::ServerError, "{e}");
     assert_eq!(e.http_status(), 503);
     assert!(e.message().contains("would not fit"), "{e}");
+    // How many 503s fit depends on how long each took on this machine: 2 or 3 on a
+    // quiet one, 1 when the first took long enough under load that no retry fitted
+    // (stress-ng --cpu 2); never more than the 800 ms allow.
     let sent = s.count_for(&id);
-    assert!((2..=3).contains(&sent), "{sent} attempts");
+    assert!((1..=3).contains(&sent), "{sent} attempts");
     assert!(
         took < Duration::from_millis(800),
         "past the deadline: {took:?}"
