@@ -84,7 +84,13 @@ fn wait_child(pid: libc::pid_t, bound: Duration) -> Option<i32> {
         if Instant::now() > until {
             if std::env::var("REVIEW_GDB").is_ok() {
                 let out = std::process::Command::new("gdb")
-                    .args(["-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt"])
+                    .args([
+                        "-p",
+                        &pid.to_string(),
+                        "-batch",
+                        "-ex",
+                        "thread apply all bt",
+                    ])
                     .output();
                 if let Ok(o) = out {
                     eprintln!("{}", String::from_utf8_lossy(&o.stdout));
@@ -276,7 +282,10 @@ fn child_and_grandchild_use_and_free_the_client_and_leave_nothing() {
             drop(unsafe { std::ptr::read(&c) });
             std::thread::sleep(Duration::from_millis(100));
             if tryvox_threads() != 0 {
-                return Err(format!("grandchild: {} tryvox threads left", tryvox_threads()));
+                return Err(format!(
+                    "grandchild: {} tryvox threads left",
+                    tryvox_threads()
+                ));
             }
             let fds1 = fd_targets();
             if fds1 != fds0 {
@@ -373,7 +382,11 @@ fn fork_while_other_threads_hang_up_on_every_path() {
         t.join().unwrap();
     }
     assert!(failures.is_empty(), "{failures:#?}");
-    assert_eq!(bad.load(Ordering::SeqCst), 0, "the parent saw wrong statuses");
+    assert_eq!(
+        bad.load(Ordering::SeqCst),
+        0,
+        "the parent saw wrong statuses"
+    );
 }
 
 // A TLS server (thread per connection) that answers each request 204 and closes: every
@@ -387,8 +400,8 @@ fn tls_server() -> u16 {
     let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&pem)
         .map(|c| c.unwrap())
         .collect();
-    let key = PrivateKeyDer::from_pem_slice(&std::fs::read(dir.join("server.key")).unwrap())
-        .unwrap();
+    let key =
+        PrivateKeyDer::from_pem_slice(&std::fs::read(dir.join("server.key")).unwrap()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = Arc::new(
         rustls::ServerConfig::builder_with_provider(provider)
@@ -425,8 +438,10 @@ fn tls_server() -> u16 {
     port
 }
 
-/// SHOWS (if it fails): the child of a fork taken while other threads do TLS handshakes
-/// hangs in its first TLS hangup. Cause: the rustls ClientConfig (its session resumption
+/// SHOWS (fails intermittently: 2 of 4 runs here, 150 forks each): the child of a fork
+/// taken while other threads do TLS handshakes hangs forever in its first TLS hangup,
+/// past its 5 s deadline (gdb: futex wait in rustls `ClientSessionMemoryCache::
+/// take_tls13_ticket`, from `Conn::start_tls`; run with REVIEW_GDB=1 to see it). Cause: the rustls ClientConfig (its session resumption
 /// cache, a std Mutex) lives in the client's Core, shared, not per process: a parent's
 /// thread holding that lock at the fork leaves it locked forever in the child.
 #[test]
@@ -435,7 +450,8 @@ fn fork_while_tls_handshakes_run_never_hangs_the_child() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
     let mut o = Options::new();
     o.set_ca_file(dir.join("ca.pem").to_str().unwrap()).unwrap();
-    o.set_base_url(&format!("https://localhost:{port}")).unwrap();
+    o.set_base_url(&format!("https://localhost:{port}"))
+        .unwrap();
     o.set_resolver(Arc::new(move |_: &str| {
         Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
     }));
@@ -564,12 +580,16 @@ fn idle_sync_connections_of_one_client_starve_another_client() {
         (Status::Ok, Status::Ok),
         "budget {n}: B's sync {:?} after {sync_took:?} ({}), async {:?}",
         st(&sync),
-        sync.as_ref().err().map(|e| e.message().to_owned()).unwrap_or_default(),
+        sync.as_ref()
+            .err()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default(),
         asy[0]
     );
 }
 
-/// SHOWS (if it fails): with the budget full, a client whose async queue is long keeps
+/// Tried (failed once in 8 runs, in the first parallel run, message not captured; passes
+/// alone and under stress-ng): with the budget full, a client whose async queue is long keeps
 /// every place (its keep-alive connections go straight to its next queued hangup; a
 /// place it frees it takes back in the same turn), and another client's hangup (sync or
 /// async) waits for the flood to drain: TIMEOUT at its deadline, nothing sent. The
@@ -579,7 +599,10 @@ fn idle_sync_connections_of_one_client_starve_another_client() {
 fn a_flooding_client_does_not_starve_another_client() {
     let Ok(spec) = std::env::var(FD_CHILD) else {
         let server = TestServer::start();
-        in_child_process("a_flooding_client_does_not_starve_another_client", server.base_url());
+        in_child_process(
+            "a_flooding_client_does_not_starve_another_client",
+            server.base_url(),
+        );
         return;
     };
     set_soft_limit(100);
@@ -683,19 +706,24 @@ fn no_descriptor_or_thread_left_after_free_with_black_holes_and_a_low_limit() {
     let clients: Vec<Arc<Client>> = (0..3)
         .map(|t| {
             let lookup = lookup.clone();
-            Arc::new(client_for(&format!("http://api.test:{}", real.port()), |o| {
-                o.set_resolver(lookup);
-                o.set_tenant_id(&format!("t{t}")).unwrap();
-                o.set_timeout(Duration::from_secs(60)).unwrap();
-                o.set_connect_timeout(Duration::from_secs(10)).unwrap();
-                o.set_max_retries(10).unwrap();
-            }))
+            Arc::new(client_for(
+                &format!("http://api.test:{}", real.port()),
+                |o| {
+                    o.set_resolver(lookup);
+                    o.set_tenant_id(&format!("t{t}")).unwrap();
+                    o.set_timeout(Duration::from_secs(60)).unwrap();
+                    o.set_connect_timeout(Duration::from_secs(10)).unwrap();
+                    o.set_max_retries(10).unwrap();
+                },
+            ))
         })
         .collect();
     let mut hs = Vec::new();
     for (t, c) in clients.iter().enumerate() {
         let c = Arc::clone(c);
-        hs.push(std::thread::spawn(move || every_path(&c, &format!("ok-l{t}-"), Status::Ok)));
+        hs.push(std::thread::spawn(move || {
+            every_path(&c, &format!("ok-l{t}-"), Status::Ok)
+        }));
     }
     for h in hs {
         assert_eq!(h.join().unwrap(), Ok(()));
@@ -706,7 +734,7 @@ fn no_descriptor_or_thread_left_after_free_with_black_holes_and_a_low_limit() {
     assert_eq!(fd_targets(), before, "descriptors left after free");
 }
 
-/// SHOWS (if it fails): the host's open() fails (EMFILE) although the library promises
+/// SHOWS: the host's open() fails (EMFILE) although the library promises
 /// the host half of what it leaves free: the engines' epoll and eventfd are opened
 /// outside the budget (counted after the fact), so with many clients (one per tenant)
 /// under a low limit the library takes more than half.
@@ -733,11 +761,10 @@ fn many_clients_leave_the_host_its_half() {
     let mut queued = 0;
     for (t, c) in clients.iter().enumerate() {
         let tx = tx.clone();
-        if c
-            .hangup_async(format!("slow-1500-m{t}"), move |_, r| {
-                let _ = tx.send(st(&r));
-            })
-            .is_ok()
+        if c.hangup_async(format!("slow-1500-m{t}"), move |_, r| {
+            let _ = tx.send(st(&r));
+        })
+        .is_ok()
         {
             queued += 1;
         }
