@@ -222,7 +222,11 @@ fn fork_in_a_callback_the_child_runs_the_parents_other_callbacks() {
         let tx = tx.clone();
         let log = log2.clone();
         c.hangup_async(format!("ok-cbfork-{k}"), move |id, _r| {
-            if !FORKED.swap(true, Ordering::SeqCst) {
+            // The callback that forks goes on in both processes (that is fork's own
+            // doing, not the library's): only the *other* callbacks must not run in the
+            // child.
+            let i_forked = !FORKED.swap(true, Ordering::SeqCst);
+            if i_forked {
                 // SAFETY: the child returns from this callback into the library, as a
                 // host's child that goes on with its work does.
                 let pid = unsafe { libc::fork() };
@@ -232,7 +236,7 @@ fn fork_in_a_callback_the_child_runs_the_parents_other_callbacks() {
             }
             // SAFETY: getpid has no preconditions.
             let me = unsafe { libc::getpid() };
-            if me != parent {
+            if me != parent && !i_forked {
                 let mut f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -552,7 +556,9 @@ fn idle_sync_connections_of_one_client_starve_another_client() {
         return;
     };
     set_soft_limit(64);
-    let n = budget_now(64);
+    // The budget less the two places sockets leave for an engine to start (the header:
+    // every descriptor counts, the engines' too; sockets never take the last two).
+    let n = budget_now(64) - 2;
     // Client A: n hangups at once on the blocking path (each on its own connection: the
     // server holds them until all n are in), then A goes quiet.
     let a = Arc::new(client_for(&spec, |o| {
@@ -586,6 +592,58 @@ fn idle_sync_connections_of_one_client_starve_another_client() {
             .unwrap_or_default(),
         asy[0]
     );
+}
+
+/// A hangup that waited for a descriptor until its deadline says so (TIMEOUT, not "the
+/// server"), on the sync and async paths: the budget is full of another client's
+/// never-answered connections.
+#[test]
+fn a_hangup_that_waits_for_a_descriptor_says_so() {
+    let Ok(spec) = std::env::var(FD_CHILD) else {
+        let server = TestServer::start();
+        in_child_process(
+            "a_hangup_that_waits_for_a_descriptor_says_so",
+            server.base_url(),
+        );
+        return;
+    };
+    set_soft_limit(64);
+    let a = client_for(&spec, |o| {
+        o.set_timeout(Duration::from_secs(20)).unwrap();
+        o.set_max_retries(0).unwrap();
+    });
+    let host = open_fds();
+    let n = (64 - host) / 2;
+    for k in 0..2 * n {
+        a.hangup_async(format!("hang-w{k}"), |_, _| {}).unwrap();
+    }
+    // A's engine fills the budget less the two places left for another engine.
+    let until = Instant::now() + HANG;
+    while open_fds() - host < n - 2 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(open_fds() - host, n - 2, "budget {n}");
+    let b = client_for(&spec, |o| {
+        o.set_timeout(Duration::from_millis(800)).unwrap();
+    });
+    let sync = b.hangup("ok-b-sync");
+    let (tx, rx) = mpsc::channel();
+    b.hangup_async("ok-b-async", move |_, r| {
+        let _ = tx.send(r);
+    })
+    .unwrap();
+    let asy = rx.recv_timeout(HANG).unwrap();
+    for (path, r) in [("sync", &sync), ("async", &asy)] {
+        let e = r.as_ref().expect_err(path);
+        assert_eq!(e.status(), Status::Timeout, "{path}: {}", e.message());
+        assert!(
+            e.message().contains("waiting for a file descriptor"),
+            "{path}: {}",
+            e.message()
+        );
+    }
+    drop(b);
+    std::mem::forget(a); // its hangups wait 20 s for a server that never answers
 }
 
 /// Tried (failed once in 8 runs, in the first parallel run, message not captured; passes
