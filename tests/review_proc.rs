@@ -884,3 +884,43 @@ fn a_child_that_frees_a_client_it_used_closes_its_connections() {
     });
     assert_eq!(r, Ok(()));
 }
+
+/// In a forked child, the gauges count the child's own hangups and connections only:
+/// the parent's in flight at the fork never end there.
+#[test]
+fn a_childs_gauges_count_only_its_own() {
+    let server = TestServer::start();
+    let c = client_for(&server.base_url(), |_| {});
+    assert_eq!(st(&c.hangup("ok-g0")), Status::Ok);
+    let (tx, rx) = mpsc::channel::<Status>();
+    for k in 0..4 {
+        let tx = tx.clone();
+        c.hangup_async(format!("slow-1500-g{k}"), move |_, r| {
+            let _ = tx.send(st(&r));
+        })
+        .unwrap();
+    }
+    let until = Instant::now() + HANG;
+    while c.stats().in_flight < 4 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let r = in_fork(Duration::from_secs(20), || {
+        let s = c.stats();
+        if (s.in_flight, s.connections_open) != (0, 0) {
+            return Err(format!("child at start: {s:?}"));
+        }
+        let s = st(&c.hangup("nf-flat-g1"));
+        if s != Status::NotFound {
+            return Err(format!("child hangup: {s:?}"));
+        }
+        let s = c.stats();
+        if s.in_flight != 0 || s.connections_open > 1 {
+            return Err(format!("child after its hangup: {s:?}"));
+        }
+        Ok(())
+    });
+    assert_eq!(r, Ok(()));
+    for _ in 0..4 {
+        assert_eq!(rx.recv_timeout(HANG).unwrap(), Status::Ok);
+    }
+}
