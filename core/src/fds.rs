@@ -193,6 +193,13 @@ pub(crate) fn after_fork_in_child() {
     READ_AT.store(0, Ordering::Relaxed);
 }
 
+/// Makes this module's lazy statics (see `process::init`).
+pub(crate) fn init() {
+    epoch();
+    holders();
+    stacks();
+}
+
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)

@@ -116,6 +116,11 @@ static EDGES: LazyLock<[u64; BUCKETS]> = LazyLock::new(|| {
     })
 });
 
+/// Makes the bucket table (see `process::init`).
+pub(crate) fn init() {
+    LazyLock::force(&EDGES);
+}
+
 /// The bucket of a latency of `us` microseconds: the first whose upper edge holds it.
 fn bucket(us: u64) -> usize {
     EDGES.partition_point(|&edge| edge < us).min(BUCKETS - 1)
