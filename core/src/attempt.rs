@@ -136,6 +136,11 @@ pub(crate) fn describe(e: &AttemptError) -> (Status, Failure, String) {
             Failure::Final,
             "the deadline passed waiting for the server".into(),
         ),
+        AttemptError::NoDescriptor => (
+            Status::Timeout,
+            Failure::Final,
+            crate::fds::WAITED_FOR_DESCRIPTOR.into(),
+        ),
         AttemptError::Resolve(ResolveError::Timeout) => (
             Status::Timeout,
             Failure::Connection,

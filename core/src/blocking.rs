@@ -3,7 +3,7 @@
 //! idle keep-alive connections. Nothing here waits past the deadline it is given.
 
 use std::os::fd::AsRawFd;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use ureq_proto::http::Request;
@@ -27,6 +27,9 @@ pub(crate) enum AttemptError {
     ConnectTimeout,
     /// The deadline passed waiting for the server.
     Deadline,
+    /// The deadline passed waiting for a place in the process's descriptor budget
+    /// (nothing was sent).
+    NoDescriptor,
     Conn(Fail),
 }
 
@@ -34,9 +37,24 @@ pub(crate) enum AttemptError {
 /// each went idle. One idle longer than the engine's [`IDLE_CONN`] is closed when the
 /// stack is next used (no thread watches it: a client nobody uses keeps them until then).
 /// In a forked child the parent's stack is left alone (its sockets are the parent's, and
-/// were closed in the child at the fork): the child starts an empty one.
-#[derive(Default)]
-pub(crate) struct IdleStack(PerProcess<Mutex<Idle>>);
+/// were closed in the child at the fork): the child starts an empty one. Each stack is
+/// known to `fds`, which empties it when any client's work waits for a descriptor.
+pub(crate) struct IdleStack(PerProcess<Arc<Mutex<Idle>>>);
+
+impl Default for IdleStack {
+    fn default() -> IdleStack {
+        IdleStack(PerProcess::new(registered()))
+    }
+}
+
+/// A new empty stack, known to `fds`.
+fn registered() -> Arc<Mutex<Idle>> {
+    let stack = Arc::new(Mutex::new(Idle::default()));
+    let weak: std::sync::Weak<dyn crate::fds::Shed> =
+        Arc::downgrade(&stack) as std::sync::Weak<Mutex<Idle>>;
+    crate::fds::register_idle(weak);
+    stack
+}
 
 #[derive(Default)]
 struct Idle {
@@ -46,13 +64,33 @@ struct Idle {
     seen_wanted: u64,
 }
 
+impl crate::fds::Shed for Mutex<Idle> {
+    fn shed(&self) {
+        let conns = match self.try_lock() {
+            Ok(mut idle) => std::mem::take(&mut idle.conns),
+            Err(std::sync::TryLockError::Poisoned(e)) => std::mem::take(&mut e.into_inner().conns),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        drop(conns); // closed outside the lock
+    }
+}
+
 impl IdleStack {
+    fn stack(&self) -> &Mutex<Idle> {
+        self.0.get(registered)
+    }
+
+    /// Closes this process's idle connections (the client is being freed: in a forked
+    /// child its `Core` outlives it, held by the parent's leaked runtime).
+    pub(crate) fn release(&self) {
+        if let Some(stack) = self.0.current() {
+            let conns = std::mem::take(&mut stack.lock().unwrap_or_else(|e| e.into_inner()).conns);
+            drop(conns);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Idle> {
-        let mut idle = self
-            .0
-            .get(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.stack().lock().unwrap_or_else(|e| e.into_inner());
         let wanted = crate::fds::wanted();
         if idle.seen_wanted != wanted {
             idle.seen_wanted = wanted;
@@ -149,7 +187,7 @@ impl Core {
         while !crate::fds::room(0) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(AttemptError::Deadline);
+                return Err(AttemptError::NoDescriptor);
             }
             std::thread::sleep(crate::fds::ROOM_POLL.min(left));
         }

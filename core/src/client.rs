@@ -285,12 +285,17 @@ impl Drop for Client {
         // gone.
         // In a forked child, the parent's (if the child never used the client) are left
         // alone: their threads do not exist here and their work is not the child's.
-        let Some(rt) = self.rt.current() else { return };
-        for fire in rt.timers.stop() {
-            fire(false);
+        if let Some(rt) = self.rt.current() {
+            for fire in rt.timers.stop() {
+                fire(false);
+            }
+            rt.engine.stop();
+            rt.pool.shutdown();
         }
-        rt.engine.stop();
-        rt.pool.shutdown();
+        // This process's keep-alive connections of the caller's-thread path close now:
+        // in a forked child the `Core` outlives the client (the parent's leaked runtime
+        // holds it), and with it the stack.
+        self.core.idle.release();
     }
 }
 

@@ -12,6 +12,7 @@ use rustls::pki_types::ServerName;
 use ureq_proto::http::{Request, Uri};
 
 use crate::error::Error;
+use crate::process::PerProcess;
 use crate::stats::OpenConnection;
 use crate::wire::{Answer, Exchange, Fed, WireError, MAX_HEAD};
 
@@ -21,7 +22,7 @@ pub(crate) struct Route {
     pub(crate) dial_host: String,
     pub(crate) dial_port: u16,
     /// TLS to the API: its configuration and the name its certificate must carry.
-    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    tls: Option<(Tls, ServerName<'static>)>,
     /// The CONNECT request sent to a proxy first, built once.
     connect: Option<Vec<u8>>,
 }
@@ -50,7 +51,14 @@ impl Route {
             let name = ServerName::try_from(bare).map_err(|_| {
                 Error::invalid("the base URL's host is not a valid TLS server name")
             })?;
-            Some((Arc::new(tls_config(ca_pem)?), name))
+            let config = Arc::new(tls_config(ca_pem)?);
+            Some((
+                Tls {
+                    here: PerProcess::new(Arc::clone(&config)),
+                    base: config,
+                },
+                name,
+            ))
         } else {
             None
         };
@@ -78,6 +86,29 @@ impl Route {
             tls,
             connect,
         })
+    }
+}
+
+/// The route's TLS configuration, of this process: its session-resumption store is a
+/// lock-holding cache that a parent's thread may have held at a `fork()` (the child
+/// would wait for it forever), so a forked child uses a copy with a fresh store and
+/// compression cache (copying takes no lock: the rest is shared, read-only).
+struct Tls {
+    base: Arc<rustls::ClientConfig>,
+    here: PerProcess<Arc<rustls::ClientConfig>>,
+}
+
+impl Route {
+    /// This process's TLS configuration and server name (None: plain HTTP).
+    fn tls(&self) -> Option<(Arc<rustls::ClientConfig>, ServerName<'static>)> {
+        let (tls, name) = self.tls.as_ref()?;
+        let config = tls.here.get(|| {
+            let mut c = (*tls.base).clone();
+            c.resumption = rustls::client::Resumption::default();
+            c.cert_compression_cache = Arc::default();
+            Arc::new(c)
+        });
+        Some((Arc::clone(config), name.clone()))
     }
 }
 
@@ -200,7 +231,7 @@ impl Conn {
             request_out: false,
             eof: false,
             tunnelling: route.connect.is_some(),
-            tls_pending: route.tls.clone(),
+            tls_pending: route.tls(),
             queued: Vec::new(),
             exchange: None,
             answered: false,

@@ -148,7 +148,7 @@ impl Engine {
         }
         if !inbox.running {
             if let Err(e) = self.start(&mut inbox) {
-                return Err((format!("the engine thread could not start: {e}"), work));
+                return Err((format!("the engine could not start: {e}"), work));
             }
         }
         inbox.queue.push(work);
@@ -168,8 +168,10 @@ impl Engine {
             inbox.exited.push(old);
         }
         inbox.exited.retain(|h| !h.is_finished());
-        // Both descriptors are the library's: counted, and closed in a forked child.
-        let poll = Tracked::new(Poll::new()?);
+        // Both descriptors are the library's: taken in the process's budget (refused,
+        // BUSY, when it is full: the host's half is never touched), and closed in a
+        // forked child.
+        let poll = Tracked::open(Poll::new)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let shared = Arc::clone(&self.shared);
         let w = Arc::clone(&waker);
@@ -1289,10 +1291,17 @@ impl Loop {
             // run (unless another thread is writing the queue this moment); lines logged
             // later wait for the callbacks, not the other way round.
             core.drain_log_until(Some(mark));
-            let list = std::mem::take(&mut *lock(&theirs));
-            for (done, result) in list {
+            let generation = crate::process::generation();
+            let mut list = std::mem::take(&mut *lock(&theirs)).into_iter();
+            for (done, result) in list.by_ref() {
                 // A panicking callback (a Rust caller's) loses nothing but itself.
                 let _ = catch_unwind(AssertUnwindSafe(|| done(result)));
+                // It forked, and this is the child: the other callbacks are the
+                // parent's, never run (nor dropped) here; this thread stops.
+                if crate::process::generation() != generation {
+                    std::mem::forget((list, core));
+                    return;
+                }
             }
             // Then the lines queued since (this job stood in for a separate drainer).
             core.drain_log();
@@ -1423,7 +1432,11 @@ impl Loop {
                 // The retry rules see no time left: the job ends with this attempt's error.
             }
             None => {
-                let e = self.core.deadline_error(job.start);
+                let mut e = self.core.deadline_error(job.start);
+                // Queued with the budget full now: a descriptor is what it waited for.
+                if !crate::fds::room(self.resolving.len()) {
+                    e = e.append(&format!(": {}", crate::fds::WAITED_FOR_DESCRIPTOR));
+                }
                 self.complete(j, Err(e));
             }
         }

@@ -8,7 +8,12 @@
 //! is re-read at most once a second while sockets are opened, and when the budget is
 //! found full (at most every 100 ms), so a host that opens more files, or raises its
 //! limit, is followed. A socket is opened only within the budget; work that finds it
-//! full waits (queued, holding nothing) until a socket frees up or its deadline passes.
+//! full waits (queued, holding nothing) until a socket frees up or its deadline passes,
+//! and idle connections of every client (engines', and each client's caller's-thread
+//! stack) are closed for it. An engine's epoll and waker take places too, when it
+//! starts: sockets leave the last two to them, and an engine that cannot have them does
+//! not start (its hangup is refused BUSY: waiting is not possible on the caller's
+//! thread, and taking them anyway would eat into the host's half).
 //!
 //! **Fork.** Each tracked descriptor has a bit in a lock-free bitmap; the `fork()` child
 //! handler closes every marked descriptor (async-signal-safe) and starts the count
@@ -30,6 +35,16 @@ use crate::process::generation;
 /// How often a client waiting for the budget looks again (another client, or the
 /// caller's-thread path, may have freed a socket).
 pub(crate) const ROOM_POLL: Duration = Duration::from_millis(10);
+
+/// Why a hangup that waited for a place in the budget until its deadline ended TIMEOUT.
+pub(crate) const WAITED_FOR_DESCRIPTOR: &str =
+    "the deadline passed waiting for a file descriptor, \
+     not for the server: the library's share of the process's descriptors stayed in use \
+     (nothing was sent)";
+
+/// Why an engine could not start: its two descriptors did not fit in the budget.
+pub(crate) const FULL: &str = "the library's share of the process's file descriptors \
+     is in use (an engine needs two to start)";
 
 /// The most descriptors the library takes, whatever the limit.
 pub(crate) const MAX_BUDGET: usize = 1 << 20;
@@ -71,13 +86,45 @@ pub(crate) fn hold_idle(wake: &crate::resolve::Notify) {
     h.push(Arc::downgrade(wake));
 }
 
-/// Work found the budget full: idle connections everywhere are asked to close.
+/// Idle connections no thread watches (each client's caller's-thread stack): closed by
+/// `want` itself.
+pub(crate) trait Shed: Send + Sync {
+    /// Closes the idle connections, unless the stack is in use this moment (its user
+    /// sees `wanted()` changed; a waiter asks again).
+    fn shed(&self);
+}
+
+type Stacks = crate::process::PerProcess<Mutex<Vec<Weak<dyn Shed>>>>;
+
+/// Every client's caller's-thread idle stack, of this process.
+fn stacks() -> &'static Mutex<Vec<Weak<dyn Shed>>> {
+    static STACKS: OnceLock<Stacks> = OnceLock::new();
+    STACKS.get_or_init(Stacks::default).get(Default::default)
+}
+
+/// A client's idle stack of the caller's-thread path, shed when work waits for a place.
+pub(crate) fn register_idle(stack: Weak<dyn Shed>) {
+    let mut s = stacks().lock().unwrap_or_else(|e| e.into_inner());
+    s.retain(|w| w.strong_count() > 0);
+    s.push(stack);
+}
+
+/// Work found the budget full: idle connections everywhere are asked to close (engines
+/// are woken to close theirs; the caller's-thread stacks are shed here). No lock is
+/// held while another is taken, and a stack's own lock only tried: callable with any
+/// of the library's locks held.
 fn want() {
     WANTED.fetch_add(1, Ordering::Relaxed);
     let woken = std::mem::take(&mut *holders().lock().unwrap_or_else(|e| e.into_inner()));
     for w in woken {
         if let Some(w) = w.upgrade() {
             w();
+        }
+    }
+    let stacks: Vec<Weak<dyn Shed>> = stacks().lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for s in stacks {
+        if let Some(s) = s.upgrade() {
+            s.shed();
         }
     }
 }
@@ -146,6 +193,13 @@ pub(crate) fn after_fork_in_child() {
     READ_AT.store(0, Ordering::Relaxed);
 }
 
+/// Makes this module's lazy statics (see `process::init`).
+pub(crate) fn init() {
+    epoch();
+    holders();
+    stacks();
+}
+
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
@@ -196,21 +250,35 @@ fn compute_budget() -> usize {
     (soft.saturating_sub(host) / 2).min(MAX_BUDGET)
 }
 
+/// Places of a budget that sockets leave to engines starting (an engine needs two: its
+/// epoll and its waker), so that a client whose engine is not running can start it
+/// while other clients' connections fill the rest. None under a very small budget.
+fn engine_reserve(budget: usize) -> usize {
+    if budget >= 8 {
+        2
+    } else {
+        0
+    }
+}
+
 /// True if a new socket fits in the budget beside `coming` more already admitted.
 pub(crate) fn room(coming: usize) -> bool {
-    let room = OPEN.load(Ordering::Relaxed) + coming < budget(1000);
+    let b = budget(1000);
+    let room = OPEN.load(Ordering::Relaxed) + coming + engine_reserve(b) < b;
     if !room {
         want();
     }
     room
 }
 
-/// Takes one place in the budget; false when it is full (re-read first, if it is more
-/// than 100 ms old).
-fn reserve() -> bool {
+/// Takes one place in the budget (for a socket, or for an engine's descriptor: those
+/// may use the places sockets leave); false when it is full (re-read first, if it is
+/// more than 100 ms old).
+fn reserve(engine: bool) -> bool {
     let take = |b: usize| {
+        let limit = if engine { b } else { b - engine_reserve(b) };
         OPEN.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-            (n < b).then_some(n + 1)
+            (n < limit).then_some(n + 1)
         })
         .is_ok()
     };
@@ -229,10 +297,26 @@ pub(crate) struct Tracked<T: AsRawFd> {
 }
 
 impl<T: AsRawFd> Tracked<T> {
-    /// Tracks a descriptor opened outside the budget (an engine's epoll and waker).
+    /// Tracks a descriptor opened outside the budget (tests).
+    #[cfg(test)]
     pub(crate) fn new(inner: T) -> Tracked<T> {
         OPEN.fetch_add(1, Ordering::Relaxed);
         Tracked::reserved(inner)
+    }
+
+    /// Opens a descriptor (an engine's epoll and waker) within the budget: refused
+    /// (`FULL`) when the budget has no place for it.
+    pub(crate) fn open(open: impl FnOnce() -> io::Result<T>) -> io::Result<Tracked<T>> {
+        if !reserve(true) {
+            return Err(io::Error::other(FULL));
+        }
+        match open() {
+            Ok(inner) => Ok(Tracked::reserved(inner)),
+            Err(e) => {
+                OPEN.fetch_sub(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
     }
 
     /// Tracks a descriptor whose place in the budget is already taken.
@@ -323,7 +407,7 @@ pub(crate) type Sock = Tracked<mio::net::TcpStream>;
 
 /// Starts a non-blocking connect to `addr` within the budget: None when it is full.
 pub(crate) fn connect(addr: SocketAddr) -> io::Result<Option<Sock>> {
-    if !reserve() {
+    if !reserve(false) {
         return Ok(None);
     }
     match mio::net::TcpStream::connect(addr) {
@@ -344,13 +428,16 @@ pub(crate) struct Waker(Tracked<std::os::fd::OwnedFd>);
 impl Waker {
     pub(crate) fn new(registry: &mio::Registry, token: mio::Token) -> io::Result<Waker> {
         use std::os::fd::FromRawFd;
-        // SAFETY: eventfd returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is ours and open.
-        let owned = Tracked::new(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        let owned = Tracked::open(|| {
+            // SAFETY: eventfd returns a new descriptor or -1.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `fd` is ours and open.
+            Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+        })?;
+        let fd = owned.as_raw_fd();
         registry.register(
             &mut mio::unix::SourceFd(&fd),
             token,

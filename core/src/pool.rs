@@ -169,6 +169,7 @@ impl Drop for WorkerPool {
 }
 
 fn worker(shared: Arc<Shared>, idle_exit: Duration) {
+    let generation = crate::process::generation();
     loop {
         let job = {
             let mut st = lock(&shared.state);
@@ -200,6 +201,13 @@ fn worker(shared: Arc<Shared>, idle_exit: Duration) {
             // thread alive if a job's own delivery panics.
             Some(job) => drop(catch_unwind(AssertUnwindSafe(job))),
             None => return,
+        }
+        // The job (a callback) forked and this is the child: the thread's library work
+        // ends with the callback's return. The queue is the parent's (its lock perhaps
+        // held by a thread that does not exist here): nothing of it is run or dropped.
+        if crate::process::generation() != generation {
+            std::mem::forget(shared);
+            return;
         }
     }
 }

@@ -36,6 +36,11 @@ pub(crate) fn init() {
         unsafe {
             libc::pthread_atfork(None, None, Some(in_child));
         }
+        // The process-wide lazy values a hangup reaches are made now, before any client
+        // exists: a fork taken while another thread was making one would leave the
+        // child waiting for it forever.
+        crate::fds::init();
+        crate::stats::init();
     });
 }
 

@@ -38,7 +38,8 @@ pub struct Stats {
     /// such a wait holds no connection, so a bulk call may have more hangups in flight
     /// than its `max_parallel`, never more requests.
     pub in_flight: u64,
-    /// TCP connections open now.
+    /// TCP connections open now. (Both gauges are of this process: in a forked child,
+    /// they count the child's own only.)
     pub connections_open: u64,
     /// TCP connections opened over the client's life.
     pub connections_opened: u64,
@@ -75,8 +76,9 @@ pub(crate) struct Recorder {
     by_status: [AtomicU64; STATUS_SLOTS],
     attempts: AtomicU64,
     retries: [AtomicU64; 3],
-    in_flight: AtomicU64,
-    open: AtomicU64,
+    /// The gauges, of this process: a forked child's start at zero (the parent's
+    /// hangups and connections are not the child's, and never end there).
+    gauges: crate::process::PerProcess<Gauges>,
     opened: AtomicU64,
     latency: [AtomicU64; BUCKETS],
     max_us: AtomicU64,
@@ -94,8 +96,7 @@ impl Default for Recorder {
             by_status: std::array::from_fn(|_| AtomicU64::new(0)),
             attempts: AtomicU64::new(0),
             retries: std::array::from_fn(|_| AtomicU64::new(0)),
-            in_flight: AtomicU64::new(0),
-            open: AtomicU64::new(0),
+            gauges: Default::default(),
             opened: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
             max_us: AtomicU64::new(0),
@@ -115,6 +116,11 @@ static EDGES: LazyLock<[u64; BUCKETS]> = LazyLock::new(|| {
     })
 });
 
+/// Makes the bucket table (see `process::init`).
+pub(crate) fn init() {
+    LazyLock::force(&EDGES);
+}
+
 /// The bucket of a latency of `us` microseconds: the first whose upper edge holds it.
 fn bucket(us: u64) -> usize {
     EDGES.partition_point(|&edge| edge < us).min(BUCKETS - 1)
@@ -125,36 +131,51 @@ fn upper_edge(b: usize) -> u64 {
     EDGES[b.min(BUCKETS - 1)]
 }
 
-/// Counts in-flight hangups for as long as it lives.
-pub(crate) struct InFlight<'a>(&'a Recorder);
+#[derive(Default)]
+struct Gauges {
+    in_flight: AtomicU64,
+    open: AtomicU64,
+}
+
+/// Counts in-flight hangups for as long as it lives (on the counter it raised).
+pub(crate) struct InFlight<'a>(&'a AtomicU64);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
-/// Counts an open connection for as long as it lives.
-pub(crate) struct OpenConnection(std::sync::Arc<Recorder>);
+/// Counts an open connection for as long as it lives, in the process that opened it.
+pub(crate) struct OpenConnection(std::sync::Arc<Recorder>, u64);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Relaxed);
+        if self.1 == crate::process::generation() {
+            self.0.gauges().open.fetch_sub(1, Relaxed);
+        }
     }
 }
 
 impl Recorder {
+    #[inline]
+    fn gauges(&self) -> &Gauges {
+        self.gauges.get(Default::default)
+    }
+
     pub(crate) fn started(&self) -> InFlight<'_> {
-        self.in_flight.fetch_add(1, Relaxed);
-        InFlight(self)
+        let n = &self.gauges().in_flight;
+        n.fetch_add(1, Relaxed);
+        InFlight(n)
     }
 
     /// The engine's form of `started`: +1 when a hangup is taken, -1 when it ends.
     pub(crate) fn in_flight_add(&self, delta: i64) {
+        let n = &self.gauges().in_flight;
         if delta >= 0 {
-            self.in_flight.fetch_add(delta as u64, Relaxed);
+            n.fetch_add(delta as u64, Relaxed);
         } else {
-            self.in_flight.fetch_sub(delta.unsigned_abs(), Relaxed);
+            n.fetch_sub(delta.unsigned_abs(), Relaxed);
         }
     }
 
@@ -175,8 +196,8 @@ impl Recorder {
 
     pub(crate) fn connection_opened(self: &std::sync::Arc<Self>) -> OpenConnection {
         self.opened.fetch_add(1, Relaxed);
-        self.open.fetch_add(1, Relaxed);
-        OpenConnection(std::sync::Arc::clone(self))
+        self.gauges().open.fetch_add(1, Relaxed);
+        OpenConnection(std::sync::Arc::clone(self), crate::process::generation())
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -204,8 +225,8 @@ impl Recorder {
             retries_connection: self.retries[RetryCause::Connection as usize].load(Relaxed),
             retries_rate_limited: self.retries[RetryCause::RateLimited as usize].load(Relaxed),
             retries_server_error: self.retries[RetryCause::ServerError as usize].load(Relaxed),
-            in_flight: self.in_flight.load(Relaxed),
-            connections_open: self.open.load(Relaxed),
+            in_flight: self.gauges().in_flight.load(Relaxed),
+            connections_open: self.gauges().open.load(Relaxed),
             connections_opened: self.opened.load(Relaxed),
             latency_p50_us: pct(50),
             latency_p90_us: pct(90),

@@ -185,8 +185,17 @@ fn run(shared: Arc<Shared>) {
         }
         if !due.is_empty() {
             drop(st);
-            for fire in due {
+            let generation = crate::process::generation();
+            let mut due = due.into_iter();
+            for fire in due.by_ref() {
                 fire(true);
+                // A callback run here (no pool thread could take it) forked: in the
+                // child this thread stops; the rest is the parent's (never run or
+                // dropped here, its lock perhaps held by a thread that does not exist).
+                if crate::process::generation() != generation {
+                    std::mem::forget((due, shared));
+                    return;
+                }
             }
             st = lock(&shared.state);
             continue;

@@ -105,7 +105,13 @@ pub unsafe extern "C" fn tryvox_client_new(
 /// every socket counts (connections of every path, each address a connect races, the
 /// engine's epoll and eventfd). The other half is always the host's. A hangup that finds
 /// the budget full waits (queued, holding nothing) until a descriptor frees up or its
-/// deadline passes; idle keep-alive connections of every client give theirs up then.
+/// deadline passes (then TRYVOX_TIMEOUT, its message saying it waited for a file
+/// descriptor, nothing sent); idle keep-alive connections of every client give theirs up
+/// then. Connections leave the budget's last two places to engines: a client's engine
+/// (started on its first async, bulk or scheduled hangup, and again after it idled out)
+/// takes two descriptors of the budget when it starts; if even those are in use, that
+/// hangup is refused with TRYVOX_BUSY, nothing sent (the library could not take it
+/// without touching the host's half), and may be retried.
 ///
 /// fork(): a client may be used in a child of `fork()` (Python multiprocessing, pre-fork
 /// servers) and works there as a fresh one: at the fork, the child closes every
@@ -115,7 +121,11 @@ pub unsafe extern "C" fn tryvox_client_new(
 /// of async hangups, bulk calls and scheduled hangups the parent had pending never run in
 /// the child (`tryvox_timer_cancel` on a parent's timer returns TRYVOX_BUSY there: the
 /// parent still sends that hangup), and the child's statistics start from the parent's
-/// counts.
+/// counts, except the gauges `in_flight` and `connections_open`, which count only the
+/// child's own (the parent's never end there). A callback that forks: in the child, the
+/// callback's return ends that library thread's work (its thread exits); no other
+/// callback, log line or job of the parent's runs there. TLS sessions are not resumed
+/// across the fork (the child makes full handshakes).
 /// The parent is unaffected. The cost is the parent's state leaked once in the child (a
 /// few KiB per client). Call nothing in the child while another of its threads could be
 /// forking, as with any library.
@@ -585,7 +595,8 @@ pub unsafe extern "C" fn tryvox_hangup_all(
 /// never written in part; `hangups_by_status` is one field, written whole or not at all.
 ///
 /// Counters only grow over the client's life: diff two snapshots for a window.
-/// `in_flight` and `connections_open` are gauges. Latencies are whole hangups (retries
+/// `in_flight` and `connections_open` are gauges (of this process: in a forked child,
+/// the child's own only). Latencies are whole hangups (retries
 /// and waits included) in microseconds; percentiles are upper edges of log-linear
 /// buckets (four per power of two, so at most 19% above the true value), 0 before the
 /// first hangup; `latency_max_us` is exact.
