@@ -59,6 +59,17 @@ fn threads_named(name: &str) -> Vec<(u32, u64)> {
         let tid = t.file_name().to_string_lossy().parse().unwrap_or(0);
         out.push((tid, ticks));
     }
+    // Linux gives a new thread its creator's name until it names itself: a callback
+    // worker the engine thread has just started reads "tryvox-engine" for a moment (the
+    // library names it from the creating side too, at once). A thread is counted only if
+    // it still has the name a moment later; a library thread never renames itself.
+    if !out.is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        out.retain(|(tid, _)| {
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+                .is_ok_and(|c| c.trim_end() == name)
+        });
+    }
     out
 }
 

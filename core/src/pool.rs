@@ -55,10 +55,34 @@ pub(crate) struct WorkerPool {
 /// Starts one worker thread (the caller holds the state lock and records the handle).
 fn spawn_worker(shared: &Arc<Shared>, idle_exit: Duration) -> std::io::Result<JoinHandle<()>> {
     let shared = Arc::clone(shared);
-    thread::Builder::new()
-        .name("tryvox-worker".into())
-        .stack_size(WORKER_STACK)
-        .spawn(move || worker(shared, idle_exit))
+    spawn_named("tryvox-worker", WORKER_STACK, move || {
+        worker(shared, idle_exit)
+    })
+}
+
+/// Starts a library thread called `name` (at most 15 bytes). Linux gives a new thread
+/// its creator's name until the thread sets its own, so a worker started by the engine
+/// thread would show as a second `tryvox-engine` (to `top -H`, to a test counting
+/// threads) until it first runs: the name is also set from here, at once.
+pub(crate) fn spawn_named<F, T>(name: &str, stack: usize, f: F) -> std::io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let handle = thread::Builder::new()
+        .name(name.into())
+        .stack_size(stack)
+        .spawn(f)?;
+    #[cfg(target_os = "linux")]
+    if let Ok(c) = std::ffi::CString::new(name) {
+        use std::os::unix::thread::JoinHandleExt;
+        // SAFETY: the thread is alive or joinable (its handle is held), and the name is
+        // a NUL-terminated string of at most 15 bytes.
+        unsafe {
+            libc::pthread_setname_np(handle.as_pthread_t(), c.as_ptr());
+        }
+    }
+    Ok(handle)
 }
 
 impl WorkerPool {

@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 
 use crate::process::PerProcess;
 
+/// The lookup helper's stack: the system resolver's (getaddrinfo, NSS modules) needs,
+/// as Rust's default.
+const RESOLVE_STACK: usize = 2 * 1024 * 1024;
+
 /// How long a resolved name is reused.
 pub const TTL: Duration = Duration::from_secs(30);
 
@@ -229,19 +233,17 @@ impl AddressBook {
     fn start_lookup(&self, key: &str, pending: Arc<Pending>) -> Result<(), ResolveError> {
         let lookup = Arc::clone(&self.lookup);
         let key = key.to_owned();
-        std::thread::Builder::new()
-            .name("tryvox-resolve".into())
-            .spawn(move || {
-                pin_code_while_running();
-                let answer = lookup(&key);
-                *lock(&pending.answer) = Some((answer, Instant::now()));
-                pending.done.notify_all();
-                for w in std::mem::take(&mut *lock(&pending.watchers)) {
-                    w();
-                }
-            })
-            .map(drop)
-            .map_err(ResolveError::Spawn)
+        crate::pool::spawn_named("tryvox-resolve", RESOLVE_STACK, move || {
+            pin_code_while_running();
+            let answer = lookup(&key);
+            *lock(&pending.answer) = Some((answer, Instant::now()));
+            pending.done.notify_all();
+            for w in std::mem::take(&mut *lock(&pending.watchers)) {
+                w();
+            }
+        })
+        .map(drop)
+        .map_err(ResolveError::Spawn)
     }
 
     /// Replaces a finished lookup by its answer, cached from when it `arrived`, or by
