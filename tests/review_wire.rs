@@ -583,3 +583,327 @@ fn tls_close_notify_mid_response() {
         assert_eq!(counts.reqs.load(Ordering::SeqCst), 2, "{path:?}");
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// The engine's admission: small servers, bursts, lookups.
+
+/// Engine tests measure bursts: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct PyServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Python's ThreadingHTTPServer (listen backlog 5), 204 to every DELETE.
+fn python_server() -> PyServer {
+    let script = r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_DELETE(self):
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    PyServer {
+        child,
+        port: line.trim().parse().unwrap(),
+    }
+}
+
+fn tally_bad(results: &[(String, HangupResult)]) -> Vec<String> {
+    results
+        .iter()
+        .filter(|(_, r)| status_of(r) != Status::Ok)
+        .map(|(id, r)| format!("{id}: {:?}", r.as_ref().map_err(|e| e.to_string())))
+        .collect()
+}
+
+/// The issue's small server with an explicit bulk `max_parallel` of 500 (honoured, as
+/// the issue requires): 600 hangups, 3 s timeout, default retries. The connect window
+/// must pace the connects so that the backlog of 5 survives: all OK.
+#[test]
+fn bulk_max_parallel_500_against_a_backlog_5_server_all_ok() {
+    let _one = one_at_a_time();
+    if !have_tool("python3") {
+        return;
+    }
+    support::raise_fd_limit();
+    let server = python_server();
+    let mut o = Options::new();
+    o.set_base_url(&format!("http://127.0.0.1:{}", server.port))
+        .unwrap();
+    o.set_timeout(Duration::from_secs(3)).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let ids: Vec<String> = (0..600).map(|i| format!("bulk-{i}")).collect();
+    let t = Instant::now();
+    let got = c.hangup_many(&ids, 500).unwrap();
+    let took = t.elapsed();
+    let pairs: Vec<(String, HangupResult)> = ids.into_iter().zip(got).collect();
+    let bad = tally_bad(&pairs);
+    assert!(
+        bad.is_empty(),
+        "{} of 600 not OK in {took:?}: {:#?}",
+        bad.len(),
+        &bad[..bad.len().min(8)]
+    );
+}
+
+/// 1,000 async hangups at once against the backlog-5 server (default max_connections
+/// 64): all OK, each once.
+#[test]
+fn a_thousand_async_against_a_backlog_5_server_all_ok() {
+    let _one = one_at_a_time();
+    if !have_tool("python3") {
+        return;
+    }
+    let server = python_server();
+    let mut o = Options::new();
+    o.set_base_url(&format!("http://127.0.0.1:{}", server.port))
+        .unwrap();
+    o.set_timeout(Duration::from_secs(3)).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let (tx, rx) = mpsc::channel();
+    for i in 0..1000 {
+        let tx = tx.clone();
+        c.hangup_async(format!("a-{i}"), move |id, r| {
+            let _ = tx.send((id, r));
+        })
+        .unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..1000 {
+        got.push(rx.recv_timeout(Duration::from_secs(30)).expect("an outcome"));
+    }
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "an extra outcome");
+    let bad = tally_bad(&got);
+    assert!(bad.is_empty(), "{} of 1000 not OK: {:#?}", bad.len(), &bad[..bad.len().min(8)]);
+}
+
+/// A resolver that fails its first lookup and answers the next: the burst waiting on
+/// the failed lookup ends NETWORK_ERROR at once (not TIMEOUT), each once; the next
+/// hangups look up again and succeed.
+#[test]
+fn a_lookup_that_fails_then_succeeds() {
+    let _one = one_at_a_time();
+    let (port, _) = plain_server(|_, mut s, _| {
+        while read_head(&mut s) {
+            if s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
+                return;
+            }
+        }
+    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let mut o = Options::new();
+    o.set_base_url("http://flaky.example.test").unwrap();
+    o.allow_insecure_http(true);
+    o.set_timeout(Duration::from_secs(3)).unwrap();
+    o.set_resolver(Arc::new(move |_: &str| {
+        std::thread::sleep(Duration::from_millis(100));
+        if c2.fetch_add(1, Ordering::SeqCst) == 0 {
+            Err(std::io::Error::other("SERVFAIL"))
+        } else {
+            Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
+        }
+    }));
+    // Not a URL port: the resolver's port is used? keep the test honest about it.
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let t = Instant::now();
+    for i in 0..30 {
+        let tx = tx.clone();
+        c.hangup_async(format!("d-{i}"), move |id, r| {
+            let _ = tx.send((id, r));
+        })
+        .unwrap();
+    }
+    let mut first = Vec::new();
+    for _ in 0..30 {
+        first.push(rx.recv_timeout(Duration::from_secs(10)).expect("an outcome"));
+    }
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(1500), "first burst took {took:?}");
+    for (id, r) in &first {
+        let s = status_of(r);
+        assert!(
+            s == Status::NetworkError || s == Status::Ok,
+            "{id}: {:?}",
+            r.as_ref().map_err(|e| e.to_string())
+        );
+    }
+    // The next burst: a new lookup, which answers.
+    let got = c.hangup_many(&(0..30).map(|i| format!("e-{i}")).collect::<Vec<_>>(), 30);
+    let got = got.unwrap();
+    let bad: Vec<_> = got.iter().filter(|r| status_of(r) != Status::Ok).collect();
+    assert!(bad.is_empty(), "after the failure: {:?}", describe(&got));
+    assert!(calls.load(Ordering::SeqCst) <= 3, "lookups: {}", calls.load(Ordering::SeqCst));
+}
+
+/// FINDING (late status, up to hang-like). A resolver that hangs (5 s) with a 1 s
+/// timeout. Async hangups end TIMEOUT at their deadline, but a bulk call of 100 with
+/// `max_parallel` 100 takes ~25 s: the connect window (4) is held by slots waiting on
+/// the lookup, each until its 1 s connect deadline; a batch's hangups are created (and
+/// their deadline starts) only when admitted, so the batch runs 4 per second instead of
+/// 100 at once. Before the change all 100 ended at ~1 s.
+#[test]
+fn a_lookup_that_hangs_ends_a_bulk_call_near_its_timeout() {
+    let _one = one_at_a_time();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let mut o = Options::new();
+    o.set_base_url("http://hangs.example.test").unwrap();
+    o.allow_insecure_http(true);
+    o.set_timeout(Duration::from_secs(1)).unwrap();
+    o.set_resolver(Arc::new(move |_: &str| {
+        c2.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_secs(5));
+        Err(std::io::Error::other("late"))
+    }));
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    // Async: each ends at its own deadline.
+    let (tx, rx) = mpsc::channel();
+    let t = Instant::now();
+    for i in 0..100 {
+        let tx = tx.clone();
+        c.hangup_async(format!("h-{i}"), move |id, r| {
+            let _ = tx.send((id, r));
+        })
+        .unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got.push(rx.recv_timeout(Duration::from_secs(10)).expect("an outcome"));
+    }
+    let async_took = t.elapsed();
+    // Bulk: 100 at once, as asked.
+    let ids: Vec<String> = (0..100).map(|i| format!("hb-{i}")).collect();
+    let t = Instant::now();
+    let bulk = c.hangup_many(&ids, 100).unwrap();
+    let bulk_took = t.elapsed();
+    // TIMEOUT, or NETWORK_ERROR for a hangup still waiting when the failure arrived.
+    for r in got.iter().map(|(_, r)| r).chain(bulk.iter()) {
+        let s = status_of(r);
+        assert!(
+            s == Status::Timeout || s == Status::NetworkError,
+            "{:?}",
+            r.as_ref().map_err(|e| e.to_string())
+        );
+    }
+    assert!(async_took < Duration::from_millis(2500), "async took {async_took:?}");
+    assert!(
+        bulk_took < Duration::from_millis(2500),
+        "a bulk call of 100 (max_parallel 100, 1 s timeout) took {bulk_took:?}"
+    );
+}
+
+/// FINDING (late status). A server that black-holes every connect (a dead host, a
+/// firewall DROP), bulk of 40 with `max_parallel` 40 and a 1 s timeout: the connect
+/// window starts at 4 and halves (not below 4) on each connect timeout, and a batch's
+/// hangups start only as the window frees, so the call takes ~10 s (40/4 x 1 s)
+/// instead of ~1 s; a real bulk of 1,000 at 3 s would take ~750 s.
+#[test]
+fn a_black_holed_server_ends_a_bulk_call_near_its_timeout() {
+    let _one = one_at_a_time();
+    let hole = match support::black_hole(std::net::SocketAddrV4::new(
+        [127, 0, 0, 10].into(),
+        support::free_port(),
+    )) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("no black hole: {e}");
+            return;
+        }
+    };
+    let mut o = Options::new();
+    o.set_base_url(&format!("http://{}", hole.addr)).unwrap();
+    o.set_timeout(Duration::from_secs(1)).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let ids: Vec<String> = (0..40).map(|i| format!("bh-{i}")).collect();
+    let t = Instant::now();
+    let got = c.hangup_many(&ids, 40).unwrap();
+    let took = t.elapsed();
+    for r in &got {
+        assert_eq!(status_of(r), Status::Timeout, "{:?}", r.as_ref().map_err(|e| e.to_string()));
+    }
+    assert!(
+        took < Duration::from_millis(2500),
+        "a bulk call of 40 (max_parallel 40, 1 s timeout) took {took:?}"
+    );
+}
+
+/// Happy Eyeballs with a black-holed first address: a burst of 300 async hangups with a
+/// 1 s connect timeout; the raced second address answers. All OK, and quickly (the
+/// 250 ms attempt delay is not a connect timeout; the window must not collapse).
+#[test]
+fn a_black_holed_first_address_does_not_stall_a_burst() {
+    let _one = one_at_a_time();
+    let hole = support::black_hole(std::net::SocketAddrV4::new([127, 0, 0, 9].into(), support::free_port()));
+    let hole = match hole {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("no black hole: {e}");
+            return;
+        }
+    };
+    let (port, counts) = plain_server(|_, mut s, _| {
+        while read_head(&mut s) {
+            if s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
+                return;
+            }
+        }
+    });
+    let dead = hole.addr;
+    let mut o = Options::new();
+    o.set_base_url("http://two.example.test").unwrap();
+    o.allow_insecure_http(true);
+    o.set_timeout(Duration::from_secs(3)).unwrap();
+    o.set_connect_timeout(Duration::from_secs(1)).unwrap();
+    o.set_resolver(Arc::new(move |_: &str| {
+        Ok(vec![dead, std::net::SocketAddr::from(([127, 0, 0, 1], port))])
+    }));
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let t = Instant::now();
+    for i in 0..300 {
+        let tx = tx.clone();
+        c.hangup_async(format!("bh-{i}"), move |id, r| {
+            let _ = tx.send((id, r));
+        })
+        .unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..300 {
+        got.push(rx.recv_timeout(Duration::from_secs(15)).expect("an outcome"));
+    }
+    let took = t.elapsed();
+    let bad = tally_bad(&got);
+    assert!(bad.is_empty(), "{} not OK: {:#?}", bad.len(), &bad[..bad.len().min(5)]);
+    assert!(took < Duration::from_millis(1500), "took {took:?}, conns {}", counts.conns.load(Ordering::SeqCst));
+}
