@@ -412,7 +412,11 @@ fn a_200_whose_body_follows_its_head_a_moment_later_keeps_its_connection() {
         let c = plain_client(port, Duration::from_secs(3), 0);
         let ids = ["a", "b", "c", "d", "e", "f"];
         let got = run(&c, path, &ids);
-        assert!(got.iter().all(|r| matches!(r, Ok(200))), "{path:?}: {:?}", describe(&got));
+        assert!(
+            got.iter().all(|r| matches!(r, Ok(200))),
+            "{path:?}: {:?}",
+            describe(&got)
+        );
         let conns = counts.conns.load(Ordering::SeqCst);
         assert!(
             conns <= 2,
@@ -443,7 +447,11 @@ fn a_204_split_at_every_byte_after_leading_crlfs_is_ok_and_reused() {
         });
         let c = plain_client(port, Duration::from_secs(5), 0);
         let got = run(&c, path, &["a", "b"]);
-        assert!(got.iter().all(|r| matches!(r, Ok(204))), "{path:?}: {:?}", describe(&got));
+        assert!(
+            got.iter().all(|r| matches!(r, Ok(204))),
+            "{path:?}: {:?}",
+            describe(&got)
+        );
         assert_eq!(counts.conns.load(Ordering::SeqCst), 1, "{path:?}");
     });
 }
@@ -475,7 +483,11 @@ fn interim_then_garbage_is_a_protocol_error_and_interim_then_204_is_ok() {
         });
         let c = plain_client(port, Duration::from_secs(3), 0);
         let got = run(&c, path, &["a", "b"]);
-        assert!(got.iter().all(|r| matches!(r, Ok(204))), "{path:?}: {:?}", describe(&got));
+        assert!(
+            got.iter().all(|r| matches!(r, Ok(204))),
+            "{path:?}: {:?}",
+            describe(&got)
+        );
     });
 }
 
@@ -493,7 +505,11 @@ fn http_prefix_then_stall_is_timeout_at_the_deadline() {
         let got = run(&c, path, &["a"]);
         let took = t.elapsed();
         let e = got[0].as_ref().expect_err("stalled");
-        assert_eq!((e.status(), e.http_status()), (Status::Timeout, 0), "{path:?}: {e:?}");
+        assert_eq!(
+            (e.status(), e.http_status()),
+            (Status::Timeout, 0),
+            "{path:?}: {e:?}"
+        );
         assert!(took < Duration::from_millis(2500), "{path:?}: {took:?}");
     });
 }
@@ -518,7 +534,11 @@ fn tls_404_head_then_a_16k_record_header_that_stalls_is_not_found() {
         let c = tls_client(port, Duration::from_millis(1000), 2);
         let got = run(&c, path, &["a"]);
         let e = got[0].as_ref().expect_err("404");
-        assert_eq!((e.status(), e.http_status()), (Status::NotFound, 404), "{path:?}: {e:?}");
+        assert_eq!(
+            (e.status(), e.http_status()),
+            (Status::NotFound, 404),
+            "{path:?}: {e:?}"
+        );
     });
 }
 
@@ -562,7 +582,11 @@ fn tls_close_notify_mid_response() {
         let c = tls_client(port, Duration::from_secs(3), 2);
         let got = run(&c, path, &["a"]);
         let e = got[0].as_ref().expect_err("404");
-        assert_eq!((e.status(), e.http_status()), (Status::NotFound, 404), "{path:?}: {e:?}");
+        assert_eq!(
+            (e.status(), e.http_status()),
+            (Status::NotFound, 404),
+            "{path:?}: {e:?}"
+        );
         assert_eq!(counts.reqs.load(Ordering::SeqCst), 1, "{path:?}");
 
         let (port, counts) = tls_server(|n, _, tls| {
@@ -699,11 +723,22 @@ fn a_thousand_async_against_a_backlog_5_server_all_ok() {
     }
     let mut got = Vec::new();
     for _ in 0..1000 {
-        got.push(rx.recv_timeout(Duration::from_secs(30)).expect("an outcome"));
+        got.push(
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("an outcome"),
+        );
     }
-    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "an extra outcome");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "an extra outcome"
+    );
     let bad = tally_bad(&got);
-    assert!(bad.is_empty(), "{} of 1000 not OK: {:#?}", bad.len(), &bad[..bad.len().min(8)]);
+    assert!(
+        bad.is_empty(),
+        "{} of 1000 not OK: {:#?}",
+        bad.len(),
+        &bad[..bad.len().min(8)]
+    );
 }
 
 /// A resolver that fails its first lookup and answers the next: the burst waiting on
@@ -746,10 +781,16 @@ fn a_lookup_that_fails_then_succeeds() {
     }
     let mut first = Vec::new();
     for _ in 0..30 {
-        first.push(rx.recv_timeout(Duration::from_secs(10)).expect("an outcome"));
+        first.push(
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("an outcome"),
+        );
     }
     let took = t.elapsed();
-    assert!(took < Duration::from_millis(1500), "first burst took {took:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "first burst took {took:?}"
+    );
     for (id, r) in &first {
         let s = status_of(r);
         assert!(
@@ -763,7 +804,11 @@ fn a_lookup_that_fails_then_succeeds() {
     let got = got.unwrap();
     let bad: Vec<_> = got.iter().filter(|r| status_of(r) != Status::Ok).collect();
     assert!(bad.is_empty(), "after the failure: {:?}", describe(&got));
-    assert!(calls.load(Ordering::SeqCst) <= 3, "lookups: {}", calls.load(Ordering::SeqCst));
+    assert!(
+        calls.load(Ordering::SeqCst) <= 3,
+        "lookups: {}",
+        calls.load(Ordering::SeqCst)
+    );
 }
 
 /// FINDING (late status, up to hang-like). A resolver that hangs (5 s) with a 1 s
@@ -799,7 +844,10 @@ fn a_lookup_that_hangs_ends_a_bulk_call_near_its_timeout() {
     }
     let mut got = Vec::new();
     for _ in 0..100 {
-        got.push(rx.recv_timeout(Duration::from_secs(10)).expect("an outcome"));
+        got.push(
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("an outcome"),
+        );
     }
     let async_took = t.elapsed();
     // Bulk: 100 at once, as asked.
@@ -816,7 +864,10 @@ fn a_lookup_that_hangs_ends_a_bulk_call_near_its_timeout() {
             r.as_ref().map_err(|e| e.to_string())
         );
     }
-    assert!(async_took < Duration::from_millis(2500), "async took {async_took:?}");
+    assert!(
+        async_took < Duration::from_millis(2500),
+        "async took {async_took:?}"
+    );
     assert!(
         bulk_took < Duration::from_millis(2500),
         "a bulk call of 100 (max_parallel 100, 1 s timeout) took {bulk_took:?}"
@@ -850,7 +901,12 @@ fn a_black_holed_server_ends_a_bulk_call_near_its_timeout() {
     let got = c.hangup_many(&ids, 40).unwrap();
     let took = t.elapsed();
     for r in &got {
-        assert_eq!(status_of(r), Status::Timeout, "{:?}", r.as_ref().map_err(|e| e.to_string()));
+        assert_eq!(
+            status_of(r),
+            Status::Timeout,
+            "{:?}",
+            r.as_ref().map_err(|e| e.to_string())
+        );
     }
     assert!(
         took < Duration::from_millis(2500),
@@ -864,7 +920,10 @@ fn a_black_holed_server_ends_a_bulk_call_near_its_timeout() {
 #[test]
 fn a_black_holed_first_address_does_not_stall_a_burst() {
     let _one = one_at_a_time();
-    let hole = support::black_hole(std::net::SocketAddrV4::new([127, 0, 0, 9].into(), support::free_port()));
+    let hole = support::black_hole(std::net::SocketAddrV4::new(
+        [127, 0, 0, 9].into(),
+        support::free_port(),
+    ));
     let hole = match hole {
         Ok(h) => h,
         Err(e) => {
@@ -886,7 +945,10 @@ fn a_black_holed_first_address_does_not_stall_a_burst() {
     o.set_timeout(Duration::from_secs(3)).unwrap();
     o.set_connect_timeout(Duration::from_secs(1)).unwrap();
     o.set_resolver(Arc::new(move |_: &str| {
-        Ok(vec![dead, std::net::SocketAddr::from(([127, 0, 0, 1], port))])
+        Ok(vec![
+            dead,
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        ])
     }));
     let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
     let (tx, rx) = mpsc::channel();
@@ -900,10 +962,226 @@ fn a_black_holed_first_address_does_not_stall_a_burst() {
     }
     let mut got = Vec::new();
     for _ in 0..300 {
-        got.push(rx.recv_timeout(Duration::from_secs(15)).expect("an outcome"));
+        got.push(
+            rx.recv_timeout(Duration::from_secs(15))
+                .expect("an outcome"),
+        );
     }
     let took = t.elapsed();
     let bad = tally_bad(&got);
-    assert!(bad.is_empty(), "{} not OK: {:#?}", bad.len(), &bad[..bad.len().min(5)]);
-    assert!(took < Duration::from_millis(1500), "took {took:?}, conns {}", counts.conns.load(Ordering::SeqCst));
+    assert!(
+        bad.is_empty(),
+        "{} not OK: {:#?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "took {took:?}, conns {}",
+        counts.conns.load(Ordering::SeqCst)
+    );
+}
+
+/// Exactly once under mixed faults, with callbacks that re-enter: 1,000 async hangups
+/// (204, 404, drop-then-204, 503-then-204, slow, hang) with a 1.5 s timeout, each of
+/// whose callbacks calls `hangup_many` (3 ids, mixed) from inside the callback. Every
+/// async id gets exactly one callback with its allowed status; every nested bulk call
+/// returns one outcome per id; nothing is left hanging.
+#[test]
+fn exactly_once_with_reentrant_bulk_calls_from_callbacks_under_mixed_faults() {
+    let _one = one_at_a_time();
+    support::raise_fd_limit();
+    let server = support::TestServer::start();
+    let mut o = Options::new();
+    o.set_base_url(&server.base_url()).unwrap();
+    o.set_timeout(Duration::from_millis(1500)).unwrap();
+    // Room for every one at once: the per-host limit (64) with a sixth of 1,000 holding
+    // their connection to the deadline would leave the rest TIMEOUT by design.
+    o.set_max_connections(1024).unwrap();
+    let c = Arc::new(Client::with_options(AUTH_ID, API_KEY, &o).unwrap());
+    let kinds = ["ok", "nf-flat", "drop-1", "flaky-503-1", "slow-200", "hang"];
+    let allowed = |id: &str, s: Status| -> bool {
+        if id.starts_with("flaky-") {
+            // SERVER_ERROR when the 503 came slowly in the burst: the retry policy still
+            // reserves up to 1 s after a server's answer (see the test below).
+            s == Status::Ok || s == Status::ServerError
+        } else if id.starts_with("ok-") || id.starts_with("drop-") {
+            s == Status::Ok
+        } else if id.starts_with("nf-flat-") {
+            s == Status::NotFound
+        } else if id.starts_with("slow-") {
+            s == Status::Ok || s == Status::Timeout
+        } else {
+            s == Status::Timeout
+        }
+    };
+    const N: usize = 1000;
+    let (tx, rx) = mpsc::channel::<(String, HangupResult, Vec<(String, Status)>)>();
+    for i in 0..N {
+        let id = format!("{}-r{i}", kinds[i % kinds.len()]);
+        let (tx, c2) = (tx.clone(), Arc::clone(&c));
+        c.hangup_async(id, move |id, r| {
+            let nested_ids: Vec<String> = (0..3)
+                .map(|k| format!("{}-n{i}x{k}", ["ok", "nf-flat", "drop-1"][k]))
+                .collect();
+            let nested = match c2.hangup_many(&nested_ids, 3) {
+                Ok(v) => nested_ids
+                    .iter()
+                    .cloned()
+                    .zip(v.iter().map(status_of))
+                    .collect(),
+                Err(e) => vec![("bulk refused".to_string(), e.status())],
+            };
+            let _ = tx.send((id, r, nested));
+        })
+        .unwrap();
+    }
+    drop(tx);
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let mut bad = Vec::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    while seen.len() < N {
+        let left = until.saturating_duration_since(Instant::now());
+        let Ok((id, r, nested)) = rx.recv_timeout(left) else {
+            panic!("only {} of {N} callbacks within 60 s", seen.len());
+        };
+        *seen.entry(id.clone()).or_default() += 1;
+        if !allowed(&id, status_of(&r)) {
+            bad.push(format!("{id}: {:?}", r.as_ref().map_err(|e| e.to_string())));
+        }
+        if nested.len() != 3 {
+            bad.push(format!("{id}: nested {nested:?}"));
+        }
+        for (nid, s) in nested {
+            if !allowed(&nid, s) {
+                bad.push(format!("{nid}: {s:?}"));
+            }
+        }
+    }
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a second callback"
+    );
+    assert!(seen.values().all(|&n| n == 1));
+    assert!(
+        bad.is_empty(),
+        "{} wrong: {:#?}",
+        bad.len(),
+        &bad[..bad.len().min(10)]
+    );
+}
+
+/// Through tinyproxy (MaxClients 100): CONNECT then TLS to a TLS server, 400 async
+/// hangups at once and a bulk call of 200 with max_parallel 50: all OK (the per-host
+/// limit of 64 keeps the burst under the proxy's limit).
+#[test]
+fn a_burst_through_tinyproxy_then_tls_is_all_ok() {
+    let _one = one_at_a_time();
+    if !have_tool("tinyproxy") {
+        return;
+    }
+    let dir = support::scratch("review_wire", "tinyproxy");
+    let pport = support::free_port();
+    let conf = dir.join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {pport}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 100\nLogLevel Critical\n\
+             PidFile \"{}\"\nUser root\nGroup root\n",
+            dir.join("pid").display()
+        ),
+    )
+    .unwrap();
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _proxy = Kill(
+        Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    support::wait_for_port(pport);
+    let (port, counts) =
+        tls_server(|_, _, tls| Some(records(tls, b"HTTP/1.1 204 No Content\r\n\r\n")));
+    let mut o = Options::new();
+    o.set_ca_file(fixtures().join("ca.pem").to_str().unwrap())
+        .unwrap();
+    o.set_base_url(&format!("https://localhost:{port}"))
+        .unwrap();
+    o.set_proxy(&format!("http://127.0.0.1:{pport}")).unwrap();
+    o.set_timeout(Duration::from_secs(5)).unwrap();
+    let c = Client::with_options(AUTH_ID, API_KEY, &o).unwrap();
+    let (tx, rx) = mpsc::channel();
+    for i in 0..400 {
+        let tx = tx.clone();
+        c.hangup_async(format!("p-{i}"), move |id, r| {
+            let _ = tx.send((id, r));
+        })
+        .unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..400 {
+        got.push(
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("an outcome"),
+        );
+    }
+    let bad = tally_bad(&got);
+    assert!(
+        bad.is_empty(),
+        "{} of 400 not OK: {:#?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    let ids: Vec<String> = (0..200).map(|i| format!("pb-{i}")).collect();
+    let bulk = c.hangup_many(&ids, 50).unwrap();
+    let pairs: Vec<_> = ids.into_iter().zip(bulk).collect();
+    let bad = tally_bad(&pairs);
+    assert!(
+        bad.is_empty(),
+        "{} of 200 not OK: {:#?} (server conns {})",
+        bad.len(),
+        &bad[..bad.len().min(5)],
+        counts.conns.load(Ordering::SeqCst)
+    );
+}
+
+/// FINDING (wrong status: a retry not made). Issue 7(b): "a retry whose wait leaves a
+/// reasonable minimum of the deadline (order 100 ms) is made". retry.rs applies that
+/// only to connection failures; after a server's answer (5xx, 429) it still reserves as
+/// long as that answer took, up to 1 s. A 503 that took 1.1 s (a server busy for a
+/// moment; in a burst, time queued behind other requests) with 400 ms of a 1.5 s
+/// deadline left is not retried ("a retry in 97 ms would not fit in the 401 ms left"),
+/// though the retry here answers 204 at once: SERVER_ERROR for a call that could have
+/// been ended.
+#[test]
+fn a_slow_503_is_retried_when_the_wait_leaves_a_fair_part_of_the_deadline() {
+    each_path(|path| {
+        let (port, _) = plain_server(|_, mut s, counts| {
+            while read_head(&mut s) {
+                let n = counts.reqs.fetch_add(1, Ordering::SeqCst);
+                let wire: &[u8] = if n == 0 {
+                    std::thread::sleep(Duration::from_millis(1100));
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}"
+                } else {
+                    b"HTTP/1.1 204 No Content\r\n\r\n"
+                };
+                if s.write_all(wire).is_err() {
+                    return;
+                }
+            }
+        });
+        let c = plain_client(port, Duration::from_millis(1500), 2);
+        let got = run(&c, path, &["a"]);
+        assert!(matches!(got[0], Ok(204)), "{path:?}: {:?}", describe(&got));
+    });
 }
