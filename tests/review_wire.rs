@@ -345,9 +345,9 @@ fn a_204_that_declares_a_body_is_not_reused() {
     }
 }
 
-/// Both Content-Length and chunked on a 404 (RFC 9112 6.3: Transfer-Encoding wins, and
-/// the message "ought to be handled as an error"): the status line still decides (a
-/// 404 is NOT_FOUND, not PROTOCOL_ERROR), and the connection is not reused after it.
+/// FINDING (hygiene; the status is right). Both Content-Length and chunked on a 404
+/// (RFC 9112 6.3: Transfer-Encoding wins, and/// the message "ought to be handled as an error"; a smuggling/splitting sign): the
+/// status still decides (NOT_FOUND: holds), but the connection is pooled and reused.
 #[test]
 fn content_length_and_chunked_together_keep_the_status_and_drop_the_connection() {
     each_path(|path| {
