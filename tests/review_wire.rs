@@ -346,7 +346,7 @@ fn a_204_that_declares_a_body_is_not_reused() {
 }
 
 /// FINDING (hygiene; the status is right). Both Content-Length and chunked on a 404
-/// (RFC 9112 6.3: Transfer-Encoding wins, and/// the message "ought to be handled as an error"; a smuggling/splitting sign): the
+/// (RFC 9112 6.3: Transfer-Encoding wins, and the message "ought to be handled as an error"; a smuggling/splitting sign): the
 /// status still decides (NOT_FOUND: holds), but the connection is pooled and reused.
 #[test]
 fn content_length_and_chunked_together_keep_the_status_and_drop_the_connection() {
