@@ -647,7 +647,7 @@ mod tests {
         // ... nor kept to finish a 2xx's body.
         let both = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
         let mut x = exchange(1024);
-        assert_eq!(status(feed_all(&mut x, both, false).unwrap()).1, false);
+        assert!(!status(feed_all(&mut x, both, false).unwrap()).1);
         assert!(!x.owes_body());
     }
 
