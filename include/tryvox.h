@@ -624,11 +624,18 @@ int tryvox_options_set_max_retries(struct tryvox_options *o, uint32_t n);
  * connect window, as TCP's slow start: 4 connects in progress at first, one more for
  * each that succeeds (up to 256), half as many after one times out; so a server with a
  * small listen backlog is not sent more connects than it can queue, and a fast one gets
- * its connections within a few round trips. The blocking tryvox_hangup uses one connection per calling thread, outside
- * this limit. tryvox_client_free starts every queued async hangup.
+ * its connections within a few round trips. The blocking tryvox_hangup uses one
+ * connection per calling thread, outside this limit. tryvox_client_free starts every
+ * queued async hangup.
+ *
+ * A queued hangup's timeout runs while it waits: an async hangup still queued behind the
+ * limit when its timeout passes ends with TRYVOX_TIMEOUT without any request having been
+ * sent for it (the call was not ended by it; hanging it up again is safe). A burst
+ * larger than the limit can take as long as (burst / limit) server round trips: raise
+ * the limit, or the timeout, so that the whole burst fits in its timeout at the
+ * server's latency.
  */
-int tryvox_options_set_max_connections(struct tryvox_options *o,
-                                       uint32_t n);
+int tryvox_options_set_max_connections(struct tryvox_options *o, uint32_t n);
 
 /**
  * Sends `X-Tenant-ID: tenant` with every request. `tenant` must be 1 to 512 visible ASCII

@@ -160,7 +160,12 @@ impl Core {
                 events |= libc::POLLOUT;
             }
             let setting_up = !conn.is_established();
-            let until = if setting_up { setup_until } else { deadline };
+            let until = match conn.grace_until() {
+                // A decided 2xx waits a moment for the rest of its body (see `conn.rs`).
+                Some(grace) => grace.min(deadline),
+                None if setting_up => setup_until,
+                None => deadline,
+            };
             match transport::wait(&[(conn.sock.as_raw_fd(), events)], Some(until)) {
                 Ok(true) => readable = true,
                 Ok(false) if setting_up => return Err(AttemptError::ConnectTimeout),

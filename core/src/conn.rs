@@ -6,6 +6,7 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use base64::Engine as _;
 use rustls::pki_types::ServerName;
@@ -14,7 +15,7 @@ use ureq_proto::http::{Request, Uri};
 use crate::error::Error;
 use crate::process::PerProcess;
 use crate::stats::OpenConnection;
-use crate::wire::{Answer, Exchange, Fed, WireError, MAX_HEAD};
+use crate::wire::{Answer, Exchange, Fed, WireError, BODY_GRACE, MAX_HEAD};
 
 /// Where the client's connections go: computed once per client.
 pub(crate) struct Route {
@@ -202,6 +203,11 @@ pub(crate) struct Conn {
     /// A request queued before the tunnel opened.
     queued: Vec<u8>,
     exchange: Option<Exchange>,
+    /// A hangup's 2xx answer, decided at its head, held while the rest of its body is
+    /// read within [`BODY_GRACE`] of this instant (see [`Conn::grace_until`]).
+    decided: Option<(Answer, Instant)>,
+    /// The caller was told of the grace ([`Conn::new_grace`]).
+    grace_told: bool,
     /// Bytes have arrived on this connection.
     pub(crate) answered: bool,
     /// The last read emptied the socket (a short read, or one that would block): what
@@ -234,6 +240,8 @@ impl Conn {
             tls_pending: route.tls(),
             queued: Vec::new(),
             exchange: None,
+            decided: None,
+            grace_told: false,
             answered: false,
             drained: false,
             _open: open,
@@ -277,9 +285,37 @@ impl Conn {
     /// decides it (see [`Exchange::cut_short`]): for when the deadline ends the exchange.
     /// The connection is not reusable after.
     pub(crate) fn cut_short(&mut self) -> Option<Answer> {
+        if let Some((answer, _)) = self.decided.take() {
+            self.eof = true; // left mid-body
+            return Some(answer);
+        }
         let answer = self.exchange.as_mut()?.cut_short()?;
         self.eof = true; // never reused: the rest of the body may still come
         Some(answer)
+    }
+
+    /// When the wait for the rest of a decided answer's body ends: the answer is then
+    /// taken as it is ([`Conn::cut_short`]) and the connection closed. None while no
+    /// answer is decided.
+    ///
+    /// Why a grace rather than handing the answer over at once and finishing the body
+    /// behind it: a caller hanging up one call after another asks again within
+    /// microseconds, before a body flushed a few milliseconds after its head is in, and
+    /// would find no connection free; a new one (a TLS handshake) per hangup costs far
+    /// more than the short wait. A body that does not come within the grace costs only
+    /// the grace: the status is the head's either way.
+    pub(crate) fn grace_until(&self) -> Option<Instant> {
+        self.decided.as_ref().map(|(_, at)| *at + BODY_GRACE)
+    }
+
+    /// As [`Conn::grace_until`], once per answer: for a caller that sets a timer.
+    pub(crate) fn new_grace(&mut self) -> Option<Instant> {
+        if self.grace_told {
+            return None;
+        }
+        let until = self.grace_until()?;
+        self.grace_told = true;
+        Some(until)
     }
 
     /// Set up: past the proxy's tunnel and the TLS handshake (what the connect timeout
@@ -295,6 +331,8 @@ impl Conn {
         let mut bytes = Vec::with_capacity(512);
         let x = Exchange::start(request, body_limit, &mut bytes).map_err(Fail::Wire)?;
         self.exchange = Some(x);
+        self.decided = None;
+        self.grace_told = false;
         self.input.clear();
         self.request_out = false;
         if self.tunnelling {
@@ -330,7 +368,24 @@ impl Conn {
     /// whether the connection may be reused once the exchange is complete. `readable`:
     /// the socket was reported readable (false right after a request is written: the
     /// answer is not there yet, and a read would only say so).
+    ///
+    /// A hangup's 2xx whose bounded body is still on its way is held (not returned)
+    /// while the rest is read, until [`Conn::grace_until`]: the answer comes with the
+    /// body's end (the connection reusable), or with a failure to finish it (not).
     pub(crate) fn drive(&mut self, readable: bool) -> Result<Option<(Answer, bool)>, Fail> {
+        match self.drive_exchange(readable) {
+            Ok(Some((answer, reusable))) => match self.decided.take() {
+                // The status was the head's; what the body's end adds is the connection.
+                Some((decided, _)) => Ok(Some((decided, reusable))),
+                None => Ok(Some((answer, reusable))),
+            },
+            // Finishing the body failed (a reset, a bad record): the answer stands.
+            Err(_) if self.decided.is_some() => Ok(self.cut_short().map(|a| (a, false))),
+            other => other,
+        }
+    }
+
+    fn drive_exchange(&mut self, readable: bool) -> Result<Option<(Answer, bool)>, Fail> {
         let mut may_read = readable;
         loop {
             let wrote = self.flush()?;
@@ -344,6 +399,10 @@ impl Conn {
             } else if let Some(x) = &mut self.exchange {
                 if read || self.eof {
                     match x.feed(&mut self.input, self.eof).map_err(Fail::Wire)? {
+                        Fed::Done { answer, .. } if x.owes_body() && !self.eof => {
+                            // Decided at the head; the rest of the body is read on.
+                            self.decided = Some((answer, Instant::now()));
+                        }
                         Fed::Done { answer, reusable } => {
                             self.exchange = None;
                             let clean = !self.eof && self.tls_in.is_empty();

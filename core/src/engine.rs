@@ -1121,7 +1121,18 @@ impl Loop {
             return;
         };
         match conn.drive(readable) {
-            Ok(None) => {}
+            Ok(None) => {
+                // A decided 2xx waits a moment for the rest of its body (see `conn.rs`).
+                if let Some(until) = conn.new_grace() {
+                    if let Some(k) = slot.timer.take() {
+                        self.timers.remove(&k);
+                    }
+                    let key = self.add_timer(until, Timer::Slot(s));
+                    if let Some(slot) = self.slots.get_mut(s) {
+                        slot.timer = Some(key);
+                    }
+                }
+            }
             Ok(Some((answer, reusable))) => {
                 let j = slot.job.take();
                 if reusable {
@@ -1370,10 +1381,19 @@ impl Loop {
                     return;
                 };
                 slot.timer = None;
-                if let SlotState::Open(c) = &slot.state {
+                if let SlotState::Open(c) = &mut slot.state {
                     // The connect timeout passed: still in the tunnel or the handshake?
                     if !c.is_established() {
                         self.attempt_failed(s, AttemptError::ConnectTimeout);
+                    } else if c.grace_until().is_some_and(|g| now >= g) {
+                        // The rest of a decided 2xx's body did not come: the answer
+                        // stands, the connection goes.
+                        let answer = c.cut_short();
+                        let j = slot.job.take();
+                        self.close_slot(s);
+                        if let (Some(j), Some(answer)) = (j, answer) {
+                            self.attempt_done(j, Ok(answer));
+                        }
                     }
                 } else if now >= slot.connect_until {
                     if let SlotState::Racing(r) = &mut slot.state {

@@ -16,11 +16,19 @@
 //!   connection) are a protocol error as soon as they arrive, not a closed connection:
 //!   the server did answer, just not in HTTP;
 //! - the answer to a DELETE (a hangup) is decided by its status line: a 2xx is over once
-//!   its head is complete (its body, if any, is read only as far as it has arrived, and
-//!   a connection left mid-body is not reused); any other status is read on to the end
-//!   of its body (a 404's body tells "not found" from "already ended"), but if that end
+//!   its head is complete (its body, if any, is read only as far as it has arrived). A
+//!   connection left mid-body is not reusable then, but when the rest is a bounded body
+//!   ([`Exchange::owes_body`]) the exchange may be fed on to finish it: the connection
+//!   layer gives it a short grace ([`BODY_GRACE`]) so that a body merely a moment behind
+//!   its head does not cost the connection. Any other status is read on to the end of
+//!   its body (a 404's body tells "not found" from "already ended"), but if that end
 //!   never comes ([`Exchange::cut_short`] at the deadline, the body bound, framing or
-//!   trailers without end, the peer closing early) the status stands with what came.
+//!   trailers without end, the peer closing early) the status stands with what came;
+//! - a response whose framing contradicts itself leaves its connection unusable, its
+//!   status unchanged: a body declared on a status that has none (1xx, 204, 304: RFC
+//!   9110 6.4.1, whose bytes, if the server sends them, would begin the next answer),
+//!   or both Content-Length and Transfer-Encoding (RFC 9112 6.3: a sign of request
+//!   smuggling or response splitting).
 
 use std::time::{Duration, SystemTime};
 
@@ -39,6 +47,10 @@ const MAX_INTERIM: usize = 16;
 /// without a byte of the body: endless trailers end the read here. (Chunked framing
 /// between body bytes is a size line of at most 20 bytes and a CRLF.)
 const MAX_FRAMING: usize = MAX_HEAD;
+/// How long a hangup's decided 2xx waits for the rest of a bounded body before its
+/// connection is given up (the outcome is the head's either way): long enough for a body
+/// flushed a moment after its head, short enough not to be felt as a late answer.
+pub(crate) const BODY_GRACE: Duration = Duration::from_millis(250);
 
 /// What went wrong reading a response.
 #[derive(Debug)]
@@ -88,6 +100,11 @@ pub(crate) struct Exchange {
     status_decides: bool,
     /// Bytes of framing read since the last byte of the body.
     framing_run: usize,
+    /// The response's framing contradicts itself: the connection is never reused.
+    suspect: bool,
+    /// A hangup's 2xx was answered at its head; the body is read on only to keep the
+    /// connection (see [`Exchange::owes_body`]).
+    finishing: bool,
 }
 
 impl Exchange {
@@ -130,6 +147,8 @@ impl Exchange {
             interim: 0,
             status_decides,
             framing_run: 0,
+            suspect: false,
+            finishing: false,
         })
     }
 
@@ -144,6 +163,14 @@ impl Exchange {
             Fed::Done { answer, .. } => Some(answer),
             Fed::More => None,
         }
+    }
+
+    /// After a `Fed::Done` that was not reusable: the answer was a hangup's 2xx given at
+    /// its head, and the rest of its body is bounded (declared within the body limit, or
+    /// chunked, read up to it). Feeding on reads that rest; the next `Fed::Done` says
+    /// whether the connection may then carry another request.
+    pub(crate) fn owes_body(&self) -> bool {
+        self.finishing && matches!(self.stage, Stage::Body(_))
     }
 
     /// Reads what it can of `input` (bytes received and not yet used; used ones are
@@ -173,7 +200,11 @@ impl Exchange {
                     if end > MAX_HEAD {
                         return Err(WireError::HeadTooLarge);
                     }
+                    let framing = framing(&input[..end]);
                     if is_interim(&input[..end]) {
+                        // A body declared on a 1xx: what follows cannot be trusted to
+                        // begin the final answer's successor.
+                        self.suspect |= framing.body_declared();
                         self.interim += 1;
                         if self.interim > MAX_INTERIM {
                             return Err(WireError::Invalid(
@@ -193,6 +224,11 @@ impl Exchange {
                     };
                     input.drain(..used);
                     self.http_status = response.status().as_u16();
+                    // 204 and 304 have no body whatever their fields say (ureq-proto
+                    // reads none): one declared anyway may still be sent, late.
+                    let bodiless = matches!(self.http_status, 204 | 304);
+                    self.suspect |= (bodiless && framing.body_declared())
+                        || (framing.content_length && framing.transfer_encoding);
                     self.retry_after = response
                         .headers()
                         .get(RETRY_AFTER)
@@ -201,7 +237,8 @@ impl Exchange {
                     match call.proceed() {
                         Some(RecvResponseResult::RecvBody(c)) => self.stage = Stage::Body(c),
                         Some(RecvResponseResult::Cleanup(c)) => {
-                            let reusable = !c.must_close_connection() && input.is_empty();
+                            let reusable =
+                                !c.must_close_connection() && input.is_empty() && !self.suspect;
                             return Ok(self.done(reusable));
                         }
                         // Redirects are never followed (the caller reports them); the
@@ -252,7 +289,7 @@ impl Exchange {
                     if !close_delimited && call.can_proceed() {
                         let clean = matches!(call.proceed(),
                             Some(RecvBodyResult::Cleanup(c)) if !c.must_close_connection());
-                        return Ok(self.done(clean && input.is_empty()));
+                        return Ok(self.done(clean && input.is_empty() && !self.suspect));
                     }
                     if eof {
                         // Close-delimited and over, or cut off after the head: the
@@ -262,10 +299,29 @@ impl Exchange {
                         }
                         return Ok(self.done_cut("the server closed the connection mid-body"));
                     }
-                    if self.status_decides && (200..300).contains(&self.http_status) {
+                    if self.status_decides
+                        && (200..300).contains(&self.http_status)
+                        && !self.finishing
+                    {
                         // A hangup's 2xx is the outcome; what its body still owes is not
-                        // waited for, and the connection, left mid-body, goes.
-                        return Ok(self.done(false));
+                        // waited for. The connection, left mid-body, is not reusable now;
+                        // a bounded rest may be read on to keep it (`owes_body`).
+                        let room = (self.body_limit - self.body.len()) as u64;
+                        self.finishing = !self.suspect
+                            && match call.body_mode() {
+                                ureq_proto::BodyMode::LengthDelimited(left) => left <= room,
+                                ureq_proto::BodyMode::Chunked => true,
+                                _ => false,
+                            };
+                        if !self.finishing {
+                            return Ok(self.done(false));
+                        }
+                        let answer = self.answer(None);
+                        self.stage = Stage::Body(call);
+                        return Ok(Fed::Done {
+                            answer,
+                            reusable: false,
+                        });
                     }
                     self.stage = Stage::Body(call);
                     return Ok(Fed::More);
@@ -285,14 +341,17 @@ impl Exchange {
 
     fn finish(&mut self, reusable: bool, cut: Option<&'static str>) -> Fed {
         self.stage = Stage::Finished;
-        Fed::Done {
-            answer: Answer {
-                http_status: self.http_status,
-                retry_after: self.retry_after,
-                body: std::mem::take(&mut self.body),
-                cut,
-            },
-            reusable,
+        let answer = self.answer(cut);
+        self.body = Vec::new();
+        Fed::Done { answer, reusable }
+    }
+
+    fn answer(&self, cut: Option<&'static str>) -> Answer {
+        Answer {
+            http_status: self.http_status,
+            retry_after: self.retry_after,
+            body: self.body.clone(),
+            cut,
         }
     }
 }
@@ -339,6 +398,47 @@ fn head_end(input: &[u8]) -> Option<usize> {
         }
     }
     None
+}
+
+/// What a head's fields say of its body's framing.
+#[derive(Default)]
+struct Framing {
+    /// A Content-Length field.
+    content_length: bool,
+    /// A Content-Length other than 0.
+    nonzero_length: bool,
+    /// A Transfer-Encoding field (chunked or any other coding).
+    transfer_encoding: bool,
+}
+
+impl Framing {
+    /// A body is declared (`Content-Length: 0`, common on a 204, declares none).
+    fn body_declared(&self) -> bool {
+        self.nonzero_length || self.transfer_encoding
+    }
+}
+
+/// Reads the framing fields of `head` (a complete head, status line first).
+fn framing(head: &[u8]) -> Framing {
+    let mut f = Framing::default();
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        // An obs-fold continuation line is part of the field before it.
+        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+            continue;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        let value = line[colon + 1..].trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            f.content_length = true;
+            f.nonzero_length |= value.iter().any(|&b| !matches!(b, b'0' | b',' | b' '));
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            f.transfer_encoding = true;
+        }
+    }
+    f
 }
 
 /// A 1xx head other than 101 (Switching Protocols, which ends HTTP on this connection and
@@ -517,6 +617,74 @@ mod tests {
             Fed::More => panic!("not done"),
         };
         assert_eq!((a.http_status, a.cut.is_some()), (404, true));
+    }
+
+    #[test]
+    fn framing_that_contradicts_itself_keeps_the_status_and_spoils_the_connection() {
+        // A body declared where none can be: the status stands, the connection goes.
+        for head in [
+            &b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"[..],
+            b"HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\nContent-Length: 3\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+        ] {
+            let (s, reusable, _) = status(feed_all(&mut exchange(1024), head, false).unwrap());
+            assert!(!reusable, "{}", String::from_utf8_lossy(head));
+            assert!(s == 204 || s == 304);
+        }
+        // Content-Length: 0 on a 204 (common, if not allowed) declares nothing.
+        let zero = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            status(feed_all(&mut exchange(1024), zero, false).unwrap()),
+            (204, true, vec![])
+        );
+        // Both Content-Length and chunked: read as chunked (RFC 9112 6.3), never reused.
+        let both = b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+        assert_eq!(
+            status(feed_all(&mut exchange(1024), both, false).unwrap()),
+            (404, false, b"{}".to_vec())
+        );
+        // ... nor kept to finish a 2xx's body.
+        let both = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut x = exchange(1024);
+        assert!(!status(feed_all(&mut x, both, false).unwrap()).1);
+        assert!(!x.owes_body());
+    }
+
+    #[test]
+    fn a_hangups_2xx_body_a_moment_late_is_finished_to_keep_the_connection() {
+        let mut x = exchange(1024);
+        let mut input = b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"call".to_vec();
+        // Decided at the head (not reusable yet), the rest owed.
+        let (s, reusable, _) = status(x.feed(&mut input, false).unwrap());
+        assert_eq!((s, reusable), (200, false));
+        assert!(x.owes_body());
+        input.extend_from_slice(b"_uuid\":");
+        assert!(matches!(x.feed(&mut input, false).unwrap(), Fed::More));
+        input.extend_from_slice(b"\"x\"}");
+        let (s, reusable, body) = status(x.feed(&mut input, false).unwrap());
+        assert_eq!((s, reusable), (200, true));
+        assert_eq!(body, br#"{"call_uuid":"x"}"#);
+        assert!(!x.owes_body());
+        // A body larger than the bound, or close-delimited, is not owed: the connection
+        // goes at once.
+        let big = b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n{";
+        let mut x = exchange(1024);
+        assert!(!status(feed_all(&mut x, big, false).unwrap()).1);
+        assert!(!x.owes_body());
+        let mut x = exchange(1024);
+        assert!(!status(feed_all(&mut x, b"HTTP/1.0 200 OK\r\n\r\n{", false).unwrap()).1);
+        assert!(!x.owes_body());
+        // A chunked one is owed, its chunks read up to the bound.
+        let mut x = exchange(4);
+        let mut input = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        assert!(!status(x.feed(&mut input, false).unwrap()).1);
+        assert!(x.owes_body());
+        input.extend_from_slice(b"8\r\n01234567\r\n0\r\n\r\n");
+        assert!(
+            !status(x.feed(&mut input, false).unwrap()).1,
+            "past the bound"
+        );
     }
 
     #[test]
