@@ -1,6 +1,9 @@
-//! Hostile review of issue 18, the findings still open: a bulk call crawls at the
-//! engine's connect window when connects or lookups time out (the admission's owners fix
-//! them; the other review tests, their findings fixed, are in `edges_review.rs`).
+//! Hostile review of issue 18: a bulk call crawled at the engine's connect window when
+//! connects or lookups time out (its ids were admitted, their deadlines started, only as
+//! connections could be set up). Fixed: a batch admits ids up to `max_parallel` counting
+//! those waiting for a connection; both reproducers end near the 1 s timeout (10 s and
+//! 25 s before). The other review tests of the reading and admission are in
+//! `edges_review.rs`, those of fork and descriptors in `edges_review_proc.rs`.
 
 mod support;
 
