@@ -1,7 +1,7 @@
 //! Hostile review of issue 18 (cases 2-9, 12, 13): reading and classification of a
 //! connection, the engine's admission, against real servers on 127.0.0.1. Each test
 //! says what it shows; the findings it was written for are fixed, and it stays as their
-//! guard. (The bulk-crawl findings, still open, are in `review_wire.rs`.)
+//! guard. (The bulk-crawl findings, fixed, are in `edges_bulk_admission.rs`.)
 
 mod support;
 
