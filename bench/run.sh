@@ -64,6 +64,11 @@ else
   src=$PWD
   built="working tree at $(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- . ':!bench' ':!BENCHMARKS.md' || echo ' + uncommitted changes')"
 fi
+# Another revision builds in a target directory of its own: cargo leaves the path out of
+# a path crate's artifact names, so two trees of the workspace in one target directory
+# overwrite each other's tryvox-core (the next build of the working tree then failed to
+# compile, or could have linked the other revision's crate).
+if [ -n "${REV:-}" ]; then tgt=$tgt/bench-rev; fi
 (cd "$src" && CARGO_TARGET_DIR=$tgt cargo build --release --workspace -q)
 lib=$tgt/release
 mkdir -p "$work/lib" "$work/nginx/tmp" "$work/nginx-tls/tmp" "$work/tls"
