@@ -783,11 +783,15 @@ impl Loop {
                     self.queue_in_batch(b, j, false);
                 }
             }
-            // Then connections, as there is room, in order.
+            // Then connections, as there is room, in order, never more than `max_parallel`
+            // on the wire (jobs back from a retry wait are not in the admission's count).
             while self.has_room() {
                 let Some(batch) = self.batches.get_mut(b) else {
                     break;
                 };
+                if batch.active >= batch.max {
+                    break;
+                }
                 let Some((j, serial)) = batch.ready.pop_front() else {
                     break;
                 };
@@ -1373,7 +1377,8 @@ impl Loop {
                 let serial = job.serial;
                 match job.origin {
                     Origin::Async(_) => self.waiting.push_front((j, serial)),
-                    Origin::Batch { batch, .. } => self.queue_in_batch(batch, j, false),
+                    // Before ids admitted meanwhile, as an async retry goes first.
+                    Origin::Batch { batch, .. } => self.queue_in_batch(batch, j, true),
                 }
             }
             Timer::Slot(s) => {
