@@ -7,6 +7,7 @@ use support::status_of as st;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -388,4 +389,51 @@ fn three_clients_and_black_holes_leave_the_host_descriptors_and_every_hangup_end
         failed.len(),
         failed.first()
     );
+}
+
+/// Case 1 through the C API, as a C host (a prefork server, a dialer) does it: a client
+/// used before fork() (keep-alive connections on both paths, a scheduled hangup
+/// pending), then parent (ids answered 204) and child (ids answered 404) hang up at once
+/// on the three paths for 10 rounds, every status its side's; the parent's scheduled
+/// hangup never calls back in the child, which cannot cancel it; the parent's client
+/// still works after the child exits (tests/c/fork.c).
+#[test]
+fn a_c_program_forks_after_using_a_client() {
+    let s = support::TestServer::start();
+    let exe = support::compile_c("tests/c/fork.c", "edges_fork");
+    // Before the fix the child's tryvox_hangup_many never returned: a watchdog kills
+    // the program (and its child, in its process group) after 120 s.
+    let mut child = std::process::Command::new(exe)
+        .arg(s.base_url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = child.id() as i32;
+    let until = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hung = child.try_wait().unwrap().is_none();
+    if hung {
+        // SAFETY: signals the test's own process group.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(!hung, "the program hung (killed after 120 s):\n{text}");
+    assert!(
+        out.status.success()
+            && text.contains("child: 0 failures")
+            && text.ends_with("0 failures\n"),
+        "exit {:?}:\n{text}",
+        out.status
+    );
+    assert!(!text.contains("s3cr3t"));
 }
