@@ -65,8 +65,8 @@ typedef enum tryvox_status {
   /**
    * The deadline passed (connect or total) before any response's status line arrived.
    * The call may or may not have been ended. (A status line that did arrive is the
-   * outcome even if its body never came: a 2xx is OK (its owed body waited for 250 ms at most), a 404 NOT_FOUND, and
-   * so on, with its HTTP status.)
+   * outcome even if its body never came: a 2xx is OK, its owed body waited for 250 ms
+   * at most; a 404 NOT_FOUND, and so on, with its HTTP status.)
    */
   TRYVOX_TIMEOUT = 8,
   /**

@@ -67,8 +67,8 @@ statuses! {
     ServerError = 7, "server error";
     /// The deadline passed (connect or total) before any response's status line arrived.
     /// The call may or may not have been ended. (A status line that did arrive is the
-    /// outcome even if its body never came: a 2xx is OK (its owed body waited for 250 ms at most), a 404 NOT_FOUND, and
-    /// so on, with its HTTP status.)
+    /// outcome even if its body never came: a 2xx is OK, its owed body waited for 250 ms
+    /// at most; a 404 NOT_FOUND, and so on, with its HTTP status.)
     Timeout = 8, "timed out";
     /// DNS failure, refused or reset connection, proxy failure, or a connection (TLS
     /// included: a corrupt record, an alert) that failed after the request was sent and
