@@ -53,6 +53,10 @@ const WORDS: usize = 1024; // 65,536 descriptors per chunk
 const CHUNKS: usize = 64; // numbers below 4,194,304 are tracked
 type Chunk = [AtomicU64; WORDS];
 
+/// Descriptors below 65,536 (every host but a few): static, so that an unload
+/// (`dlclose`) loses no heap memory to it.
+static FIRST: Chunk = [const { AtomicU64::new(0) }; WORDS];
+/// Higher chunks, made on first use (`CHUNK[0]` stays null: it is `FIRST`).
 static CHUNK: [AtomicPtr<Chunk>; CHUNKS] = [const { AtomicPtr::new(null_mut()) }; CHUNKS];
 /// Descriptors the library holds now.
 static OPEN: AtomicUsize = AtomicUsize::new(0);
@@ -130,6 +134,9 @@ fn want() {
 }
 
 fn chunk(c: usize, create: bool) -> Option<&'static Chunk> {
+    if c == 0 {
+        return Some(&FIRST);
+    }
     let mut p = CHUNK[c].load(Ordering::Acquire);
     if p.is_null() {
         if !create {
@@ -168,13 +175,8 @@ fn mark(fd: RawFd, on: bool) {
 /// In a forked child (from the atfork handler, single-threaded): closes every descriptor
 /// the library had open; the child's clients start with none.
 pub(crate) fn after_fork_in_child() {
-    for (c, slot) in CHUNK.iter().enumerate() {
-        let p = slot.load(Ordering::Acquire);
-        if p.is_null() {
-            continue;
-        }
-        // SAFETY: installed chunks are never freed.
-        let ch = unsafe { &*p };
+    for c in 0..CHUNKS {
+        let Some(ch) = chunk(c, false) else { continue };
         for (w, word) in ch.iter().enumerate() {
             let mut bits = word.swap(0, Ordering::AcqRel);
             while bits != 0 {
