@@ -53,7 +53,7 @@ pub const ASYNC_PARALLEL: usize = 1024;
 /// connecting) at once. A server that accepts slowly with a small listen backlog
 /// (Python's `http.server`: 5) drops the SYNs beyond it, and a dropped SYN is sent again
 /// only after 1 s, then 3 s: a connect timeout. So the window starts at
-/// [`INITIAL_CONNECTING`], which such a backlog holds, grows by one per connect that
+/// `INITIAL_CONNECTING` (4), which such a backlog holds, grows by one per connect that
 /// succeeds (it doubles per round trip, as TCP's slow start: a fast server, or one across
 /// a WAN, gets its connections within a few round trips, not four at a time) up to this
 /// limit, and halves, not below the start, when a connect times out.

@@ -22,6 +22,10 @@ use crate::webhooks::{Inbox, Webhooks};
 pub struct AppState {
     pub account: String,
     pub api_key: String,
+    pub second_api_key: Option<String>,
+    /// Every authorised hangup request: (ms since the Unix epoch, call id, key 1 or 2).
+    /// The newest 100,000 are kept.
+    pub hangup_log: std::sync::Mutex<std::collections::VecDeque<(u64, String, u8)>>,
     pub store: Store,
     pub faults: Faults,
     pub webhooks: Arc<Webhooks>,
@@ -49,6 +53,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/_sim/health", get(health))
         .route("/_sim/seed", post(seed))
+        .route("/_sim/hangups", get(hangup_log))
         .route("/_sim/calls/{call_uuid}/faults", post(script_faults))
         .route("/_sim/calls/{call_uuid}/{action}", post(control))
         .route("/_sim/webhooks", get(webhooks))
@@ -173,7 +178,24 @@ async fn gate(
     if let Some(r) = inject(st, id, ctl).await {
         return Err(r);
     }
-    auth::check(headers, &st.api_key, &st.account, account)
+    auth::check(
+        headers,
+        &st.api_key,
+        st.second_api_key.as_deref(),
+        &st.account,
+        account,
+    )
+}
+
+/// `GET /_sim/hangups`: each authorised hangup request, oldest first:
+/// `[{"at_ms": ms since the Unix epoch, "call_uuid": .., "key": 1 or 2}]`.
+async fn hangup_log(State(st): SharedState) -> Response {
+    let log = st.hangup_log.lock().unwrap_or_else(|e| e.into_inner());
+    let v: Vec<Value> = log
+        .iter()
+        .map(|(at, id, key)| json!({"at_ms": at, "call_uuid": id, "key": key}))
+        .collect();
+    Json(Value::Array(v)).into_response()
 }
 
 fn validation(field: &str, reason: &str) -> Response {
@@ -376,6 +398,22 @@ async fn hangup_call(
 ) -> Response {
     if let Err(r) = gate(&st, Some(&id), &ctl, &headers, &account).await {
         return r;
+    }
+    {
+        let key = if auth::bearer(&headers) == Some(st.api_key.as_str()) {
+            1
+        } else {
+            2
+        };
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut log = st.hangup_log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() >= 100_000 {
+            log.pop_front();
+        }
+        log.push_back((at, id.clone(), key));
     }
     if st.faults.self_end() {
         st.store.end_one_on_its_own(&auth::tenant(&headers));

@@ -19,20 +19,17 @@ pub fn nested_error(status: StatusCode, code: &str, message: &str) -> Response {
 pub fn check(
     headers: &HeaderMap,
     api_key: &str,
+    second_key: Option<&str>,
     account: &str,
     path_account: &str,
 ) -> Result<(), Response> {
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
+    match bearer(headers) {
         None => Err(nested_error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
             "Missing API key",
         )),
-        Some(k) if k != api_key => Err(nested_error(
+        Some(k) if k != api_key && Some(k) != second_key => Err(nested_error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
             "Invalid or expired API key",
@@ -44,6 +41,14 @@ pub fn check(
         )),
         Some(_) => Ok(()),
     }
+}
+
+/// The Bearer key of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// The tenant a request is scoped to (`X-Tenant-ID`), if any.

@@ -19,6 +19,8 @@ options:
   --listen ADDR            address to listen on (default 127.0.0.1:0, a free port)
   --account ID             account id (default AC123456)
   --api-key KEY            the Bearer key to accept (default tvx_sk_test_simulator)
+  --second-api-key KEY     a second key accepted too, as during a key rotation
+                           (GET /_sim/hangups says which key each hangup used)
   --answer-delay-ms N      ringing calls are answered after N ms (default 1000)
   --no-auto-answer         calls ring until POST /_sim/calls/{id}/answer
   --latency-ms N           add N ms before every /v1 answer
@@ -51,6 +53,9 @@ endpoints (/v1 needs `Authorization: Bearer KEY`; /_sim needs nothing):
                                                         ringing calls (optional tenant,
                                                         hangup_url, id_prefix); answers
                                                         {"call_uuids": [...]}
+  GET    /_sim/hangups                                   each authorised hangup request:
+                                                        [{"at_ms", "call_uuid", "key"}]
+                                                        (key 1 or 2: --second-api-key)
   POST   /_sim/calls/{call_uuid}/answer                  answer a ringing call
   POST   /_sim/calls/{call_uuid}/caller-hangup           the caller hangs up
   POST   /_sim/calls/{call_uuid}/callee-hangup           the callee hangs up
@@ -87,6 +92,7 @@ fn parse() -> Result<(Config, bool), String> {
             "--listen" => c.bind = val()?.parse().map_err(|e| format!("--listen: {e}"))?,
             "--account" => c.account = val()?,
             "--api-key" => c.api_key = val()?,
+            "--second-api-key" => c.second_api_key = Some(val()?),
             "--answer-delay-ms" => {
                 c.answer_delay = Some(Duration::from_millis(
                     val()?.parse().map_err(|e| format!("{e}"))?,

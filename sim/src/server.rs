@@ -29,6 +29,9 @@ pub struct Config {
     pub bind: SocketAddr,
     pub account: String,
     pub api_key: String,
+    /// A second key accepted as well (a key rotation in progress); each hangup's key is
+    /// recorded (`GET /_sim/hangups`).
+    pub second_api_key: Option<String>,
     /// None: calls ring until a control request answers them.
     pub answer_delay: Option<Duration>,
     pub faults: GlobalFaults,
@@ -41,6 +44,7 @@ impl Default for Config {
             bind: "127.0.0.1:0".parse().unwrap(),
             account: DEFAULT_ACCOUNT.into(),
             api_key: DEFAULT_API_KEY.into(),
+            second_api_key: None,
             answer_delay: Some(Duration::from_secs(1)),
             faults: GlobalFaults::default(),
             tls: None,
@@ -52,6 +56,8 @@ pub fn state(config: &Config) -> Arc<AppState> {
     Arc::new(AppState {
         account: config.account.clone(),
         api_key: config.api_key.clone(),
+        second_api_key: config.second_api_key.clone(),
+        hangup_log: Default::default(),
         store: Store::new(config.answer_delay),
         faults: Faults::new(config.faults.clone()),
         webhooks: Arc::new(Webhooks::default()),
