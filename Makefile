@@ -6,7 +6,8 @@ LIBDIR := target/release
 # Where install-files takes the built libraries from (tests use target/debug).
 BUILD ?= target/release
 
-.PHONY: all build demo test test-suites lint header bench clean install install-files fuzz
+.PHONY: all build demo test test-suites lint header bench clean install install-files fuzz \
+	asterisk-module install-asterisk-module
 
 all: build
 
@@ -51,6 +52,35 @@ test-suites:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc -p tryvox-core --no-deps
 	$(CARGO) package -p tryvox-core --allow-dirty --quiet
 	fuzz/run.sh
+
+# The Asterisk module: target/asterisk/res_tryvox.so, one self-contained file (libtryvox
+# linked in statically, its symbols hidden) built against the Asterisk headers in
+# ASTERISK_INCLUDE (the directory holding asterisk.h; default: the system's). TRYVOX_A is
+# the static library it embeds (default: the release build, made here first).
+ASTERISK_INCLUDE ?= /usr/include
+ASTMODDIR ?= /usr/lib/asterisk/modules
+TRYVOX_A ?= $(LIBDIR)/libtryvox.a
+AST_CFLAGS ?= -O2 -g -Wall -Wextra -Werror
+asterisk-module:
+	@test -f '$(ASTERISK_INCLUDE)/asterisk.h' || { echo "asterisk-module: no asterisk.h in" \
+	    "ASTERISK_INCLUDE=$(ASTERISK_INCLUDE) (Debian: apt install asterisk-dev, or" \
+	    "'make install-headers' in an Asterisk source tree)" >&2; exit 1; }
+	@if [ '$(TRYVOX_A)' = '$(LIBDIR)/libtryvox.a' ]; then \
+	    $(CARGO) build --release -p tryvox $(FEATURES); fi
+	mkdir -p target/asterisk
+	$(CC) $(AST_CFLAGS) -fPIC -shared -pthread -D_GNU_SOURCE \
+	    -DAST_MODULE=\"res_tryvox\" -DAST_MODULE_SELF_SYM=__internal_res_tryvox_self \
+	    -isystem '$(ASTERISK_INCLUDE)' -Iinclude asterisk/res_tryvox.c -o target/asterisk/res_tryvox.so.tmp \
+	    '$(TRYVOX_A)' -Wl,--exclude-libs,ALL -lgcc_s -lutil -lrt -ldl -lm
+	mv -f target/asterisk/res_tryvox.so.tmp target/asterisk/res_tryvox.so
+
+# Copies the module into Asterisk's modules directory (ASTMODDIR) and, if there is none
+# yet, the sample configuration into ASTETCDIR (mode 0600: it holds the key).
+ASTETCDIR ?= /etc/asterisk
+install-asterisk-module:
+	install -D -m 0755 target/asterisk/res_tryvox.so '$(DESTDIR)$(ASTMODDIR)/res_tryvox.so'
+	@if [ ! -e '$(DESTDIR)$(ASTETCDIR)/tryvox.conf' ]; then \
+	    install -D -m 0600 asterisk/tryvox.conf.sample '$(DESTDIR)$(ASTETCDIR)/tryvox.conf'; fi
 
 # Just the bounded fuzz run (FUZZ_SECONDS per target, default 60).
 fuzz:

@@ -23,8 +23,8 @@ pub struct AppState {
     pub account: String,
     pub api_key: String,
     pub second_api_key: Option<String>,
-    /// Every authorised hangup request: (ms since the Unix epoch, call id, key 1 or 2).
-    /// The newest 100,000 are kept.
+    /// Every hangup request as it arrived: (ms since the Unix epoch, call id, key: 1 the
+    /// first, 2 the second, 0 another or none). The newest 100,000 are kept.
     pub hangup_log: std::sync::Mutex<std::collections::VecDeque<(u64, String, u8)>>,
     pub store: Store,
     pub faults: Faults,
@@ -187,8 +187,8 @@ async fn gate(
     )
 }
 
-/// `GET /_sim/hangups`: each authorised hangup request, oldest first:
-/// `[{"at_ms": ms since the Unix epoch, "call_uuid": .., "key": 1 or 2}]`.
+/// `GET /_sim/hangups`: each hangup request as it arrived, oldest first:
+/// `[{"at_ms": ms since the Unix epoch, "call_uuid": .., "key": 1, 2 or 0 (neither)}]`.
 async fn hangup_log(State(st): SharedState) -> Response {
     let log = st.hangup_log.lock().unwrap_or_else(|e| e.into_inner());
     let v: Vec<Value> = log
@@ -396,14 +396,12 @@ async fn hangup_call(
     headers: HeaderMap,
     Extension(ctl): Extension<ConnectionControl>,
 ) -> Response {
-    if let Err(r) = gate(&st, Some(&id), &ctl, &headers, &account).await {
-        return r;
-    }
     {
-        let key = if auth::bearer(&headers) == Some(st.api_key.as_str()) {
-            1
-        } else {
-            2
+        // As it arrives (before any injected latency or fault): which key it carries.
+        let key = match auth::bearer(&headers) {
+            Some(k) if k == st.api_key => 1,
+            Some(k) if Some(k) == st.second_api_key.as_deref() => 2,
+            _ => 0,
         };
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -414,6 +412,9 @@ async fn hangup_call(
             log.pop_front();
         }
         log.push_back((at, id.clone(), key));
+    }
+    if let Err(r) = gate(&st, Some(&id), &ctl, &headers, &account).await {
+        return r;
     }
     if st.faults.self_end() {
         st.store.end_one_on_its_own(&auth::tenant(&headers));

@@ -53,9 +53,9 @@ endpoints (/v1 needs `Authorization: Bearer KEY`; /_sim needs nothing):
                                                         ringing calls (optional tenant,
                                                         hangup_url, id_prefix); answers
                                                         {"call_uuids": [...]}
-  GET    /_sim/hangups                                   each authorised hangup request:
+  GET    /_sim/hangups                                   each hangup request as it arrived:
                                                         [{"at_ms", "call_uuid", "key"}]
-                                                        (key 1 or 2: --second-api-key)
+                                                        (key 1, 2 (--second-api-key), 0)
   POST   /_sim/calls/{call_uuid}/answer                  answer a ringing call
   POST   /_sim/calls/{call_uuid}/caller-hangup           the caller hangs up
   POST   /_sim/calls/{call_uuid}/callee-hangup           the callee hangs up
