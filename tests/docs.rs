@@ -31,6 +31,10 @@
 //!      tells the reader to. The test kills it at the end;
 //!    - `<!-- run: needs TOOL... -->`: the block needs these programs. Without them it is
 //!      not run and a loud SKIPPED line is printed; with `CI=true` that is a failure;
+//!    - `<!-- run: vendored PATH -->`: the block needs PATH (relative to the checkout),
+//!      a vendored source outside it such as `../shared/vendor/...`. Without it the
+//!      block is not run and a loud SKIPPED line is printed; with `CI=true` that is a
+//!      failure;
 //!    - `<!-- run: when PATH has TEXT -->` (or `when PATH`): the block uses a binding
 //!      that is still being written. Until the file PATH of the checkout exists (and
 //!      contains TEXT), the block is not run and a PENDING line is printed, even in CI.
@@ -72,6 +76,7 @@ struct Block {
     simulator: bool,
     needs: Vec<String>,
     when: Option<(String, Option<String>)>,
+    vendored: Option<String>,
 }
 
 /// The fenced blocks of a Markdown text, and its prose (the text outside the fences).
@@ -110,6 +115,7 @@ fn parse(md: &str, file: &str) -> (Vec<Block>, String) {
             simulator: false,
             needs: Vec::new(),
             when: None,
+            vendored: None,
         };
         // The directive: the closest non-blank line above the fence.
         let above = lines[..start - 1]
@@ -129,6 +135,8 @@ fn parse(md: &str, file: &str) -> (Vec<Block>, String) {
                     b.simulator = true;
                 } else if let Some(tools) = item.strip_prefix("needs ") {
                     b.needs = tools.split_whitespace().map(str::to_owned).collect();
+                } else if let Some(p) = item.strip_prefix("vendored ") {
+                    b.vendored = Some(p.trim().to_owned());
                 } else if let Some(w) = item.strip_prefix("when ") {
                     b.when = Some(match w.split_once(" has ") {
                         Some((p, t)) => (p.trim().to_owned(), Some(t.trim().to_owned())),
@@ -163,6 +171,16 @@ fn runnable(file: &str, b: &Block) -> Result<(), String> {
                 "PENDING: {file}:{} waits for {what}: not run",
                 b.line
             ));
+        }
+    }
+    if let Some(path) = &b.vendored {
+        if !root().join(path).exists() {
+            assert!(
+                std::env::var("CI").is_err(),
+                "{file}:{}: {path} is required in CI",
+                b.line
+            );
+            return Err(format!("SKIPPED: {file}:{} needs {path}: not run", b.line));
         }
     }
     for t in &b.needs {
