@@ -74,11 +74,15 @@ asterisk-module:
 	    '$(TRYVOX_A)' -Wl,--exclude-libs,ALL -lgcc_s -lutil -lrt -ldl -lm
 	mv -f target/asterisk/res_tryvox.so.tmp target/asterisk/res_tryvox.so
 
-# Copies the module into Asterisk's modules directory (ASTMODDIR) and, if there is none
-# yet, the sample configuration into ASTETCDIR (mode 0600: it holds the key).
+# Copies the module into Asterisk's modules directory (ASTMODDIR), its documentation
+# into ASTDATADIR/documentation/thirdparty (for `core show function TRYVOX_HANGUP`) and,
+# if there is none yet, the sample configuration into ASTETCDIR (mode 0600: the key).
 ASTETCDIR ?= /etc/asterisk
+ASTDATADIR ?= /var/lib/asterisk
 install-asterisk-module:
 	install -D -m 0755 target/asterisk/res_tryvox.so '$(DESTDIR)$(ASTMODDIR)/res_tryvox.so'
+	install -D -m 0644 asterisk/res_tryvox-en_US.xml \
+	    '$(DESTDIR)$(ASTDATADIR)/documentation/thirdparty/res_tryvox-en_US.xml'
 	@if [ ! -e '$(DESTDIR)$(ASTETCDIR)/tryvox.conf' ]; then \
 	    install -D -m 0600 asterisk/tryvox.conf.sample '$(DESTDIR)$(ASTETCDIR)/tryvox.conf'; fi
 

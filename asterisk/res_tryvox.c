@@ -26,35 +26,9 @@
 	<support_level>extended</support_level>
  ***/
 
-/*** DOCUMENTATION
-	<function name="TRYVOX_HANGUP" language="en_US">
-		<synopsis>Hang up a TryVox call.</synopsis>
-		<syntax><parameter name="call_uuid" required="true"/></syntax>
-		<description>
-			<para>Reading it ends the TryVox call and returns the outcome's status name
-			(OK, NOT_FOUND, ALREADY_ENDED, INVALID_ARGUMENT, ...). Sets TRYVOX_ERROR to the
-			library's message ("" on success) and TRYVOX_HTTP_STATUS. Blocks the channel's
-			thread at most the configured timeout_ms.</para>
-		</description>
-	</function>
-	<function name="TRYVOX_LIMIT" language="en_US">
-		<synopsis>Schedule the hangup of a TryVox call.</synopsis>
-		<syntax><parameter name="call_uuid" required="true"/></syntax>
-		<description>
-			<para>Writing N ends the TryVox call after N seconds; writing again replaces
-			the limit, 0 cancels it; it is cancelled when the channel that set it ends
-			first. Reading gives the whole seconds left (rounded up), or "".</para>
-		</description>
-	</function>
-	<manager name="TryvoxHangup" language="en_US">
-		<synopsis>Hang up a TryVox call.</synopsis>
-		<syntax>
-			<xi:include xpointer="xpointer(/docs/manager[@name='Login']/syntax/parameter[@name='ActionID'])" />
-			<parameter name="CallUUID" required="true"/>
-			<parameter name="Async"/>
-		</syntax>
-	</manager>
- ***/
+/* Documentation (TRYVOX_HANGUP, TRYVOX_LIMIT, TryvoxHangup): res_tryvox-en_US.xml, which
+ * `make install-asterisk-module` puts in $ASTDATADIR/documentation/thirdparty, where
+ * Asterisk looks for the documentation of modules built outside its tree. */
 
 #include "asterisk.h"
 
@@ -80,6 +54,8 @@
 #include "tryvox.h"
 
 #define CONFIG_FILE "tryvox.conf"
+/*! The most timeout_ms and connect_timeout_ms may be, and the sweep's deadline. */
+#define MAX_TIMEOUT_MS 60000
 
 /* ---- names ---- */
 
@@ -129,6 +105,7 @@ struct tv_settings {
 	unsigned int timeout_ms;
 	unsigned int connect_timeout_ms;
 	unsigned int max_retries;
+	unsigned int max_connections;
 };
 
 /* ---- the client, counted by its users ---- */
@@ -228,6 +205,7 @@ static struct tv_client *client_from_config(void)
 	c->settings.timeout_ms = 10000;
 	c->settings.connect_timeout_ms = 3000;
 	c->settings.max_retries = 2;
+	c->settings.max_connections = 64;
 	o = tryvox_options_new();
 	if (!o) {
 		bad = 1;
@@ -260,9 +238,13 @@ static struct tv_client *client_from_config(void)
 			ast_copy_string(s->tenant_id, v->value, sizeof(s->tenant_id));
 			rc = tryvox_options_set_tenant_id(o, v->value);
 		} else if (!strcasecmp(v->name, "timeout_ms")) {
-			bad = parse_uint(v, 1, UINT32_MAX, &s->timeout_ms);
+			/* At most a minute: TRYVOX_HANGUP blocks its channel that long, and a reload
+			 * or unload waits for the hangups in progress. */
+			bad = parse_uint(v, 1, MAX_TIMEOUT_MS, &s->timeout_ms);
 		} else if (!strcasecmp(v->name, "connect_timeout_ms")) {
-			bad = parse_uint(v, 1, UINT32_MAX, &s->connect_timeout_ms);
+			bad = parse_uint(v, 1, MAX_TIMEOUT_MS, &s->connect_timeout_ms);
+		} else if (!strcasecmp(v->name, "max_connections")) {
+			bad = parse_uint(v, 1, 1024, &s->max_connections);
 		} else if (!strcasecmp(v->name, "max_retries")) {
 			bad = parse_uint(v, 0, 100, &s->max_retries);
 		} else if (!strcasecmp(v->name, "ca_file")) {
@@ -295,6 +277,7 @@ static struct tv_client *client_from_config(void)
 		tryvox_options_set_timeout_ms(o, c->settings.timeout_ms);
 		tryvox_options_set_connect_timeout_ms(o, c->settings.connect_timeout_ms);
 		tryvox_options_set_max_retries(o, c->settings.max_retries);
+		tryvox_options_set_max_connections(o, c->settings.max_connections);
 		snprintf(ua, sizeof(ua), "res_tryvox asterisk/%s", ast_get_version());
 		tryvox_options_set_user_agent(o, ua);
 		tryvox_options_set_log_callback(o, tv_log, NULL);
@@ -316,6 +299,15 @@ static struct tv_client *client_from_config(void)
 
 /* ---- scheduled hangups (TRYVOX_LIMIT) ---- */
 
+/*! Milliseconds of CLOCK_MONOTONIC. */
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /*!
  * One TRYVOX_LIMIT: an ao2 object. The channel's datastore holds a reference, and so
  * does the library while the timer is armed (its callback drops it).
@@ -323,7 +315,7 @@ static struct tv_client *client_from_config(void)
 struct tv_limit {
 	char call_uuid[129];
 	char channel[AST_CHANNEL_NAME];
-	struct timeval due;
+	int64_t due_ms;          /*!< CLOCK_MONOTONIC: a clock step moves no limit */
 	tryvox_timer *timer;     /*!< under limits_lock */
 	struct tv_client *owner; /*!< the client it is armed on (under limits_lock) */
 	int pending;             /*!< armed, not fired or cancelled (under limits_lock) */
@@ -412,10 +404,10 @@ static void limit_cancel(struct tv_limit *l)
 	}
 }
 
-/*! Milliseconds until `due` (0 if past). */
-static unsigned int ms_until(struct timeval due)
+/*! Milliseconds until `due_ms` (0 if past). */
+static unsigned int ms_until(int64_t due_ms)
 {
-	int64_t ms = ast_tvdiff_ms(due, ast_tvnow());
+	int64_t ms = due_ms - mono_ms();
 
 	return ms <= 0 ? 0 : ms > UINT32_MAX ? UINT32_MAX : (unsigned int) ms;
 }
@@ -444,7 +436,7 @@ static void limits_move(struct tv_client *from, struct tv_client *to)
 		tryvox_timer_free(l->timer);
 		l->timer = NULL;
 		if (to) {
-			int rc = limit_arm(l, to, ms_until(l->due));
+			int rc = limit_arm(l, to, ms_until(l->due_ms));
 
 			if (rc != TRYVOX_OK) {
 				ast_log(LOG_ERROR, "TryVox: the limit of call %s could not be moved to the "
@@ -463,6 +455,9 @@ static void limit_ds_destroy(void *data)
 {
 	struct tv_limit *l = data;
 
+	if (!l) {
+		return; /* allocated, never used */
+	}
 	limit_cancel(l); /* the channel ended first */
 	ao2_ref(l, -1);
 	ast_atomic_fetchadd_int(&live_datastores, -1);
@@ -486,6 +481,10 @@ static int acf_hangup_read(struct ast_channel *chan, const char *cmd, char *data
 	c = client_get();
 	if (!c) {
 		ast_copy_string(buf, "BUSY", len);
+		if (chan) {
+			pbx_builtin_setvar_helper(chan, "TRYVOX_ERROR", "res_tryvox is not loaded");
+			pbx_builtin_setvar_helper(chan, "TRYVOX_HTTP_STATUS", "0");
+		}
 		return 0;
 	}
 	rc = tryvox_hangup(c->client, S_OR(data, ""));
@@ -524,7 +523,7 @@ static int acf_limit_read(struct ast_channel *chan, const char *cmd, char *data,
 
 		ast_mutex_lock(&limits_lock);
 		if (l->pending) {
-			unsigned int ms = ms_until(l->due);
+			unsigned int ms = ms_until(l->due_ms);
 
 			snprintf(buf, len, "%u", ms / 1000 + (ms % 1000 != 0));
 		}
@@ -534,83 +533,127 @@ static int acf_limit_read(struct ast_channel *chan, const char *cmd, char *data,
 	return 0;
 }
 
+/*!
+ * Parses a limit: whole seconds with up to three decimals ("90", "1.5", "0.25"), at most
+ * 4294967.295 s (the library's 32-bit milliseconds). 0 on success.
+ */
+static int parse_limit(const char *v, unsigned int *ms_out)
+{
+	uint64_t ms = 0;
+	int digits = 0, decimals = -1;
+	const char *p;
+
+	for (p = v; *p; p++) {
+		if (*p == '.' && decimals < 0 && digits > 0) {
+			decimals = 0;
+		} else if (*p >= '0' && *p <= '9' && digits < 8 && decimals < 3) {
+			ms = ms * 10 + (uint64_t) (*p - '0');
+			if (decimals >= 0) {
+				decimals++;
+			} else {
+				digits++;
+			}
+		} else {
+			return -1;
+		}
+	}
+	if (digits == 0 || decimals == 0) {
+		return -1; /* "", ".5", "5." */
+	}
+	for (decimals = decimals < 0 ? 0 : decimals; decimals < 3; decimals++) {
+		ms *= 10;
+	}
+	if (ms > UINT32_MAX) {
+		return -1;
+	}
+	*ms_out = (unsigned int) ms;
+	return 0;
+}
+
 static int acf_limit_write(struct ast_channel *chan, const char *cmd, char *data,
 	const char *value)
 {
-	struct ast_datastore *ds;
+	struct ast_datastore *ds, *old = NULL;
 	struct tv_limit *l;
 	struct tv_client *c;
-	double secs;
-	char *end;
-	int rc;
+	const char *id = S_OR(data, "");
+	const char *why = NULL;
+	unsigned int ms;
+	int rc = TRYVOX_OK;
 
 	(void) cmd;
 	if (!chan) {
 		ast_log(LOG_WARNING, "TRYVOX_LIMIT needs a channel\n");
 		return -1;
 	}
-	secs = strtod(S_OR(value, ""), &end);
-	if (ast_strlen_zero(value) || *end || !isfinite(secs) || secs < 0 || secs > 4294967.0) {
+	if (parse_limit(S_OR(value, ""), &ms)) {
 		ast_log(LOG_WARNING, "TRYVOX_LIMIT(%s): '%s' is not a number of seconds from 0 to "
-			"4294967\n", S_OR(data, ""), S_OR(value, ""));
-		pbx_builtin_setvar_helper(chan, "TRYVOX_ERROR", "the limit is not a number of seconds");
+			"4294967.295 (at most three decimals)\n", id, S_OR(value, ""));
+		pbx_builtin_setvar_helper(chan, "TRYVOX_ERROR",
+			"the limit is not a number of seconds (at most three decimals)");
 		return -1;
 	}
-	/* A limit set before on this channel for this call is replaced (or cancelled by 0). */
-	ast_channel_lock(chan);
-	ds = ast_channel_datastore_find(chan, &limit_ds_info, S_OR(data, ""));
-	if (ds) {
-		ast_channel_datastore_remove(chan, ds);
-	}
-	ast_channel_unlock(chan);
-	if (ds) {
-		ast_datastore_free(ds); /* cancels it */
-	}
-	if (secs == 0) {
-		pbx_builtin_setvar_helper(chan, "TRYVOX_ERROR", "");
-		return 0;
+	if (strlen(id) >= sizeof(l->call_uuid)) {
+		ast_log(LOG_WARNING, "TRYVOX_LIMIT: the call id is longer than 128 characters\n");
+		pbx_builtin_setvar_helper(chan, "TRYVOX_ERROR", "the call id is longer than 128 characters");
+		return -1;
 	}
 	l = ao2_alloc(sizeof(*l), limit_destroy);
-	if (!l) {
-		return -1;
-	}
-	ast_copy_string(l->call_uuid, S_OR(data, ""), sizeof(l->call_uuid));
-	ast_copy_string(l->channel, ast_channel_name(chan), sizeof(l->channel));
-	l->due = ast_tvadd(ast_tvnow(), ast_samp2tv((unsigned int) llround(secs * 1000), 1000));
-	c = client_get();
-	if (!c) {
-		ao2_ref(l, -1);
-		pbx_builtin_setvar_helper(chan, "TRYVOX_ERROR", "res_tryvox is not loaded");
-		return -1;
-	}
-	ast_mutex_lock(&limits_lock);
-	rc = strlen(S_OR(data, "")) >= sizeof(l->call_uuid) ? TRYVOX_INVALID_ARGUMENT
-		: limit_arm(l, c, (unsigned int) llround(secs * 1000));
-	ast_mutex_unlock(&limits_lock);
-	client_put(c);
-	if (rc != TRYVOX_OK) {
-		const char *why = rc == TRYVOX_INVALID_ARGUMENT && strlen(S_OR(data, "")) >=
-			sizeof(l->call_uuid) ? "the call id is too long" : tryvox_last_error();
-
-		ast_log(LOG_WARNING, "TRYVOX_LIMIT(%s): %s: %s\n", l->call_uuid, status_name(rc), why);
-		pbx_builtin_setvar_helper(chan, "TRYVOX_ERROR", why);
-		ao2_ref(l, -1);
+	ds = l ? __ast_datastore_alloc(&limit_ds_info, id, NULL, __FILE__, __LINE__,
+		__PRETTY_FUNCTION__) : NULL;
+	if (!ds) {
+		ao2_cleanup(l);
 		return -1;
 	}
 	/* No module reference (unlike ast_datastore_alloc): `module unload` is not refused
 	 * while calls have limits; it removes these datastores itself (strip_datastores). */
-	ds = __ast_datastore_alloc(&limit_ds_info, l->call_uuid, NULL, __FILE__, __LINE__,
-		__PRETTY_FUNCTION__);
-	if (!ds) {
-		limit_cancel(l);
-		ao2_ref(l, -1);
+	ast_copy_string(l->call_uuid, id, sizeof(l->call_uuid));
+	ast_copy_string(l->channel, ast_channel_name(chan), sizeof(l->channel));
+	l->due_ms = mono_ms() + ms;
+	c = client_get();
+	/* Under the channel's lock from the lookup to the add: two writers on one channel
+	 * (its dialplan and `dialplan set chanvar`) cannot both keep a limit. */
+	ast_channel_lock(chan);
+	old = ast_channel_datastore_find(chan, &limit_ds_info, id);
+	if (old) {
+		ast_channel_datastore_remove(chan, old);
+	}
+	if (ms > 0) {
+		if (!c) {
+			rc = TRYVOX_BUSY;
+			why = "res_tryvox is not loaded";
+		} else {
+			ast_mutex_lock(&limits_lock);
+			rc = limit_arm(l, c, ms);
+			ast_mutex_unlock(&limits_lock);
+			if (rc != TRYVOX_OK) {
+				why = tryvox_last_error();
+			}
+		}
+		if (rc == TRYVOX_OK) {
+			ds->data = l; /* the datastore's reference */
+			l = NULL;
+			ast_atomic_fetchadd_int(&live_datastores, +1);
+			ast_channel_datastore_add(chan, ds);
+			ds = NULL;
+		}
+	}
+	ast_channel_unlock(chan);
+	if (c) {
+		client_put(c);
+	}
+	if (old) {
+		ast_datastore_free(old); /* replaced or cancelled: cancels its limit */
+	}
+	if (ds) {
+		ast_datastore_free(ds); /* not used: no data, nothing to cancel */
+	}
+	ao2_cleanup(l);
+	if (why) {
+		ast_log(LOG_WARNING, "TRYVOX_LIMIT(%s): %s: %s\n", id, status_name(rc), why);
+		pbx_builtin_setvar_helper(chan, "TRYVOX_ERROR", why);
 		return -1;
 	}
-	ds->data = l; /* the datastore's reference */
-	ast_atomic_fetchadd_int(&live_datastores, +1);
-	ast_channel_lock(chan);
-	ast_channel_datastore_add(chan, ds);
-	ast_channel_unlock(chan);
 	pbx_builtin_setvar_helper(chan, "TRYVOX_ERROR", "");
 	return 0;
 }
@@ -652,6 +695,9 @@ static void strip_datastores(void)
 
 /* ---- CLI ---- */
 
+/*! A `tryvox hangup all` is running (at most one: two would send every hangup twice). */
+static int sweeping;
+
 struct sweep_cli {
 	int fd;
 };
@@ -687,6 +733,7 @@ static char *cli_hangup_all(struct ast_cli_args *a, struct tv_client *c)
 	}
 	s.progress = sweep_progress;
 	s.user_data = &p;
+	s.timeout_ms = MAX_TIMEOUT_MS;
 	ast_cli(a->fd, "Ending every live call of account %s%s%s%s%s...\n",
 		c->settings.account_id, s.from ? " from " : "", S_OR(s.from, ""),
 		s.to ? " to " : "", S_OR(s.to, ""));
@@ -728,10 +775,26 @@ static char *cli_hangup(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a
 		return CLI_FAILURE;
 	}
 	if (!strcasecmp(a->argv[2], "all")) {
-		char *r = cli_hangup_all(a, c);
+		char *r;
 
+		if (ast_atomic_fetchadd_int(&sweeping, 1) != 0) {
+			ast_atomic_fetchadd_int(&sweeping, -1);
+			client_put(c);
+			ast_cli(a->fd, "A 'tryvox hangup all' is already running: nothing sent\n");
+			return CLI_FAILURE;
+		}
+		r = cli_hangup_all(a, c);
+		ast_atomic_fetchadd_int(&sweeping, -1);
 		client_put(c);
 		return r;
+	}
+	if (a->argc >= AST_MAX_ARGS - 1) {
+		/* Asterisk's CLI drops the words past its limit (with only a log line): a list
+		 * that reaches it may have lost ids, so nothing is sent. */
+		client_put(c);
+		ast_cli(a->fd, "At most %d call ids per command (Asterisk's CLI limit): nothing "
+			"sent\n", AST_MAX_ARGS - 4);
+		return CLI_FAILURE;
 	}
 	n = a->argc - 2;
 	ids = ast_calloc(n, sizeof(*ids));
@@ -857,9 +920,9 @@ static struct ast_cli_entry cli_tryvox[] = {
 
 /* ---- AMI ---- */
 
-/*! An async AMI hangup's context: the ActionID to answer with. */
+/*! An async AMI hangup's context: the ActionID to answer with (any length). */
 struct ami_async {
-	char action_id[256];
+	char *action_id;
 };
 
 static void ami_async_done(void *user_data, const char *call_uuid, int status, int http_status,
@@ -871,8 +934,9 @@ static void ami_async_done(void *user_data, const char *call_uuid, int status, i
 	one_line(msg, sizeof(msg), message);
 	manager_event(EVENT_FLAG_CALL, "TryvoxHangupResponse",
 		"%s%s%sCallUUID: %s\r\nTryvoxStatus: %s\r\nHTTPStatus: %d\r\nMessage: %s\r\n",
-		*ctx->action_id ? "ActionID: " : "", ctx->action_id, *ctx->action_id ? "\r\n" : "",
-		call_uuid, status_name(status), http_status, msg);
+		ctx->action_id ? "ActionID: " : "", S_OR(ctx->action_id, ""),
+		ctx->action_id ? "\r\n" : "", call_uuid, status_name(status), http_status, msg);
+	ast_free(ctx->action_id);
 	ast_free(ctx);
 }
 
@@ -881,13 +945,10 @@ static int ami_tryvox_hangup(struct mansession *s, const struct message *m)
 	const char *id = astman_get_header(m, "CallUUID");
 	const char *action_id = astman_get_header(m, "ActionID");
 	int async = ast_true(astman_get_header(m, "Async"));
-	char msg[512], aid[300] = "";
+	char msg[512];
 	struct tv_client *c;
 	int rc, http = 0;
 
-	if (!ast_strlen_zero(action_id)) {
-		snprintf(aid, sizeof(aid), "ActionID: %s\r\n", action_id);
-	}
 	if (ast_strlen_zero(id)) {
 		astman_send_error(s, m, "CallUUID is required");
 		return 0;
@@ -905,14 +966,16 @@ static int ami_tryvox_hangup(struct mansession *s, const struct message *m)
 			astman_send_error(s, m, "out of memory");
 			return 0;
 		}
-		one_line(ctx->action_id, sizeof(ctx->action_id), action_id);
+		if (!ast_strlen_zero(action_id)) {
+			ctx->action_id = ast_strdup(action_id); /* a header: one line already */
+		}
 		rc = tryvox_hangup_async(c->client, id, ami_async_done, ctx);
 		client_put(c);
 		if (rc == TRYVOX_OK) {
-			astman_append(s, "Response: Success\r\n%sMessage: Hangup queued; a "
-				"TryvoxHangupResponse event follows\r\n\r\n", aid);
+			astman_send_ack(s, m, "Hangup queued; a TryvoxHangupResponse event follows");
 			return 0;
 		}
+		ast_free(ctx->action_id);
 		ast_free(ctx);
 	} else {
 		rc = tryvox_hangup(c->client, id);
@@ -920,9 +983,12 @@ static int ami_tryvox_hangup(struct mansession *s, const struct message *m)
 		client_put(c);
 	}
 	one_line(msg, sizeof(msg), tryvox_last_error());
-	astman_append(s, "Response: %s\r\n%sTryvoxStatus: %s\r\nHTTPStatus: %d\r\nMessage: %s\r\n\r\n",
-		status_gone(rc) ? "Success" : "Error", aid, status_name(rc), http,
-		rc == TRYVOX_OK ? "Call hung up" : msg);
+	astman_append(s, "Response: %s\r\n", status_gone(rc) ? "Success" : "Error");
+	if (!ast_strlen_zero(action_id)) {
+		astman_append(s, "ActionID: %s\r\n", action_id);
+	}
+	astman_append(s, "TryvoxStatus: %s\r\nHTTPStatus: %d\r\nMessage: %s\r\n\r\n",
+		status_name(rc), http, rc == TRYVOX_OK ? "Call hung up" : msg);
 	return 0;
 }
 
@@ -964,13 +1030,40 @@ static int reload_module(void)
 			CONFIG_FILE);
 		return AST_MODULE_LOAD_DECLINE;
 	}
+	ast_mutex_lock(&client_lock);
+	if (current && (strcmp(current->settings.account_id, next->settings.account_id)
+		|| strcmp(current->settings.tenant_id, next->settings.tenant_id))) {
+		ast_log(LOG_WARNING, "res_tryvox: the account or tenant changed: pending "
+			"TRYVOX_LIMITs move to the new one and end that account's calls of those ids\n");
+	}
+	ast_mutex_unlock(&client_lock);
 	client_swap(next);
 	ast_verb(2, "res_tryvox: %s reloaded\n", CONFIG_FILE);
 	return AST_MODULE_LOAD_SUCCESS;
 }
 
+/*!
+ * Asterisk's shutdown (`core stop now` too) does not unload modules: end what is pending
+ * here. Hangups in flight finish within their deadline; limits not yet due are dropped,
+ * and counted in the log.
+ */
+static void at_shutdown(void)
+{
+	unsigned int pending;
+
+	ast_mutex_lock(&limits_lock);
+	pending = limits_pending;
+	ast_mutex_unlock(&limits_lock);
+	if (pending) {
+		ast_log(LOG_WARNING, "res_tryvox: Asterisk is stopping: %u scheduled hangup%s "
+			"(TRYVOX_LIMIT) not sent\n", pending, pending == 1 ? "" : "s");
+	}
+	client_swap(NULL);
+}
+
 static int unload_module(void)
 {
+	ast_unregister_atexit(at_shutdown);
 	ast_manager_unregister("TryvoxHangup");
 	ast_cli_unregister_multiple(cli_tryvox, ARRAY_LEN(cli_tryvox));
 	ast_custom_function_unregister(&acf_hangup);
@@ -994,7 +1087,8 @@ static int load_module(void)
 		return AST_MODULE_LOAD_DECLINE;
 	}
 	current = c;
-	if (ast_custom_function_register_escalating(&acf_hangup, AST_CFE_READ)
+	if (ast_register_atexit(at_shutdown)
+		|| ast_custom_function_register_escalating(&acf_hangup, AST_CFE_READ)
 		|| ast_custom_function_register_escalating(&acf_limit, AST_CFE_BOTH)
 		|| ast_cli_register_multiple(cli_tryvox, ARRAY_LEN(cli_tryvox))
 		|| ast_manager_register2("TryvoxHangup", EVENT_FLAG_CALL, ami_tryvox_hangup,

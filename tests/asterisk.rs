@@ -281,6 +281,14 @@ impl Asterisk {
                 .unwrap();
         }
         std::os::unix::fs::symlink(module, dir.join("modules/res_tryvox.so")).unwrap();
+        // Its documentation, where `make install-asterisk-module` puts it.
+        let docs = ast.join("var/lib/asterisk/documentation/thirdparty");
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::copy(
+            root().join("asterisk/res_tryvox-en_US.xml"),
+            docs.join("res_tryvox-en_US.xml"),
+        )
+        .unwrap();
         let d = dir.display();
         let conf = |f: &str, text: String| std::fs::write(dir.join("etc").join(f), text).unwrap();
         conf(
@@ -693,6 +701,14 @@ fn dialplan_cli_and_ami_against_the_simulator() {
         .rx("tryvox hangup all sideways +1")
         .contains("Usage: tryvox hangup"));
 
+    // The documentation is found.
+    let doc = a.rx("core show function TRYVOX_HANGUP");
+    assert!(doc.contains("Hang up a TryVox call."), "{doc}");
+    assert!(a
+        .rx("manager show command TryvoxHangup")
+        .contains("CallUUID"));
+    assert!(!a.log().contains("Couldn't find function TRYVOX_HANGUP"));
+
     // Status: settings without the key, statistics.
     let st = a.rx("tryvox show status");
     assert!(
@@ -1043,4 +1059,208 @@ fn unload_with_100_limits_pending_fires_none_and_leaves_no_thread() {
     assert!(a.rx("core show uptime").contains("System uptime"));
     assert!(a.library_threads().is_empty());
     a.assert_key_absent(&[KEY]);
+}
+
+/// The channel a dialplan UserEvent came from.
+fn channel_of(m: &Msg) -> String {
+    m.get("Channel").unwrap().to_owned()
+}
+
+#[test]
+fn hostile_inputs_are_refused_and_concurrent_writers_keep_one_limit() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cfg = Config::default();
+    cfg.faults.latency = Duration::from_millis(1500);
+    let s = spawn(cfg).unwrap();
+    let Some(mut a) = Asterisk::start("hostile", &conf(&s.base_url, KEY, ""), true) else {
+        return;
+    };
+    let mut ami = a.ami();
+
+    // An ActionID of 600 characters comes back whole, on a well-formed response.
+    let long: String = "A".repeat(600);
+    let id = seed_calls(&s, 1).remove(0);
+    ami.out
+        .write_all(
+            format!("Action: TryvoxHangup\r\nCallUUID: {id}\r\nActionID: {long}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let r = ami.wait(Duration::from_secs(30), |m| {
+        m.get("ActionID") == Some(long.as_str())
+    });
+    assert_eq!(r.get("TryvoxStatus"), Some("OK"), "{}", r.text());
+    let aid = ami.send(&[
+        ("Action", "TryvoxHangup"),
+        ("CallUUID", "b0b0b0b0-0000-4000-8000-000000000000"),
+        ("Async", "yes"),
+    ]);
+    let ev = ami.wait(Duration::from_secs(30), |m| {
+        m.get("Event") == Some("TryvoxHangupResponse") && m.get("ActionID") == Some(aid.as_str())
+    });
+    assert_eq!(ev.get("TryvoxStatus"), Some("NOT_FOUND"));
+
+    // More ids than Asterisk's CLI keeps (it drops the words past 63): refused whole,
+    // nothing sent. Sixty are taken.
+    let ids: Vec<String> = (1..=61).map(|i| format!("x{i:02}")).collect();
+    let before = hangup_log(&s).len();
+    let out = a.rx(&format!("tryvox hangup {}", ids.join(" ")));
+    assert!(out.contains("At most 60 call ids per command"), "{out}");
+    assert_eq!(hangup_log(&s).len(), before);
+    let out = a.rx(&format!("tryvox hangup {}", ids[..60].join(" ")));
+    assert!(out.contains("60 calls: 60 NOT_FOUND"), "{out}");
+    assert_eq!(hangup_log(&s).len(), before + 60);
+    let before = hangup_log(&s).len();
+    assert_eq!(hangup_log(&s).len(), before);
+
+    // A channel holding a 100 s limit; its limit is rewritten from 8 threads at once
+    // (`dialplan set chanvar`, beside the channel's own dialplan), then set to 0: exactly
+    // one limit was ever pending, and after the 0 none is.
+    let held = seed_calls(&s, 1).remove(0);
+    let mark = ami.mark();
+    ami.originate("limit", &[("ID", &held), ("SECS", "100"), ("HOLD", "120")]);
+    let e = ami.wait_from(mark, Duration::from_secs(30), |m| {
+        m.get("UserEvent") == Some("TryvoxLimitSet") && m.get("ID") == Some(held.as_str())
+    });
+    let chan = channel_of(&e);
+    let (bin, conf_path, lib) = (
+        a.bin.clone(),
+        a.dir.join("etc/asterisk.conf"),
+        a.lib.clone(),
+    );
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let (bin, conf_path, lib, chan, held) = (
+                bin.clone(),
+                conf_path.clone(),
+                lib.clone(),
+                chan.clone(),
+                held.clone(),
+            );
+            std::thread::spawn(move || {
+                for _ in 0..8 {
+                    Command::new(&bin)
+                        .arg("-C")
+                        .arg(&conf_path)
+                        .arg("-rx")
+                        .arg(format!(
+                            "dialplan set chanvar {chan} TRYVOX_LIMIT({held}) 100"
+                        ))
+                        .env("LD_LIBRARY_PATH", &lib)
+                        .stdin(Stdio::null())
+                        .output()
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert!(a
+        .rx("tryvox show status")
+        .contains("Scheduled hangups pending: 1"));
+    let getvar = |ami: &mut Ami, var: &str| -> String {
+        let r = ami.action(&[("Action", "Getvar"), ("Channel", &chan), ("Variable", var)]);
+        r.get("Value").unwrap_or("").to_owned()
+    };
+    // Values that are not plain decimal seconds are refused, the limit kept (a CLI word
+    // cannot hold the spaces around a number the dialplan could: those are refused too).
+    for bad in ["0x10", "+5", "1e3", "0.0001", "-1", "4294968", ".5", "5."] {
+        a.rx(&format!(
+            "dialplan set chanvar {chan} TRYVOX_LIMIT({held}) {bad}"
+        ));
+        assert!(
+            getvar(&mut ami, "TRYVOX_ERROR").contains("not a number of seconds"),
+            "{bad:?} accepted"
+        );
+    }
+    assert!(a
+        .rx("tryvox show status")
+        .contains("Scheduled hangups pending: 1"));
+    a.rx(&format!(
+        "dialplan set chanvar {chan} TRYVOX_LIMIT({held}) 0"
+    ));
+    assert_eq!(getvar(&mut ami, "TRYVOX_ERROR"), "");
+    assert!(a
+        .rx("tryvox show status")
+        .contains("Scheduled hangups pending: 0"));
+    assert!(!hangup_log(&s).iter().any(|x| x.1 == held));
+
+    // One sweep at a time: a second, while the first waits on the slow server, is
+    // refused with nothing sent.
+    seed_calls(&s, 3);
+    let first = {
+        let (bin, conf_path, lib) = (bin.clone(), conf_path.clone(), lib.clone());
+        std::thread::spawn(move || {
+            let out = Command::new(&bin)
+                .arg("-C")
+                .arg(&conf_path)
+                .arg("-rx")
+                .arg("tryvox hangup all")
+                .env("LD_LIBRARY_PATH", &lib)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let second = a.rx("tryvox hangup all");
+    let first = first.join().unwrap();
+    assert!(first.contains("OK: "), "{first}");
+    assert!(
+        second.contains("already running: nothing sent"),
+        "{second}\n---\n{first}"
+    );
+    a.assert_key_absent(&[KEY]);
+}
+
+#[test]
+fn shutdown_lets_hangups_in_flight_finish_and_sends_no_limit() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cfg = Config::default();
+    cfg.faults.latency = Duration::from_millis(1000);
+    let s = spawn(cfg).unwrap();
+    let Some(mut a) = Asterisk::start("shutdown", &conf(&s.base_url, KEY, ""), true) else {
+        return;
+    };
+    let mut ami = a.ami();
+    let limited = seed_calls(&s, 3);
+    for id in &limited {
+        let mark = ami.mark();
+        ami.originate("limit", &[("ID", id), ("SECS", "100"), ("HOLD", "120")]);
+        ami.wait_from(mark, Duration::from_secs(30), |m| {
+            m.get("UserEvent") == Some("TryvoxLimitSet") && m.get("ID") == Some(id.as_str())
+        });
+    }
+    let ids = seed_calls(&s, 100);
+    for id in &ids {
+        let r = ami.action(&[
+            ("Action", "TryvoxHangup"),
+            ("CallUUID", id),
+            ("Async", "true"),
+        ]);
+        assert_eq!(r.get("Response"), Some("Success"));
+    }
+    // `core stop now`: Asterisk does not unload modules; the module's exit handler waits
+    // for what was accepted (each within its 5 s timeout).
+    a.rx("core stop now");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "Asterisk did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for id in &ids {
+        assert!(
+            ended_by_api(&s, id),
+            "{id}: accepted, then lost at shutdown"
+        );
+    }
+    // The limits' channels were hung up by the shutdown, which cancelled the limits:
+    // nothing was sent for them.
+    let sent: HashSet<String> = hangup_log(&s).into_iter().map(|x| x.1).collect();
+    for id in &limited {
+        assert!(live(&s, id) && !sent.contains(id));
+    }
 }
