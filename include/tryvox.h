@@ -327,7 +327,9 @@ struct tryvox_client *tryvox_client_new(const char *auth_id, const char *api_key
  * the budget full waits (queued, holding nothing) until a descriptor frees up or its
  * deadline passes (then TRYVOX_TIMEOUT, its message saying it waited for a file
  * descriptor, nothing sent); idle keep-alive connections of every client give theirs up
- * then. Connections leave the budget's last two places to engines: a client's engine
+ * then, and a client busy enough to reuse each of its connections at once closes one
+ * when its exchange ends, rather than reusing it, while another client waits: no client
+ * starves another. Connections leave the budget's last two places to engines: a client's engine
  * (started on its first async, bulk or scheduled hangup, and again after it idled out)
  * takes two descriptors of the budget when it starts; if even those are in use, that
  * hangup is refused with TRYVOX_BUSY, nothing sent (the library could not take it

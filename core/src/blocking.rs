@@ -189,13 +189,17 @@ impl Core {
     fn connect_blocking(&self, deadline: Instant) -> Result<(Conn, Instant), AttemptError> {
         // The process's descriptor budget is full (every client's sockets): wait for a
         // place, within the deadline, before the connect timeout starts.
+        let mut waiting = None;
         while !crate::fds::room(0) {
+            // Counted as a waiter: a busy engine then gives a place up (see `fds`).
+            waiting.get_or_insert_with(crate::fds::Waiting::new);
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(AttemptError::NoDescriptor);
             }
             std::thread::sleep(crate::fds::ROOM_POLL.min(left));
         }
+        drop(waiting);
         let until = crate::client::deadline_after(self.connect_timeout).min(deadline);
         let addrs = self
             .book

@@ -429,6 +429,10 @@ struct Loop {
     seen_wanted: u64,
     /// This loop is on the list of engines woken when work waits for a descriptor.
     holding: bool,
+    /// Counted as a waiter while work of this loop waits for a place in the budget.
+    budget_waiter: Option<crate::fds::Waiting>,
+    /// After giving a place up to another client's waiter: no new connection before.
+    yield_until: Option<Instant>,
 }
 
 impl Loop {
@@ -466,6 +470,8 @@ impl Loop {
             undelivered: Vec::new(),
             stopping: false,
             seen_wanted: crate::fds::wanted(),
+            budget_waiter: None,
+            yield_until: None,
             holding: false,
         }
     }
@@ -545,9 +551,23 @@ impl Loop {
         if !self.busy() {
             let exit_in = IDLE_EXIT.saturating_sub(idle_since.elapsed());
             timeout = Some(timeout.map_or(exit_in, |t| t.min(exit_in)));
-        } else if self.waits_for_room() {
+        }
+        let waits = self.busy() && self.waits_for_room();
+        if waits != self.budget_waiter.is_some() {
+            self.budget_waiter = waits.then(crate::fds::Waiting::new);
+        }
+        if waits {
             let poll = crate::fds::ROOM_POLL;
             timeout = Some(timeout.map_or(poll, |t| t.min(poll)));
+        }
+        // A yield ends by itself: the work it held back starts then.
+        match self.yield_until {
+            Some(t) if t <= now => self.yield_until = None,
+            Some(t) if self.busy() => {
+                let left = t - now;
+                timeout = Some(timeout.map_or(left, |x| x.min(left)));
+            }
+            _ => {}
         }
         // epoll counts milliseconds: round up so a timer is not polled for in a spin.
         let timeout = timeout.map(|t| {
@@ -737,6 +757,7 @@ impl Loop {
     fn room_for_new(&self) -> bool {
         self.slots.len < self.conn_cap
             && self.connecting < self.connect_window
+            && self.yield_until.is_none_or(|t| Instant::now() >= t)
             && crate::fds::room(self.resolving.len())
     }
 
@@ -1139,7 +1160,13 @@ impl Loop {
             }
             Ok(Some((answer, reusable))) => {
                 let j = slot.job.take();
-                if reusable {
+                // Another client waits for a descriptor: this one goes back to the
+                // budget rather than to the next queued hangup (see `fds::Waiting`).
+                let give_up = crate::fds::others_wait(self.budget_waiter.is_some());
+                if give_up {
+                    self.yield_until = Some(Instant::now() + crate::fds::YIELD);
+                }
+                if reusable && !give_up {
                     slot.idle = true;
                     slot.idle_at = Instant::now();
                     slot.idle_turn = self.turn_no;

@@ -73,6 +73,46 @@ pub(crate) fn wanted() -> u64 {
     WANTED.load(Ordering::Relaxed)
 }
 
+/// Waiters for a place now: each engine with work the budget holds back, and each
+/// caller's-thread hangup waiting for a descriptor, counts once (see [`Waiting`]).
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// One waiter for a place in the budget, while it lives. Fairness between clients: a
+/// client busy enough to reuse every keep-alive connection at once would never free a
+/// place; seeing another waiter (`others_wait`), an engine closes a connection when its
+/// exchange ends instead of reusing it, and opens none for a moment (`YIELD`), so that
+/// the other waiter, polling every `ROOM_POLL`, takes that place.
+pub(crate) struct Waiting {
+    generation: u64,
+}
+
+impl Waiting {
+    pub(crate) fn new() -> Waiting {
+        WAITING.fetch_add(1, Ordering::Relaxed);
+        Waiting {
+            generation: generation(),
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        // A parent's waiter does not count in a forked child (which starts at 0).
+        if self.generation == generation() {
+            WAITING.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// True when a waiter other than the caller's own (`mine`) waits for a place.
+#[inline]
+pub(crate) fn others_wait(mine: bool) -> bool {
+    WAITING.load(Ordering::Relaxed) > usize::from(mine)
+}
+
+/// How long an engine that gave a place up for another waiter opens no connection.
+pub(crate) const YIELD: Duration = Duration::from_millis(25);
+
 type Holders = crate::process::PerProcess<Mutex<Vec<Weak<dyn Fn() + Send + Sync>>>>;
 
 /// Engines sleeping with idle connections, to wake when work waits for the budget (of
@@ -193,6 +233,7 @@ pub(crate) fn after_fork_in_child() {
     }
     OPEN.store(0, Ordering::Relaxed);
     READ_AT.store(0, Ordering::Relaxed);
+    WAITING.store(0, Ordering::Relaxed);
 }
 
 /// Makes this module's lazy statics (see `process::init`).
