@@ -424,6 +424,35 @@ impl Asterisk {
         std::fs::read_to_string(self.dir.join("log/full")).unwrap_or_default()
     }
 
+    /// Waits (10 s at most) for `text` in the log: Asterisk's logger thread writes the
+    /// file after the command that logged has returned.
+    fn log_shows(&self, text: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.log().contains(text) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                eprintln!("the log lacks {text:?}:\n{}", self.log());
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The log once its writer has caught up (its size unchanged for 300 ms).
+    fn settled_log(&self) -> String {
+        let mut last = self.log();
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.log();
+            if now.len() == last.len() {
+                return now;
+            }
+            last = now;
+        }
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -452,7 +481,7 @@ impl Asterisk {
 
     /// The key never appears in the log or in anything the CLI printed.
     fn assert_key_absent(&self, keys: &[&str]) {
-        let log = self.log();
+        let log = self.settled_log();
         assert!(log.contains("DEBUG["), "the log is not at debug level");
         for k in keys {
             assert!(!log.contains(k), "the API key is in Asterisk's log");
@@ -731,9 +760,7 @@ fn dialplan_cli_and_ami_against_the_simulator() {
     a.set_conf(&conf(&s.base_url, KEY, "max_retries = lots\n"));
     let out = a.rx("module reload res_tryvox.so");
     assert!(!out.contains("reloaded successfully"), "{out}");
-    assert!(a
-        .log()
-        .contains("max_retries = 'lots' is not a whole number"));
+    assert!(a.log_shows("max_retries = 'lots' is not a whole number"));
     let id = seed_calls(&s, 1).remove(0);
     assert_eq!(dialplan_hangup(&mut ami, &id).0, "OK");
 
@@ -744,19 +771,13 @@ fn dialplan_cli_and_ami_against_the_simulator() {
         .contains("Unloaded res_tryvox.so"));
     a.set_conf(&format!("[general]\naccount_id = {ACCOUNT}\n"));
     a.rx("module load res_tryvox.so");
-    assert!(a
-        .log()
-        .contains("tryvox.conf: api_key is missing from [general]"));
+    assert!(a.log_shows("tryvox.conf: api_key is missing from [general]"));
     a.set_conf(&conf("http://example.com", KEY, ""));
     a.rx("module load res_tryvox.so");
-    assert!(
-        a.log().contains("the TryVox client could not be created"),
-        "{}",
-        a.log()
-    );
+    assert!(a.log_shows("the TryVox client could not be created"));
     a.set_conf(&conf(&s.base_url, KEY, "colour = blue\n"));
     a.rx("module load res_tryvox.so");
-    assert!(a.log().contains("unknown setting 'colour'"));
+    assert!(a.log_shows("unknown setting 'colour'"));
     a.set_conf(&conf(&s.base_url, KEY, ""));
     assert!(a
         .rx("module load res_tryvox.so")
