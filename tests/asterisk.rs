@@ -12,7 +12,6 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -233,13 +232,35 @@ impl Drop for Ami {
     }
 }
 
+/// How to run `asterisk -rx` against one test's Asterisk (cloned into threads).
+#[derive(Clone)]
+struct Console {
+    bin: PathBuf,
+    conf: PathBuf,
+    lib: PathBuf,
+}
+
+impl Console {
+    /// `asterisk -C CONF -rx CMD`.
+    fn run(&self, cmd: &str) -> std::process::Output {
+        Command::new(&self.bin)
+            .arg("-C")
+            .arg(&self.conf)
+            .arg("-rx")
+            .arg(cmd)
+            .env("LD_LIBRARY_PATH", &self.lib)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
 /// A running Asterisk of one test, with its own directories, config and AMI port;
 /// stopped by its PID when dropped.
 struct Asterisk {
     dir: PathBuf,
     child: Child,
-    bin: PathBuf,
-    lib: PathBuf,
+    console: Console,
     ami_port: u16,
     /// Everything the CLI printed to the test, searched for the key at the end.
     outputs: Vec<String>,
@@ -332,35 +353,27 @@ impl Asterisk {
         );
         conf("extensions.conf", DIALPLAN.into());
         conf("tryvox.conf", tryvox_conf.into());
-        let bin = ast.join("usr/sbin/asterisk");
-        let lib = ast.join("usr/lib");
-        let parent = std::process::id() as libc::pid_t;
-        let mut cmd = Command::new(&bin);
-        cmd.arg("-C")
-            .arg(dir.join("etc/asterisk.conf"))
+        let console = Console {
+            bin: ast.join("usr/sbin/asterisk"),
+            conf: dir.join("etc/asterisk.conf"),
+            lib: ast.join("usr/lib"),
+        };
+        // The kernel kills Asterisk if this test's thread dies first (a CI timeout
+        // leaves none behind).
+        let mut cmd = Command::new(&console.bin);
+        support::die_with_parent(&mut cmd)
+            .arg("-C")
+            .arg(&console.conf)
             .arg("-f")
-            .env("LD_LIBRARY_PATH", &lib)
+            .env("LD_LIBRARY_PATH", &console.lib)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: only async-signal-safe calls between fork and exec. The kernel kills
-        // Asterisk if this test's thread dies first (a CI timeout leaves none behind).
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
-                    || libc::getppid() != parent
-                {
-                    return Err(std::io::Error::other("parent gone"));
-                }
-                Ok(())
-            });
-        }
         let child = cmd.spawn().unwrap();
         let mut a = Asterisk {
             dir,
             child,
-            bin,
-            lib,
+            console,
             ami_port,
             outputs: Vec::new(),
         };
@@ -381,15 +394,7 @@ impl Asterisk {
     }
 
     fn try_rx(&self, cmd: &str) -> Option<String> {
-        let out = Command::new(&self.bin)
-            .arg("-C")
-            .arg(self.dir.join("etc/asterisk.conf"))
-            .arg("-rx")
-            .arg(cmd)
-            .env("LD_LIBRARY_PATH", &self.lib)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = self.console.run(cmd);
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -397,15 +402,7 @@ impl Asterisk {
 
     /// `asterisk -rx CMD`: its output (a failed command's too).
     fn rx(&mut self, cmd: &str) -> String {
-        let out = Command::new(&self.bin)
-            .arg("-C")
-            .arg(self.dir.join("etc/asterisk.conf"))
-            .arg("-rx")
-            .arg(cmd)
-            .env("LD_LIBRARY_PATH", &self.lib)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = self.console.run(cmd);
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         self.outputs.push(text.clone());
@@ -911,9 +908,7 @@ fn reload_with_a_new_key_while_200_hangups_are_in_flight_loses_none() {
     }
     let mut set_at = HashMap::new();
     for id in &limited {
-        let e = ami.wait(Duration::from_secs(30), |m| {
-            m.get("UserEvent") == Some("TryvoxLimitSet") && m.get("ID") == Some(id.as_str())
-        });
+        let e = limit_set(&ami, id);
         set_at.insert(id.clone(), e.get("T").unwrap().parse::<u64>().unwrap());
     }
     let ids = seed_calls(&s, 200);
@@ -1000,9 +995,7 @@ fn unload_with_100_limits_pending_fires_none_and_leaves_no_thread() {
         ami.originate("limit", &[("ID", id), ("SECS", "6"), ("HOLD", "60")]);
     }
     for id in &ids {
-        ami.wait(Duration::from_secs(30), |m| {
-            m.get("UserEvent") == Some("TryvoxLimitSet") && m.get("ID") == Some(id.as_str())
-        });
+        limit_set(&ami, id);
     }
     // Some async work too, so the engine's threads exist.
     let busy = seed_calls(&s, 20);
@@ -1082,6 +1075,14 @@ fn unload_with_100_limits_pending_fires_none_and_leaves_no_thread() {
     a.assert_key_absent(&[KEY]);
 }
 
+/// The `TryvoxLimitSet` event of the dialplan's `limit` extension for call `id` (ids are
+/// unique per test: any earlier message may be it).
+fn limit_set(ami: &Ami, id: &str) -> Msg {
+    ami.wait(Duration::from_secs(30), |m| {
+        m.get("UserEvent") == Some("TryvoxLimitSet") && m.get("ID") == Some(id)
+    })
+}
+
 /// The channel a dialplan UserEvent came from.
 fn channel_of(m: &Msg) -> String {
     m.get("Channel").unwrap().to_owned()
@@ -1138,39 +1139,17 @@ fn hostile_inputs_are_refused_and_concurrent_writers_keep_one_limit() {
     // (`dialplan set chanvar`, beside the channel's own dialplan), then set to 0: exactly
     // one limit was ever pending, and after the 0 none is.
     let held = seed_calls(&s, 1).remove(0);
-    let mark = ami.mark();
     ami.originate("limit", &[("ID", &held), ("SECS", "100"), ("HOLD", "120")]);
-    let e = ami.wait_from(mark, Duration::from_secs(30), |m| {
-        m.get("UserEvent") == Some("TryvoxLimitSet") && m.get("ID") == Some(held.as_str())
-    });
+    let e = limit_set(&ami, &held);
     let chan = channel_of(&e);
-    let (bin, conf_path, lib) = (
-        a.bin.clone(),
-        a.dir.join("etc/asterisk.conf"),
-        a.lib.clone(),
-    );
     let writers: Vec<_> = (0..8)
         .map(|_| {
-            let (bin, conf_path, lib, chan, held) = (
-                bin.clone(),
-                conf_path.clone(),
-                lib.clone(),
-                chan.clone(),
-                held.clone(),
-            );
+            let (console, chan, held) = (a.console.clone(), chan.clone(), held.clone());
             std::thread::spawn(move || {
                 for _ in 0..8 {
-                    Command::new(&bin)
-                        .arg("-C")
-                        .arg(&conf_path)
-                        .arg("-rx")
-                        .arg(format!(
-                            "dialplan set chanvar {chan} TRYVOX_LIMIT({held}) 100"
-                        ))
-                        .env("LD_LIBRARY_PATH", &lib)
-                        .stdin(Stdio::null())
-                        .output()
-                        .unwrap();
+                    console.run(&format!(
+                        "dialplan set chanvar {chan} TRYVOX_LIMIT({held}) 100"
+                    ));
                 }
             })
         })
@@ -1212,18 +1191,9 @@ fn hostile_inputs_are_refused_and_concurrent_writers_keep_one_limit() {
     // refused with nothing sent.
     seed_calls(&s, 3);
     let first = {
-        let (bin, conf_path, lib) = (bin.clone(), conf_path.clone(), lib.clone());
+        let console = a.console.clone();
         std::thread::spawn(move || {
-            let out = Command::new(&bin)
-                .arg("-C")
-                .arg(&conf_path)
-                .arg("-rx")
-                .arg("tryvox hangup all")
-                .env("LD_LIBRARY_PATH", &lib)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).into_owned()
+            String::from_utf8_lossy(&console.run("tryvox hangup all").stdout).into_owned()
         })
     };
     std::thread::sleep(Duration::from_millis(500));
@@ -1249,11 +1219,8 @@ fn shutdown_lets_hangups_in_flight_finish_and_sends_no_limit() {
     let mut ami = a.ami();
     let limited = seed_calls(&s, 3);
     for id in &limited {
-        let mark = ami.mark();
         ami.originate("limit", &[("ID", id), ("SECS", "100"), ("HOLD", "120")]);
-        ami.wait_from(mark, Duration::from_secs(30), |m| {
-            m.get("UserEvent") == Some("TryvoxLimitSet") && m.get("ID") == Some(id.as_str())
-        });
+        limit_set(&ami, id);
     }
     let ids = seed_calls(&s, 100);
     for id in &ids {

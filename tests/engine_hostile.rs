@@ -14,7 +14,6 @@ use support::{
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -412,13 +411,7 @@ fn bulk_max_parallel_1_is_one_request_at_a_time_and_a_retry_wait_gives_its_slot_
 struct Proc(Child);
 impl Proc {
     fn spawn(cmd: &mut Command) -> Proc {
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        support::die_with_parent(cmd);
         Proc(
             cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())

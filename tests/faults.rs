@@ -10,7 +10,6 @@ use support::{free_port, have_tool, scratch, wait_for_port};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,20 +25,7 @@ use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
 struct Proc(Child);
 impl Proc {
     fn spawn(cmd: &mut Command) -> Proc {
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                // PR_SET_PDEATHSIG fires when the spawning thread exits: a test that is
-                // killed outright (a CI timeout) does not leave its server behind.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
-                    || libc::getppid() != parent
-                {
-                    return Err(std::io::Error::other("parent gone"));
-                }
-                Ok(())
-            });
-        }
+        support::die_with_parent(cmd);
         Proc(
             cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())

@@ -753,3 +753,22 @@ pub fn raise_fd_limit() {
         }
     }
 }
+
+/// Makes a process a test spawns die with it: PR_SET_PDEATHSIG fires when the spawning
+/// thread exits, so a test killed outright (a CI timeout) leaves no server behind; a
+/// parent already gone by the exec fails the spawn.
+pub fn die_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != parent
+            {
+                return Err(std::io::Error::other("parent gone"));
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
