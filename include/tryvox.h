@@ -139,11 +139,18 @@ typedef void (*tryvox_hangup_callback)(void *user_data,
                                        const char *message);
 
 /**
- * Progress of a `tryvox_hangup_all`: called on the calling thread after each listing and
- * each batch of hangups, with the caller's own `sweep`, whose counts are up to date. It
- * must not free the client; it may call any other function.
+ * Progress of a `tryvox_hangup_all` or `tryvox_hangup_each`: called on the calling
+ * thread at least every 50 ms while it runs (a progress bar can redraw from it), after
+ * each listing and at the end, with the caller's own `sweep`, whose counts are up to
+ * date. It must not free the client; it may call any other function.
  */
 typedef void (*tryvox_sweep_progress_callback)(void *user_data, const struct tryvox_sweep *sweep);
+
+/**
+ * A live call a sweep's listing found (see `tryvox_sweep.on_listed`): called on the
+ * calling thread; `call_uuid` is valid only during the call.
+ */
+typedef void (*tryvox_sweep_listed_callback)(void *user_data, const char *call_uuid);
 
 /**
  * What `tryvox_hangup_all` ends and what it did. Size-versioned: set `size` to
@@ -203,6 +210,58 @@ typedef struct tryvox_sweep {
    * Out: complete listings of the live calls made.
    */
   uint64_t listings;
+  /**
+   * In: called on the calling thread as each call's hangup settles, once per call, with
+   * `user_data` (see tryvox_hangup_callback for the arguments): ended (TRYVOX_OK and
+   * the HTTP status, 204), already gone (TRYVOX_NOT_FOUND or TRYVOX_ALREADY_ENDED, 404)
+   * or failed. A sweep reports the calls it sent a hangup for; `tryvox_hangup_each`
+   * reports every id, those never sent too (TRYVOX_BUSY after `tryvox_sweep_stop`,
+   * TRYVOX_TIMEOUT after the deadline; HTTP status 0). NULL for none.
+   */
+  tryvox_hangup_callback on_call;
+  /**
+   * In: called on the calling thread once per live call a listing finds for the first
+   * time in this sweep, before its hangup starts (with `dry_run`, instead of it), with
+   * `user_data`. NULL for none.
+   */
+  tryvox_sweep_listed_callback on_listed;
+  /**
+   * In: hangups started per second at most (0: no limit).
+   */
+  uint32_t max_rate;
+  /**
+   * In: nonzero: `tryvox_hangup_all` lists the live calls once, reports each to
+   * `on_listed` and ends none: TRYVOX_OK, with `still_live` and `found` the number found.
+   */
+  uint32_t dry_run;
+  /**
+   * In: nonzero asks the sweep to start no more hangups. Set it with
+   * `tryvox_sweep_stop` (async-signal-safe) while the sweep runs; zero before a sweep.
+   */
+  uint32_t stop;
+  /**
+   * Out: 1 while a listing is in progress, else 0.
+   */
+  uint32_t listing;
+  /**
+   * Out: distinct live calls found so far (for `tryvox_hangup_each`, the number of
+   * ids). It never decreases: the total of a progress bar.
+   */
+  uint64_t found;
+  /**
+   * Out: answers 429 (Too Many Requests) the hangups got, retried ones included.
+   */
+  uint64_t rate_limited;
+  /**
+   * Out: times a 429 halved the parallelism. The sweep lowers `max_parallel` by half
+   * on a 429 (once per round trip) and raises it by one after as many answers as it
+   * allows again (additive increase, multiplicative decrease), never above it.
+   */
+  uint64_t backoffs;
+  /**
+   * Out: hangups in flight at once now.
+   */
+  uint64_t parallel;
 } tryvox_sweep;
 
 /**
@@ -511,10 +570,15 @@ int tryvox_hangup_many(struct tryvox_client *client,
  * Blocks until done: not for a media thread.
  *
  * `sweep` may be NULL (every live call, the defaults); otherwise see tryvox_sweep. Its
- * strings are borrowed for the call.
+ * strings are borrowed for the call. While it runs, the calling thread hears of each
+ * call found (`on_listed`) and settled (`on_call`, with its HTTP status) and of the
+ * counts at least every 50 ms (`progress`); `max_rate` paces the hangups; a 429 halves
+ * the parallelism (`backoffs`); `dry_run` lists and ends nothing; `tryvox_sweep_stop`
+ * (from a signal handler or another thread) stops it starting hangups.
  *
- * Returns TRYVOX_OK only when a final listing found no live call. TRYVOX_TIMEOUT when
- * the sweep's deadline passed first. The status of a listing's failure. When only calls
+ * Returns TRYVOX_OK only when a final listing found no live call (a dry run: when its
+ * listing completed). TRYVOX_TIMEOUT when the sweep's deadline passed first;
+ * TRYVOX_BUSY, once the hangups in flight are in, when `tryvox_sweep_stop` stopped it. The status of a listing's failure. When only calls
  * that could not be ended are left, one of their statuses, chosen by a fixed order so
  * that the same failures give the same status on every run: TRYVOX_UNAUTHORIZED,
  * TRYVOX_FORBIDDEN, TRYVOX_TLS_ERROR, TRYVOX_PROTOCOL_ERROR, TRYVOX_INVALID_ARGUMENT,
@@ -528,7 +592,49 @@ int tryvox_hangup_many(struct tryvox_client *client,
  * `sweep` are right in every case, and the last error says what happened.
  * Thread-safe.
  */
-int tryvox_hangup_all(struct tryvox_client *client, struct tryvox_sweep *sweep);
+int tryvox_hangup_all(struct tryvox_client *client,
+                      struct tryvox_sweep *sweep);
+
+/**
+ * Hangs up exactly the `count` ids of `call_uuids` (borrowed for the call), steered as
+ * a sweep is: `sweep`'s `max_parallel` (lowered on 429 and raised again), `max_rate`,
+ * `timeout_ms` (0 here means no deadline of its own: each hangup has the client's
+ * timeout; no hangup starts after a nonzero one), `progress`, `on_call` (every id, as it
+ * settles: the way to see outcomes and HTTP statuses while a large batch runs) and
+ * `stop`; `from`, `to`, `direction` and `dry_run` must be unset. `sweep` may be NULL
+ * (the defaults, nothing reported). Blocks until done: not for a media thread.
+ *
+ * `statuses_out` and `http_statuses_out`, each NULL or `count` ints, receive the outcome
+ * of `call_uuids[i]` at index i: its status, and the last HTTP status seen (0 if none).
+ * An id never sent (stopped, or the deadline passed first) has TRYVOX_BUSY or
+ * TRYVOX_TIMEOUT and HTTP status 0. The counts in `sweep`: `ended`, `already_gone`,
+ * `failed` (the never-sent included), `still_live` (never sent), `found` (`count`),
+ * `rate_limited`, `backoffs`, `parallel`.
+ *
+ * Returns TRYVOX_OK once every entry is written (outcomes are in the arrays, not in the
+ * return value). TRYVOX_INVALID_ARGUMENT, with nothing sent and nothing written, for a
+ * NULL client, `call_uuids` NULL with `count` > 0, an invalid id (the last error names
+ * the first bad index), a `size` too small, or a filter or `dry_run` set; TRYVOX_BUSY,
+ * nothing sent, from a callback while the client is being freed. Thread-safe.
+ */
+int tryvox_hangup_each(struct tryvox_client *client,
+                       const char *const *call_uuids,
+                       size_t count,
+                       int *statuses_out,
+                       int *http_statuses_out,
+                       struct tryvox_sweep *sweep);
+
+/**
+ * Asks the `tryvox_hangup_all` or `tryvox_hangup_each` running with `sweep` to start no
+ * more hangups: it sees the request within about 50 ms; hangups in flight finish and are
+ * reported (`on_call`, the counts), then it returns (a sweep: TRYVOX_BUSY, "the sweep
+ * was stopped"). Async-signal-safe (an atomic store: no lock, no allocation, the
+ * thread's last error untouched): call it from a SIGINT handler or any thread. Setting
+ * `stop` before a sweep starts makes it start none. Returns TRYVOX_OK, or
+ * TRYVOX_INVALID_ARGUMENT when `sweep` is NULL, misaligned, or its `size` does not
+ * reach `stop`.
+ */
+int tryvox_sweep_stop(struct tryvox_sweep *sweep);
 
 /**
  * Fills `out` with `client`'s statistics (see tryvox_stats); set `out->size` first.

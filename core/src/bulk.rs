@@ -2,11 +2,12 @@
 //! engine beside (never behind) its async queue; the caller's thread waits for the
 //! outcomes.
 
-use std::sync::mpsc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use crate::client::HangupResult;
-use crate::engine::{Engine, Work};
+use crate::engine::{BatchControl, Engine, Reply, Work};
 use crate::error::Error;
 use crate::validate;
 
@@ -70,7 +71,8 @@ pub(crate) fn run_batch<S: AsRef<str>>(
             ids,
             max,
             stop_at,
-            results: tx,
+            reply: Reply::AtEnd(tx),
+            control: None,
         })
         .map_err(|(why, _)| why)?;
     // All outcomes at once, when the last is in. The channel closes without them only
@@ -82,6 +84,87 @@ pub(crate) fn run_batch<S: AsRef<str>>(
     }
     engine.write_queued_log();
     Ok(out)
+}
+
+/// How often a streamed batch's caller hears from it when no outcome arrives (a progress
+/// bar's refresh, a stop flag's check).
+pub(crate) const TICK: Duration = Duration::from_millis(50);
+
+/// What a streamed batch hands its caller.
+pub(crate) enum Streamed {
+    /// `ids[index]`'s outcome (None: not started, `stop_at` passed or `control` said stop).
+    Outcome(usize, Option<HangupResult>),
+    /// No outcome for a [`TICK`].
+    Tick,
+}
+
+/// Runs the hangups of validated ids on the engine as `run_batch` does, steered by
+/// `control` (stop, rate, parallelism lowered on 429), and hands each outcome to `on` on
+/// this thread as it comes, with a [`Streamed::Tick`] whenever none came for a [`TICK`].
+/// A stop set in `control` (by `on` or anyone) is seen by the engine at once. Refused
+/// (nothing sent) while the client is being dropped.
+pub(crate) fn run_streamed<S: AsRef<str>>(
+    engine: &Engine,
+    call_uuids: &[S],
+    max_parallel: usize,
+    stop_at: Option<Instant>,
+    control: &Arc<BatchControl>,
+    mut on: impl FnMut(Streamed),
+) -> Result<(), String> {
+    let n = call_uuids.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let max = if max_parallel == 0 {
+        DEFAULT_PARALLEL
+    } else {
+        max_parallel.min(MAX_PARALLEL)
+    }
+    .min(descriptor_budget())
+    .min(n);
+    let (tx, rx) = mpsc::channel();
+    let ids = call_uuids.iter().map(|s| s.as_ref().to_owned()).collect();
+    engine
+        .submit(Work::Batch {
+            ids,
+            max,
+            stop_at,
+            reply: Reply::Each(tx),
+            control: Some(Arc::clone(control)),
+        })
+        .map_err(|(why, _)| why)?;
+    let mut got = vec![false; n];
+    let mut left = n;
+    let mut nudged = false;
+    let mut last = Instant::now();
+    while left > 0 {
+        match rx.recv_timeout(TICK.saturating_sub(last.elapsed())) {
+            Ok((index, result)) => {
+                if index < n && !std::mem::replace(&mut got[index], true) {
+                    left -= 1;
+                    on(Streamed::Outcome(index, result));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // The engine thread itself was lost: what did not come was not run.
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if last.elapsed() >= TICK {
+            last = Instant::now();
+            on(Streamed::Tick);
+        }
+        if !nudged && control.stop.load(Ordering::Relaxed) {
+            nudged = true;
+            engine.nudge();
+        }
+    }
+    for (index, done) in got.iter().enumerate() {
+        if !done {
+            on(Streamed::Outcome(index, None));
+        }
+    }
+    engine.write_queued_log();
+    Ok(())
 }
 
 /// How many hangups may be in flight for the descriptors this process has free: each

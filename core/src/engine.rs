@@ -26,6 +26,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::Sender;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,6 +43,7 @@ use crate::options::LogLevel;
 use crate::pool::{WorkerPool, IDLE_EXIT};
 use crate::resolve::{Lookup, Notify, Ticket};
 use crate::response::MAX_BODY;
+use crate::retry::Aimd;
 use crate::transport::{Race, Raced};
 
 /// The most async hangups in flight at once (each holds a connection), the largest
@@ -73,16 +75,42 @@ pub(crate) type Done = Box<dyn FnOnce(HangupResult) + Send + 'static>;
 pub(crate) enum Work {
     /// One async hangup of a validated id.
     One { id: String, done: Done },
-    /// A bulk call: its validated ids, at most `max` in flight; every outcome, in the
-    /// ids' order (None: not started, `stop_at` had passed), sent back at once when the
-    /// last is in (one wake-up of the waiting caller, not one per hangup). A hangup
-    /// started ends by `stop_at` too (TIMEOUT if it has no outcome by then).
+    /// A bulk call: its validated ids, at most `max` in flight; the outcomes go back as
+    /// `reply` says (None: not started, `stop_at` had passed or `control` said stop). A
+    /// hangup started ends by `stop_at` too (TIMEOUT if it has no outcome by then).
     Batch {
         ids: Vec<String>,
         max: usize,
         stop_at: Option<Instant>,
-        results: Sender<Vec<Option<HangupResult>>>,
+        reply: Reply,
+        /// A sweep's: its stop flag, rate and AIMD parallelism (None: a fixed `max`).
+        control: Option<Arc<BatchControl>>,
     },
+}
+
+/// How a batch's outcomes go back to the caller.
+pub(crate) enum Reply {
+    /// All at once in the ids' order when the last is in (one wake-up of the waiting
+    /// caller, not one per hangup): `hangup_many`.
+    AtEnd(Sender<Vec<Option<HangupResult>>>),
+    /// Each as it comes, with its index: sweeps, whose caller reports every call as it
+    /// settles.
+    Each(Sender<(usize, Option<HangupResult>)>),
+}
+
+/// What a sweep's caller steers in its running batch, and what the batch tells back.
+#[derive(Debug, Default)]
+pub(crate) struct BatchControl {
+    /// Set by the caller: start no more hangups (those started finish).
+    pub stop: AtomicBool,
+    /// Hangups started per second at most (0: no limit).
+    pub max_rate: u32,
+    /// 429 answers seen (retried or not).
+    pub rate_limited: AtomicU64,
+    /// Times a 429 halved the parallelism.
+    pub backoffs: AtomicU64,
+    /// The parallelism now.
+    pub parallel: AtomicUsize,
 }
 
 const WAKER: Token = Token(usize::MAX);
@@ -159,6 +187,13 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Wakes the loop to look at its batches again (a sweep's stop flag was set).
+    pub(crate) fn nudge(&self) {
+        if let Some(w) = &lock(&self.shared.inbox).waker {
+            let _ = w.wake();
+        }
     }
 
     fn start(&self, inbox: &mut Inbox) -> std::io::Result<()> {
@@ -252,6 +287,26 @@ fn run(shared: Arc<Shared>, poll: Tracked<Poll>, waker: Arc<Waker>) {
 }
 
 /// A job's attempt ended: the place it held in its budget (async, or its batch's) is free.
+/// A controlled batch's attempt was answered: 429 halves its parallelism (once per window
+/// of attempts, `retry::Aimd`), any other answer counts toward raising it again.
+fn adapt(batches: &mut Slab<Batch>, b: usize, sent_seq: u64, rate_limited: bool) {
+    let Some(batch) = batches.get_mut(b) else {
+        return;
+    };
+    let Some(control) = &batch.control else {
+        return;
+    };
+    if rate_limited {
+        control.rate_limited.fetch_add(1, Ordering::Relaxed);
+        if batch.aimd.rate_limited(sent_seq, batch.sent) {
+            control.backoffs.fetch_add(1, Ordering::Relaxed);
+        }
+    } else {
+        batch.aimd.answered();
+    }
+    control.parallel.store(batch.aimd.limit(), Ordering::Relaxed);
+}
+
 fn release_budget(async_active: &mut usize, batches: &mut Slab<Batch>, origin: &Origin) {
     match origin {
         Origin::Async(_) => *async_active -= 1,
@@ -274,6 +329,8 @@ enum Timer {
     Slot(usize),
     /// Callbacks the pool refused are offered again.
     Redeliver,
+    /// A paced batch may start its next id.
+    Pace(usize),
 }
 
 type TimerKey = (Instant, u64);
@@ -297,6 +354,8 @@ struct Job {
     retry_key: Option<TimerKey>,
     /// Waiting in its batch's `ready` queue (counted in its `queued`).
     queued: bool,
+    /// Its batch's sequence number of its latest attempt.
+    sent_seq: u64,
 }
 
 enum SlotState {
@@ -324,7 +383,6 @@ struct Slot {
 struct Batch {
     ids: Vec<String>,
     next: usize,
-    max: usize,
     /// Jobs on a connection.
     active: usize,
     /// Jobs (index, serial) waiting for a connection: admitted ids and those whose retry
@@ -338,8 +396,43 @@ struct Batch {
     /// Outcomes still to come.
     left: usize,
     stop_at: Option<Instant>,
+    /// `Reply::AtEnd`'s outcomes so far.
     out: Vec<Option<HangupResult>>,
-    results: Sender<Vec<Option<HangupResult>>>,
+    reply: Reply,
+    control: Option<Arc<BatchControl>>,
+    /// The parallelism: `max`, or less after 429s (`control`'s batches only).
+    aimd: Aimd,
+    /// With a `max_rate`: when the next id may start, and whether a timer waits for it.
+    pace_next: Option<Instant>,
+    pace_timer: bool,
+    /// Attempts sent so far (each attempt's sequence number, for the AIMD window).
+    sent: u64,
+}
+
+impl Batch {
+    /// In flight at once now.
+    fn limit(&self) -> usize {
+        self.aimd.limit()
+    }
+
+    fn stopped(&self, now: Instant) -> bool {
+        self.stop_at.is_some_and(|t| now >= t)
+            || self
+                .control
+                .as_ref()
+                .is_some_and(|c| c.stop.load(Ordering::Relaxed))
+    }
+
+    /// One outcome (None: not started).
+    fn record(&mut self, index: usize, result: Option<HangupResult>) {
+        self.left -= 1;
+        match &self.reply {
+            Reply::AtEnd(_) => self.out[index] = result,
+            Reply::Each(tx) => {
+                let _ = tx.send((index, result));
+            }
+        }
+    }
 }
 
 /// A slab: indices stay valid while their entry lives; freed ones are reused.
@@ -672,24 +765,41 @@ impl Loop {
                 ids,
                 max,
                 stop_at,
-                results,
+                reply,
+                control,
             } => {
                 let left = ids.len();
                 if left == 0 {
-                    let _ = results.send(Vec::new());
+                    if let Reply::AtEnd(tx) = reply {
+                        let _ = tx.send(Vec::new());
+                    }
                     return;
                 }
+                let max = max.max(1);
+                if let Some(c) = &control {
+                    c.parallel.store(max, Ordering::Relaxed);
+                }
                 self.batches.insert(Batch {
-                    out: (0..left).map(|_| None).collect(),
+                    out: match reply {
+                        Reply::AtEnd(_) => (0..left).map(|_| None).collect(),
+                        Reply::Each(_) => Vec::new(),
+                    },
+                    pace_next: control
+                        .as_ref()
+                        .filter(|c| c.max_rate > 0)
+                        .map(|_| Instant::now()),
+                    pace_timer: false,
+                    sent: 0,
+                    aimd: Aimd::new(max),
                     ids,
                     next: 0,
-                    max: max.max(1),
                     active: 0,
                     ready: VecDeque::new(),
                     queued: 0,
                     left,
                     stop_at,
-                    results,
+                    reply,
+                    control,
                 });
             }
         }
@@ -739,6 +849,7 @@ impl Loop {
             slot: None,
             retry_key: None,
             queued: false,
+            sent_seq: 0,
         });
         self.timers.insert(deadline_key, Timer::Deadline(j));
         Some(j)
@@ -778,7 +889,7 @@ impl Loop {
                 .items
                 .iter()
                 .flatten()
-                .any(|b| b.active < b.max && (b.next < b.ids.len() || !b.ready.is_empty()))
+                .any(|b| b.active < b.limit() && (b.next < b.ids.len() || !b.ready.is_empty()))
     }
 
     /// Starts what the budgets allow: each batch up to its `max_parallel`, async jobs up
@@ -786,19 +897,36 @@ impl Loop {
     /// as soon as it can connect), new connections as the connect window allows.
     fn pump(&mut self) {
         for b in 0..self.batches.items.len() {
-            // Admit up to `max_parallel`: each admitted id's deadline starts now.
+            // Admit up to `max_parallel` (less after 429s), no faster than its rate: each
+            // admitted id's deadline starts now.
             while let Some(batch) = self.batches.get_mut(b) {
-                if batch.active + batch.queued >= batch.max || batch.next >= batch.ids.len() {
+                if batch.next >= batch.ids.len() {
                     break;
                 }
+                let now = Instant::now();
                 let index = batch.next;
-                batch.next += 1;
-                if batch.stop_at.is_some_and(|t| Instant::now() >= t) {
-                    // Not started: its outcome stays None.
-                    batch.left -= 1;
+                if batch.stopped(now) {
+                    // Not started: its outcome is None.
+                    batch.next += 1;
+                    batch.record(index, None);
                     self.batch_maybe_done(b);
                     continue;
                 }
+                if batch.active + batch.queued >= batch.limit() {
+                    break;
+                }
+                if let Some(at) = batch.pace_next {
+                    if now < at {
+                        if !batch.pace_timer {
+                            batch.pace_timer = true;
+                            self.add_timer(at, Timer::Pace(b));
+                        }
+                        break;
+                    }
+                    let rate = batch.control.as_ref().map_or(1, |c| c.max_rate.max(1));
+                    batch.pace_next = Some(crate::retry::next_start(at, now, rate));
+                }
+                batch.next += 1;
                 let id = std::mem::take(&mut batch.ids[index]);
                 if let Some(j) = self.new_job(id, Origin::Batch { batch: b, index }) {
                     self.queue_in_batch(b, j, false);
@@ -810,7 +938,7 @@ impl Loop {
                 let Some(batch) = self.batches.get_mut(b) else {
                     break;
                 };
-                if batch.active >= batch.max {
+                if batch.active >= batch.limit() {
                     break;
                 }
                 let Some((j, serial)) = batch.ready.pop_front() else {
@@ -866,7 +994,9 @@ impl Loop {
     fn batch_maybe_done(&mut self, b: usize) {
         if self.batches.get(b).is_some_and(|bt| bt.left == 0) {
             if let Some(bt) = self.batches.remove(b) {
-                let _ = bt.results.send(bt.out);
+                if let Reply::AtEnd(tx) = bt.reply {
+                    let _ = tx.send(bt.out);
+                }
             }
         }
     }
@@ -956,6 +1086,8 @@ impl Loop {
             Origin::Batch { batch, .. } => {
                 if let Some(b) = self.batches.get_mut(batch) {
                     b.active += 1;
+                    job.sent_seq = b.sent;
+                    b.sent += 1;
                 }
             }
         }
@@ -1222,6 +1354,10 @@ impl Loop {
         job.slot = None;
         let took = job.attempt_start.elapsed();
         release_budget(&mut self.async_active, &mut self.batches, &job.origin);
+        if let Origin::Batch { batch, .. } = job.origin {
+            let rate_limited = matches!(&outcome, Ok(a) if a.http_status == 429);
+            adapt(&mut self.batches, batch, job.sent_seq, rate_limited);
+        }
         let attempt = match &outcome {
             Ok(answer) => {
                 self.core.log(LogLevel::Debug, || {
@@ -1301,8 +1437,7 @@ impl Loop {
             Origin::Async(done) => self.offer(done, result),
             Origin::Batch { batch, index } => {
                 if let Some(b) = self.batches.get_mut(batch) {
-                    b.out[index] = Some(result);
-                    b.left -= 1;
+                    b.record(index, Some(result));
                 }
                 self.batch_maybe_done(batch);
             }
@@ -1382,7 +1517,7 @@ impl Loop {
                         }
                     }
                     Timer::Slot(s) => self.fail_slot(s),
-                    Timer::Redeliver => {}
+                    Timer::Redeliver | Timer::Pace(_) => {}
                 }
             }
         }
@@ -1446,6 +1581,12 @@ impl Loop {
             Timer::Redeliver => {
                 for (done, result) in std::mem::take(&mut self.undelivered) {
                     self.offer(done, result);
+                }
+            }
+            // `pump`, after the timers, starts the next id.
+            Timer::Pace(b) => {
+                if let Some(batch) = self.batches.get_mut(b) {
+                    batch.pace_timer = false;
                 }
             }
         }
@@ -1513,6 +1654,7 @@ impl Loop {
             b.active = 0;
             b.queued = 0;
             b.ready.clear();
+            b.pace_timer = false;
         }
         for job in self.jobs.drain() {
             self.core.stats.in_flight_add(-1);
@@ -1635,7 +1777,8 @@ mod tests {
             ids: vec!["hang-c".into(), "ok-d".into(), "ok-e".into()],
             max: 1,
             stop_at: None,
-            results: btx,
+            reply: Reply::AtEnd(btx),
+            control: None,
         });
         lp.pump();
         // Both async hangups and the batch's first id are on the wire.

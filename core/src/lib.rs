@@ -75,7 +75,7 @@ pub use pool::MAX_WORKERS;
 #[doc(hidden)]
 pub use resolve::LookupFn;
 pub use stats::{Stats, STATUS_SLOTS};
-pub use sweep::{Sweep, SweepReport, DEFAULT_SWEEP_TIMEOUT, LIST_PAGE};
+pub use sweep::{Sweep, SweepObserver, SweepReport, DEFAULT_SWEEP_TIMEOUT, LIST_PAGE};
 pub use timers::ScheduledHangup;
 
 /// Pure pieces exposed for the fuzz targets; not a stable API.

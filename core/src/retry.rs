@@ -17,7 +17,7 @@
 //!   dropped SYNs, a reset of a stale keep-alive connection), not how long the next,
 //!   fresh connection and its answer take.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// First backoff step; doubles per retry.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -117,6 +117,72 @@ pub fn jitter() -> f64 {
     let mut h = RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A sweep's parallelism under rate limits, as TCP's congestion window: halved on a 429
+/// (multiplicative decrease), raised by one after as many other answers as it allows
+/// (additive increase), between 1 and the caller's maximum. A 429 to an attempt sent
+/// before the last decrease does not halve it again: those answers report the load from
+/// before the decrease, which the decrease already answered.
+#[derive(Debug, Clone)]
+pub(crate) struct Aimd {
+    limit: usize,
+    max: usize,
+    answered: usize,
+    /// Attempts numbered below this were sent before the last decrease.
+    mark: u64,
+}
+
+impl Aimd {
+    pub(crate) fn new(max: usize) -> Aimd {
+        let max = max.max(1);
+        Aimd {
+            limit: max,
+            max,
+            answered: 0,
+            mark: 0,
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Attempt number `sent` was answered 429; `next` is the number the next attempt
+    /// gets. True when this halved the limit.
+    pub(crate) fn rate_limited(&mut self, sent: u64, next: u64) -> bool {
+        if sent < self.mark {
+            return false;
+        }
+        self.limit = (self.limit / 2).max(1);
+        self.answered = 0;
+        self.mark = next;
+        true
+    }
+
+    /// An attempt was answered, not 429.
+    pub(crate) fn answered(&mut self) {
+        if self.limit < self.max {
+            self.answered += 1;
+            if self.answered >= self.limit {
+                self.limit += 1;
+                self.answered = 0;
+            }
+        }
+    }
+}
+
+/// With at most `rate` starts a second, when the start after one due `at` (made `now`)
+/// may be: one interval after it, or after `now` when that start came late by more than
+/// an interval (no burst to catch up).
+pub(crate) fn next_start(at: Instant, now: Instant, rate: u32) -> Instant {
+    let interval = Duration::from_secs(1) / rate.max(1);
+    let base = if now.saturating_duration_since(at) > interval {
+        now
+    } else {
+        at
+    };
+    base + interval
 }
 
 #[cfg(test)]
@@ -243,5 +309,39 @@ mod tests {
             let j = jitter();
             assert!((0.0..1.0).contains(&j));
         }
+    }
+
+    #[test]
+    fn aimd_halves_once_per_window_and_climbs_back() {
+        let mut a = Aimd::new(64);
+        assert!(a.rate_limited(0, 10));
+        assert_eq!(a.limit(), 32);
+        // Sent before the decrease: already answered by it.
+        assert!(!a.rate_limited(9, 12));
+        assert_eq!(a.limit(), 32);
+        assert!(a.rate_limited(10, 20));
+        assert_eq!(a.limit(), 16);
+        for _ in 0..16 {
+            a.answered();
+        }
+        assert_eq!(a.limit(), 17);
+        for _ in 0..10_000 {
+            a.answered();
+        }
+        assert_eq!(a.limit(), 64);
+        let mut one = Aimd::new(1);
+        assert!(one.rate_limited(0, 1));
+        assert_eq!(one.limit(), 1);
+    }
+
+    #[test]
+    fn paced_starts_keep_the_rate_without_bursts() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(next_start(t0, t0, 10), t0 + ms(100));
+        // A little late: the next keeps the schedule.
+        assert_eq!(next_start(t0, t0 + ms(30), 10), t0 + ms(100));
+        // Very late: one interval from now, not a burst.
+        assert_eq!(next_start(t0, t0 + ms(500), 10), t0 + ms(600));
     }
 }

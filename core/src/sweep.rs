@@ -10,14 +10,17 @@
 //! counts as gone, not as a failure.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use ureq_proto::http::{Method, Uri};
 
 use crate::attempt::Attempt;
-use crate::bulk;
-use crate::client::Client;
+use crate::bulk::{self, Streamed, TICK};
+use crate::client::{Client, HangupResult};
+use crate::engine::BatchControl;
 use crate::error::{Error, Status};
 use crate::response;
 use crate::validate;
@@ -32,6 +35,9 @@ const MAX_LISTED: usize = 100_000;
 /// Pause after a round that settled no call (a server listing calls its 204s did not end),
 /// doubling to a second: not a loop of listings and DELETEs as fast as the server answers.
 const IDLE_ROUND_PAUSE: Duration = Duration::from_millis(50);
+/// Most calls a sweep remembers as found (`SweepReport::found`, `listed`): a bound on
+/// memory whatever a server invents; past it calls are still hung up, not counted as found.
+const MAX_KNOWN: usize = 1_000_000;
 /// Listing pages fetched at once after the first.
 const LIST_PARALLEL: usize = 8;
 /// Largest listing page body read (a page of 100 calls is about 60 KiB).
@@ -52,8 +58,13 @@ pub struct Sweep {
     pub max_parallel: usize,
     /// The sweep's deadline (None: [`DEFAULT_SWEEP_TIMEOUT`]). Every request of the sweep
     /// (listing pages and hangups) ends by it, each also within the client's timeout; no
-    /// hangup starts after it.
+    /// hangup starts after it. For [`Client::hangup_each`], None means no deadline of its
+    /// own (each hangup has the client's timeout).
     pub timeout: Option<Duration>,
+    /// Hangups started per second at most (0: no limit).
+    pub max_rate: u32,
+    /// List only: report each live call found (`SweepObserver::listed`), end none.
+    pub dry_run: bool,
 }
 
 /// What a sweep did. Each call is counted once, under its latest outcome.
@@ -69,6 +80,47 @@ pub struct SweepReport {
     pub still_live: u64,
     /// Complete listings of the live set made.
     pub listings: u64,
+    /// Distinct live calls the listings found so far (with `hangup_each`: the ids given).
+    /// It only grows: a progress bar's total.
+    pub found: u64,
+    /// Answers 429 (Too Many Requests) the sweep's hangups got, retried or not.
+    pub rate_limited: u64,
+    /// Times a 429 halved the sweep's parallelism.
+    pub backoffs: u64,
+    /// Hangups in flight at once now (`max_parallel`, lower after 429s).
+    pub parallel: u64,
+    /// A listing is in progress.
+    pub listing: bool,
+}
+
+/// What a sweep's caller hears while it runs, on the sweep's own thread. Every method has
+/// a default that does nothing.
+pub trait SweepObserver {
+    /// The counts: at least every 50 ms while the sweep runs, after each listing and
+    /// at the end.
+    fn progress(&mut self, _report: &SweepReport) {}
+    /// A live call a listing found for the first time in this sweep (before its hangup
+    /// starts; in a dry run, instead of it).
+    fn listed(&mut self, _call_uuid: &str) {}
+    /// A call's hangup settled: `Ok` (ended by us), an error for which
+    /// [`Error::call_is_gone`] holds (it had ended already), or a failure. Once per call.
+    fn settled(&mut self, _call_uuid: &str, _result: &HangupResult) {}
+    /// Asked at least every 50 ms: true stops the sweep from starting more hangups
+    /// (those in flight finish and are reported). Once true, keep it true.
+    fn stop_requested(&mut self) -> bool {
+        false
+    }
+}
+
+/// `hangup_all`'s progress closure as an observer.
+struct Progress<'a>(Option<&'a mut dyn FnMut(&SweepReport)>);
+
+impl SweepObserver for Progress<'_> {
+    fn progress(&mut self, report: &SweepReport) {
+        if let Some(p) = self.0.as_mut() {
+            p(report);
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -143,33 +195,149 @@ impl Client {
     pub fn hangup_all(
         &self,
         sweep: &Sweep,
-        mut progress: Option<&mut dyn FnMut(&SweepReport)>,
+        progress: Option<&mut dyn FnMut(&SweepReport)>,
+    ) -> (SweepReport, Result<(), Error>) {
+        self.hangup_all_observed(sweep, &mut Progress(progress))
+    }
+
+    /// [`Client::hangup_all`], telling `observer` of each call found and settled, of the
+    /// counts at least every 50 ms, and asking it whether to stop. With
+    /// `sweep.dry_run`, one listing: each live call is reported to `observer.listed`, none
+    /// is hung up, and the result is `Ok` with `still_live` the number found. Stopped
+    /// (`observer.stop_requested`): no hangup starts after that, those in flight finish
+    /// and are reported, and the error is BUSY ("the sweep was stopped").
+    pub fn hangup_all_observed(
+        &self,
+        sweep: &Sweep,
+        observer: &mut dyn SweepObserver,
     ) -> (SweepReport, Result<(), Error>) {
         let mut report = SweepReport::default();
-        let result = self.sweep(sweep, &mut report, &mut progress);
+        let result = self.sweep(sweep, &mut report, observer);
+        report.listing = false;
+        observer.progress(&report);
         (report, result)
+    }
+
+    /// Hangs up exactly `call_uuids` (no listing), steered as a sweep is: at most
+    /// `sweep.max_parallel` at once (lowered on 429 and raised again), at most
+    /// `sweep.max_rate` started a second, none started after `sweep.timeout` (if any) or
+    /// once `observer` asks to stop. Every id's outcome goes to `observer.settled` as it
+    /// comes and is returned in the ids' order; an id never started has BUSY ("not sent:
+    /// stopped") or TIMEOUT ("not sent: the deadline passed"). `found` is the number of
+    /// ids, `still_live` those not started. Errors, with nothing sent: an invalid id (the
+    /// first bad index named), filters or `dry_run` set (they belong to `hangup_all`), or
+    /// BUSY while the client is being freed.
+    pub fn hangup_each<S: AsRef<str>>(
+        &self,
+        call_uuids: &[S],
+        sweep: &Sweep,
+        observer: &mut dyn SweepObserver,
+    ) -> (SweepReport, Result<Vec<HangupResult>, Error>) {
+        let mut report = SweepReport {
+            found: call_uuids.len() as u64,
+            ..SweepReport::default()
+        };
+        let result = self.each(call_uuids, sweep, &mut report, observer);
+        observer.progress(&report);
+        (report, result)
+    }
+
+    fn each<S: AsRef<str>>(
+        &self,
+        call_uuids: &[S],
+        sweep: &Sweep,
+        report: &mut SweepReport,
+        observer: &mut dyn SweepObserver,
+    ) -> Result<Vec<HangupResult>, Error> {
+        if sweep.from.is_some() || sweep.to.is_some() || sweep.direction.is_some() {
+            return Err(Error::invalid(
+                "filters select calls to list: they do not apply to given ids; nothing was sent",
+            ));
+        }
+        if sweep.dry_run {
+            return Err(Error::invalid(
+                "a dry run lists calls: it does not apply to given ids; nothing was sent",
+            ));
+        }
+        for (i, id) in call_uuids.iter().enumerate() {
+            validate::id("call_uuid", id.as_ref())
+                .map_err(|e| Error::invalid(format!("call_uuids[{i}]: {}", e.message())))?;
+        }
+        let stop_at = sweep.timeout.map(crate::client::deadline_after);
+        let control = Arc::new(BatchControl {
+            max_rate: sweep.max_rate,
+            ..BatchControl::default()
+        });
+        let mut out: Vec<Option<HangupResult>> = (0..call_uuids.len()).map(|_| None).collect();
+        let mut stopped = false;
+        bulk::run_streamed(
+            &self.rt().engine,
+            call_uuids,
+            sweep.max_parallel,
+            stop_at,
+            &control,
+            |event| {
+                let tick = matches!(event, Streamed::Tick);
+                if let Streamed::Outcome(i, r) = event {
+                    let r = r.unwrap_or_else(|| {
+                        report.still_live += 1;
+                        Err(if stopped {
+                            Error::busy("not sent: the hangups were stopped")
+                        } else {
+                            Error::new(Status::Timeout, "not sent: the deadline passed first")
+                        })
+                    });
+                    match &r {
+                        Ok(_) => report.ended += 1,
+                        Err(e) if e.call_is_gone() => report.already_gone += 1,
+                        Err(_) => report.failed += 1,
+                    }
+                    observer.settled(call_uuids[i].as_ref(), &r);
+                    out[i] = Some(r);
+                }
+                control_report(&control, report);
+                if tick {
+                    if !stopped && observer.stop_requested() {
+                        stopped = true;
+                        control.stop.store(true, Ordering::Relaxed);
+                    }
+                    observer.progress(report);
+                }
+            },
+        )
+        .map_err(|why| {
+            Error::busy(format!(
+                "the hangups were not started: {why}; nothing was sent"
+            ))
+        })?;
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::internal("hangup did not run"))))
+            .collect())
     }
 
     fn sweep(
         &self,
         sweep: &Sweep,
         report: &mut SweepReport,
-        progress: &mut Option<&mut dyn FnMut(&SweepReport)>,
+        observer: &mut dyn SweepObserver,
     ) -> Result<(), Error> {
         let filters = filter_query(sweep)?;
         let timeout = sweep.timeout.unwrap_or(DEFAULT_SWEEP_TIMEOUT);
         let deadline = crate::client::deadline_after(timeout);
+        let control = Arc::new(BatchControl {
+            max_rate: sweep.max_rate,
+            ..BatchControl::default()
+        });
+        // Every call found so far, for `found` and `listed`.
+        let mut known: HashSet<String> = HashSet::new();
         // By id: the status reported when only failed calls are left is chosen from the
         // set, never from a hash order (`reported_failure`).
         let mut failed: BTreeMap<String, Error> = BTreeMap::new();
         // Calls answered 2xx or 404 by us: a server that lists one again (its 204 did not
         // end it) is asked again, but the call is counted once.
         let mut settled: HashSet<String> = HashSet::new();
-        let mut tell = |r: &SweepReport| {
-            if let Some(p) = progress.as_mut() {
-                p(r);
-            }
-        };
+        let mut stopped = false;
         let mut pause = IDLE_ROUND_PAUSE;
         loop {
             if Instant::now() >= deadline {
@@ -178,13 +346,22 @@ impl Client {
             if self.rt().engine.is_stopping() {
                 return Err(Error::busy("the sweep stopped: the client is being freed"));
             }
+            if stopped || observer.stop_requested() {
+                return Err(sweep_stopped(report));
+            }
             let settled_before = (report.ended, report.already_gone, report.failed);
-            let live = self.list_live(&filters, deadline, timeout, report)?;
+            report.listing = true;
+            let live = self.list_live(&filters, deadline, timeout, report, &mut known, observer);
+            report.listing = false;
+            let live = live?;
             report.listings += 1;
             report.still_live = live.len() as u64;
-            tell(report);
-            if live.is_empty() {
+            observer.progress(report);
+            if live.is_empty() || sweep.dry_run {
                 return Ok(());
+            }
+            if observer.stop_requested() {
+                return Err(sweep_stopped(report));
             }
             let mut todo = Vec::with_capacity(live.len());
             // Listed again after their hangup failed: what is reported if nothing else is.
@@ -210,32 +387,63 @@ impl Client {
             if todo.is_empty() {
                 return Err(reported_failure(&left_failed, report.still_live));
             }
-            // No hangup starts after the sweep's deadline; those not started stay live.
-            let results =
-                bulk::run_batch(&self.rt().engine, &todo, sweep.max_parallel, Some(deadline))
-                    .map_err(|_| Error::busy("the sweep stopped: the client is being freed"))?;
-            for (id, r) in todo.into_iter().zip(results) {
-                // Only a call settled for the first time leaves the live count: one the
-                // server lists again after our 204 is still live by its own account.
-                match r {
-                    None => {}
-                    Some(Ok(_)) if settled.insert(id.clone()) => {
-                        report.ended += 1;
-                        report.still_live = report.still_live.saturating_sub(1);
+            // No hangup starts after the sweep's deadline, or once stopped; those not
+            // started stay live.
+            bulk::run_streamed(
+                &self.rt().engine,
+                &todo,
+                sweep.max_parallel,
+                Some(deadline),
+                &control,
+                |event| {
+                    let tick = matches!(event, Streamed::Tick);
+                    if let Streamed::Outcome(i, Some(r)) = event {
+                        let id = &todo[i];
+                        // Only a call settled for the first time leaves the live count
+                        // and is reported: one the server lists again after our 204 is
+                        // still live by its own account.
+                        let first = match &r {
+                            Ok(_) => {
+                                let first = settled.insert(id.clone());
+                                if first {
+                                    report.ended += 1;
+                                    report.still_live = report.still_live.saturating_sub(1);
+                                }
+                                first
+                            }
+                            Err(e) if e.call_is_gone() => {
+                                let first = settled.insert(id.clone());
+                                if first {
+                                    report.already_gone += 1;
+                                    report.still_live = report.still_live.saturating_sub(1);
+                                }
+                                first
+                            }
+                            Err(e) => {
+                                report.failed += 1;
+                                failed.insert(id.clone(), e.clone());
+                                true
+                            }
+                        };
+                        if first {
+                            observer.settled(id, &r);
+                        }
                     }
-                    Some(Err(e)) if e.call_is_gone() && settled.insert(id.clone()) => {
-                        report.already_gone += 1;
-                        report.still_live = report.still_live.saturating_sub(1);
+                    control_report(&control, report);
+                    if tick {
+                        if !stopped && observer.stop_requested() {
+                            stopped = true;
+                            control.stop.store(true, Ordering::Relaxed);
+                        }
+                        observer.progress(report);
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) if e.call_is_gone() => {}
-                    Some(Err(e)) => {
-                        report.failed += 1;
-                        failed.insert(id, e);
-                    }
-                }
+                },
+            )
+            .map_err(|_| Error::busy("the sweep stopped: the client is being freed"))?;
+            observer.progress(report);
+            if stopped {
+                return Err(sweep_stopped(report));
             }
-            tell(report);
             if (report.ended, report.already_gone, report.failed) == settled_before {
                 // Nothing settled this round: the server keeps listing calls it says
                 // are ended. Wait a little (within the deadline) before asking again.
@@ -252,21 +460,33 @@ impl Client {
     /// Bounded whatever the server claims: at most [`MAX_LISTED`] ids a round, and a
     /// batch of pages that adds no new id ends the listing of that status (a server
     /// repeating itself). On the sweep's deadline, `report.still_live` counts what this
-    /// listing had found so far.
+    /// listing had found so far. Calls not in `known` are added to it, counted in
+    /// `report.found` and told to `observer.listed`; `observer` hears the counts while
+    /// pages are awaited, and a stop it asks for ends the listing after the pages in flight.
     fn list_live(
         &self,
         filters: &str,
         deadline: Instant,
         timeout: Duration,
         report: &mut SweepReport,
+        known: &mut HashSet<String>,
+        observer: &mut dyn SweepObserver,
     ) -> Result<Vec<String>, Error> {
         let base = self.core.calls_url.trim_end_matches('/');
         let mut seen = HashSet::new();
         let mut ids = Vec::new();
-        let mut add = |listing: Listing, ids: &mut Vec<String>| -> usize {
+        let mut add = |listing: Listing,
+                       ids: &mut Vec<String>,
+                       report: &mut SweepReport,
+                       observer: &mut dyn SweepObserver|
+         -> usize {
             let mut new = 0;
             for c in listing.calls {
                 if ids.len() < MAX_LISTED && seen.insert(c.call_uuid.clone()) {
+                    if known.len() < MAX_KNOWN && known.insert(c.call_uuid.clone()) {
+                        report.found += 1;
+                        observer.listed(&c.call_uuid);
+                    }
                     ids.push(c.call_uuid);
                     new += 1;
                 }
@@ -298,38 +518,34 @@ impl Client {
                 return Err(timed_out(&ids, report));
             }
             let first = self
-                .fetch(&page_uri(1)?, deadline)
+                .fetch_pages(&[1], &page_uri, deadline, report, observer)
+                .pop()
+                .unwrap_or_else(|| Err(Error::internal("no page fetched")))
                 .map_err(|e| cut_short(e, &ids, report))?;
             let pages = first
                 .pagination
                 .as_ref()
                 .map_or(1, |p| p.total_pages)
                 .min((MAX_LISTED / LIST_PAGE as usize) as u64);
-            add(first, &mut ids);
+            add(first, &mut ids, report, observer);
             let mut next = 2u64;
             while next <= pages && ids.len() < MAX_LISTED {
                 if Instant::now() >= deadline {
                     return Err(timed_out(&ids, report));
                 }
+                if observer.stop_requested() {
+                    return Err(sweep_stopped(report));
+                }
                 let batch: Vec<u64> = (next..=pages).take(LIST_PARALLEL).collect();
                 next += batch.len() as u64;
-                let fetched: Vec<Result<Listing, Error>> = std::thread::scope(|scope| {
-                    let handles: Vec<_> = batch
-                        .iter()
-                        .map(|&page| scope.spawn(move || self.fetch(&page_uri(page)?, deadline)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().unwrap_or_else(|_| Err(Error::caught_panic())))
-                        .collect()
-                });
+                let fetched = self.fetch_pages(&batch, &page_uri, deadline, report, observer);
                 let mut new = 0;
                 for listing in fetched {
                     let listing = listing.map_err(|e| cut_short(e, &ids, report))?;
                     if listing.calls.is_empty() {
                         next = pages + 1; // the set shrank under us: the next round sees it
                     }
-                    new += add(listing, &mut ids);
+                    new += add(listing, &mut ids, report, observer);
                 }
                 if new == 0 {
                     break; // pages that repeat what we have: nothing more to learn
@@ -337,6 +553,47 @@ impl Client {
             }
         }
         Ok(ids)
+    }
+
+    /// Listing pages fetched at once, in `pages`' order; the observer hears the counts
+    /// every [`TICK`] while they are awaited.
+    fn fetch_pages(
+        &self,
+        pages: &[u64],
+        page_uri: &(dyn Fn(u64) -> Result<Uri, Error> + Sync),
+        deadline: Instant,
+        report: &SweepReport,
+        observer: &mut dyn SweepObserver,
+    ) -> Vec<Result<Listing, Error>> {
+        let mut out: Vec<Option<Result<Listing, Error>>> = pages.iter().map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::channel();
+            for (i, &page) in pages.iter().enumerate() {
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.fetch(&page_uri(page)?, deadline)
+                    }))
+                    .unwrap_or_else(|_| Err(Error::caught_panic()));
+                    let _ = tx.send((i, r));
+                });
+            }
+            drop(tx);
+            let mut left = pages.len();
+            while left > 0 {
+                match rx.recv_timeout(TICK) {
+                    Ok((i, r)) => {
+                        out[i] = Some(r);
+                        left -= 1;
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => observer.progress(report),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        });
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::caught_panic())))
+            .collect()
     }
 
     /// One listing page, with the retry rules, ended by the sweep's `deadline` too.
@@ -437,6 +694,20 @@ fn reported_failure(failed: &BTreeMap<String, Error>, still_live: u64) -> Error 
         ),
     )
     .with_http(chosen.http_status(), chosen.server_code())
+}
+
+/// The counts a controlled batch keeps, copied into the report.
+fn control_report(control: &BatchControl, report: &mut SweepReport) {
+    report.rate_limited = control.rate_limited.load(Ordering::Relaxed);
+    report.backoffs = control.backoffs.load(Ordering::Relaxed);
+    report.parallel = control.parallel.load(Ordering::Relaxed) as u64;
+}
+
+fn sweep_stopped(report: &SweepReport) -> Error {
+    Error::busy(format!(
+        "the sweep was stopped with {} live call(s) left ({} ended, {} already gone, {} failed)",
+        report.still_live, report.ended, report.already_gone, report.failed
+    ))
 }
 
 fn sweep_timeout(timeout: Duration, report: &SweepReport) -> Error {

@@ -151,6 +151,9 @@ async fn inject(st: &AppState, id: Option<&str>, ctl: &ConnectionControl) -> Opt
         std::future::pending::<()>().await;
     }
     let status = s.status.unwrap_or(500);
+    if status == 429 {
+        st.faults.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = s.body.unwrap_or_else(
         || json!({"error": {"code": code_for(status), "message": "injected fault"}}),
@@ -370,6 +373,15 @@ async fn list_calls(
     if st.faults.self_end() {
         st.store.end_one_on_its_own(&auth::tenant(&headers));
     }
+    for i in 0..st.faults.grow_now(page) {
+        let new = NewCall {
+            from: "+14155550199".into(),
+            to: format!("+1628{:07}", i % 10_000_000),
+            answer_url: "http://127.0.0.1/answer".into(),
+            ..Default::default()
+        };
+        st.store.create(new, auth::tenant(&headers));
+    }
     let all = st.store.list(&auth::tenant(&headers), keep);
     let total = all.len() as u64;
     let calls: Vec<Value> = all
@@ -441,7 +453,13 @@ async fn hangup_call(
 }
 
 async fn health(State(st): SharedState) -> Response {
-    Json(json!({"status": "ok", "calls": st.store.len(), "hangups": st.hangups.load(Ordering::Relaxed)})).into_response()
+    Json(json!({
+        "status": "ok",
+        "calls": st.store.len(),
+        "hangups": st.hangups.load(Ordering::Relaxed),
+        "rate_limited": st.faults.rate_limited.load(Ordering::Relaxed),
+    }))
+    .into_response()
 }
 
 #[derive(Deserialize)]

@@ -2,8 +2,9 @@
 //! call id (set with `POST /_sim/calls/{id}/faults`).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -24,6 +25,13 @@ pub struct GlobalFaults {
     /// Share of list and hangup requests before which one random live call of the
     /// tenant ends on its own (caller-hangup): calls ending while a sweep runs.
     pub self_end_rate: f64,
+    /// A real rate limit: at most this many `/v1` requests a second (a token bucket
+    /// holding a second's worth), the rest answered 429 with `Retry-After:
+    /// retry_after_secs`. 0: none.
+    pub rate_limit: u32,
+    /// While the first listing runs (at its first request for a page after page 1), this
+    /// many new live calls start: calls that begin while a sweep lists.
+    pub grow_on_list: u64,
 }
 
 /// A fault to act out instead of the normal answer: scripted for the next request that
@@ -54,13 +62,46 @@ pub struct Scripted {
 pub struct Faults {
     pub global: GlobalFaults,
     scripts: Mutex<HashMap<String, VecDeque<Scripted>>>,
+    /// `rate_limit`'s bucket: tokens left, and when it was last filled.
+    bucket: Mutex<Option<(f64, Instant)>>,
+    /// `grow_on_list` calls not started yet.
+    grow_left: AtomicU64,
+    /// 429 answers given (`GET /_sim/health`'s `rate_limited`).
+    pub rate_limited: AtomicU64,
 }
 
 impl Faults {
     pub fn new(global: GlobalFaults) -> Faults {
         Faults {
+            grow_left: AtomicU64::new(global.grow_on_list),
             global,
             scripts: Mutex::new(HashMap::new()),
+            bucket: Mutex::new(None),
+            rate_limited: AtomicU64::new(0),
+        }
+    }
+
+    /// How many calls to start now, once: `grow_on_list`, at a listing's page 2 or later.
+    pub fn grow_now(&self, page: u64) -> u64 {
+        if page < 2 {
+            return 0;
+        }
+        self.grow_left.swap(0, Ordering::Relaxed)
+    }
+
+    /// Takes a token from the `rate_limit` bucket; false when it is empty.
+    fn within_rate(&self) -> bool {
+        let limit = f64::from(self.global.rate_limit);
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let (tokens, last) = b.get_or_insert((limit, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * limit).min(limit);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 
@@ -94,6 +135,13 @@ impl Faults {
             }
         }
         let g = &self.global;
+        if g.rate_limit > 0 && !self.within_rate() {
+            return Some(Scripted {
+                status: Some(429),
+                retry_after: Some(g.retry_after_secs.to_string()),
+                ..blank()
+            });
+        }
         if g.drop_rate > 0.0 && random_unit() < g.drop_rate {
             return Some(Scripted {
                 drop: true,

@@ -27,6 +27,10 @@ options:
   --error-rate R           answer this share (0..1) of /v1 requests with 503
   --rate-limit-rate R      answer this share with 429 and Retry-After
   --retry-after S          the Retry-After seconds for --rate-limit-rate (default 1)
+  --rate-limit N           answer /v1 requests beyond N a second with 429 and Retry-After
+                           (a token bucket holding a second's worth)
+  --grow-on-list N         N new live calls start during the first listing (at its
+                           first request for page 2 or later)
   --drop-rate R            close this share of connections without an answer
   --self-end-rate R        before this share of list and hangup requests, one random
                            live call ends on its own (caller-hangup)
@@ -48,7 +52,7 @@ endpoints (/v1 needs `Authorization: Bearer KEY`; /_sim needs nothing):
   GET    /v1/voice/accounts/{auth_id}/calls/{call_uuid}  one call
   DELETE /v1/voice/accounts/{auth_id}/calls/{call_uuid}  hang up: 204; 404 call_not_found
                                                         or call_already_ended
-  GET    /_sim/health                                    {"status","calls","hangups"}
+  GET    /_sim/health                                    {"status","calls","hangups","rate_limited"}
   POST   /_sim/seed                                      JSON {"count": N} creates N
                                                         ringing calls (optional tenant,
                                                         hangup_url, id_prefix); answers
@@ -107,6 +111,8 @@ fn parse() -> Result<(Config, bool), String> {
             "--retry-after" => f.retry_after_secs = val()?.parse().map_err(|e| format!("{e}"))?,
             "--drop-rate" => f.drop_rate = rate(val()?)?,
             "--self-end-rate" => f.self_end_rate = rate(val()?)?,
+            "--rate-limit" => f.rate_limit = val()?.parse().map_err(|e| format!("{e}"))?,
+            "--grow-on-list" => f.grow_on_list = val()?.parse().map_err(|e| format!("{e}"))?,
             "--tls-cert" => cert = Some(PathBuf::from(val()?)),
             "--tls-key" => key = Some(PathBuf::from(val()?)),
             "--log" => log = true,
