@@ -5,12 +5,17 @@
  *   ... tryvox-hangup --parallel 64 < ids.txt
  *   ... tryvox-hangup --all --from +14155551234 --json
  *
- * Ids come as arguments or one per line on stdin and go through tryvox_hangup_many in
- * chunks (the progress bar moves between chunks); --all runs tryvox_hangup_all (the bar
- * moves from its progress callback). The key and the account come from the environment
- * only: there is no option for them (a command line is visible to every user through ps).
- * Run it with --help for the options, the output formats and the exit statuses.
+ * Ids come as arguments or one per line on stdin and go through tryvox_hangup_each;
+ * --all runs tryvox_hangup_all. Both report each call as it settles (on_call: the audit
+ * log) and their counts every 50 ms (progress: the bar, redrawn in place at most 20 times
+ * a second); the first Ctrl-C calls tryvox_sweep_stop from the signal handler. The key and
+ * the account come from the environment only: there is no option for them (a command
+ * line is visible to every user through ps). Run it with --help for the options, the
+ * output formats and the exit statuses.
  */
+#ifndef _DEFAULT_SOURCE
+#define _DEFAULT_SOURCE /* SIGWINCH, TIOCGWINSZ, with POSIX 2008 */
+#endif
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
@@ -20,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,17 +34,19 @@
 #define EXIT_USAGE 64        /* sysexits EX_USAGE */
 #define EXIT_CANNOT_START 78 /* sysexits EX_CONFIG */
 #define EXIT_OUTPUT 74       /* sysexits EX_IOERR: every call settled, the output failed */
+#define EXIT_DECLINED 65     /* the operator answered no: nothing was sent */
+#define EXIT_INTERRUPTED 130 /* Ctrl-C: 128 + SIGINT, as a shell reports it */
 #define EXIT_MAX_STATUS 63   /* a status above this exits 63 (64 and up are the CLI's own) */
 #define DEFAULT_PARALLEL 32
 #define MAX_PARALLEL 1024
-#define CHUNK 1000 /* ids per tryvox_hangup_many call (at least 4 x --parallel) */
 #define MAX_ID_LEN 128
 #define NSTATUS 64 /* statuses counted one by one; above that they share the last slot */
 
 #define USAGE                                                                                \
     "usage: %s [options] [--] CALL_UUID...\n"                                                \
     "       %s [options] [-] < ids.txt\n"                                                    \
-    "       %s --all [--from NUM] [--to NUM] [--direction D] [--timeout-ms MS] [options]\n"
+    "       %s --all [--from NUM] [--to NUM] [--direction D] [--timeout-ms MS]\n"          \
+    "             [--dry-run] [--yes] [options]\n"
 
 static const char *const STATUS_NAMES[] = {
     "TRYVOX_OK",           "TRYVOX_NOT_FOUND",     "TRYVOX_ALREADY_ENDED",  "TRYVOX_INVALID_ARGUMENT",
@@ -74,7 +82,21 @@ static const char *const HELP[] = {
     "      --to NUM         with --all: only calls to NUM\n",
     "      --direction D    with --all: only `inbound` or `outbound` calls\n",
     "      --timeout-ms MS  with --all: the sweep's deadline (default 60000)\n",
-    "  -p, --parallel N     hangups in flight at once, 1 to 1024 (default 32)\n",
+    "      --dry-run        with --all: list the live calls it would end; end none\n",
+    "  -y, --yes            with --all: do not ask for confirmation. On a terminal\n",
+    "                       (stdin and stderr), --all first lists the live calls and\n",
+    "                       asks, showing the account, tenant, filters and how many it\n",
+    "                       found; without a terminal --all needs --yes (else exit 64,\n",
+    "                       nothing sent)\n",
+    "  -p, --parallel N     hangups in flight at once, 1 to 1024 (default 32); halved\n",
+    "                       on a 429 (Too Many Requests), raised by one again after as\n",
+    "                       many answers (additive increase, multiplicative decrease)\n",
+    "      --max-rate N     start at most N hangups a second (1 to 1000000)\n",
+    "      --audit-log FILE append one JSON line per call to FILE (created 0600) as\n",
+    "                       each settles: {\"ts\":UTC time,\"account\",\"tenant\",\"mode\",\n",
+    "                       \"id\",\"outcome\":\"ended\"|\"already_gone\"|\"failed\"|\"not_sent\",\n",
+    "                       \"status\",\"code\",\"http\",\"message\"}; each line is written\n",
+    "                       whole with one write(2), so a crash leaves a true record\n",
     "  -t, --tenant T       send X-Tenant-ID: T (overrides TRYVOX_TENANT_ID)\n",
     "  -j, --json           JSON output on stdout (see Output)\n",
     "      --no-progress    no progress bar, even on a terminal\n",
@@ -90,25 +112,32 @@ static const char *const HELP[] = {
     "  TRYVOX_TENANT_ID   sent as X-Tenant-ID (optional; --tenant overrides it)\n",
     "\n",
     "Output:\n",
-    "  stdout, one line per call, in input order: `ID: hung up` or\n",
-    "    `ID: <description> [TRYVOX_<NAME>]`. With --all, one line of counts (ended,\n",
-    "    already gone, failed, still live, listings) and the outcome.\n",
+    "  stdout, one line per call: `ID: hung up` or `ID: <description> [TRYVOX_<NAME>]`\n",
+    "    (ids: in input order, when all are done; --all: each call ended, already gone\n",
+    "    or failed, as it settles), then with --all one line of counts (ended, already\n",
+    "    gone, failed, still live, listings) and the outcome. --dry-run: `ID: live`\n",
+    "    per call found, then the count.\n",
     "  --json: one object per line. Per call:\n",
-    "    {\"id\":\"...\",\"status\":\"TRYVOX_NOT_FOUND\",\"code\":1,\"http\":null,\"message\":\"call not found\"}\n",
-    "    \"http\" is always null (the bulk API reports statuses, not HTTP codes) and\n",
-    "    \"message\" is the status's description (or why an invalid id was not sent).\n",
-    "    Then a last line {\"summary\":{\"mode\":\"ids\",\"calls\":N,\"by_status\":{...},\n",
-    "    \"exit\":N,\"elapsed_ms\":N,\"stats\":{...}}}. With --all, the only line is\n",
-    "    {\"summary\":{\"mode\":\"all\",\"status\":...,\"code\":N,\"message\":...,\"ended\":N,\n",
-    "    \"already_gone\":N,\"failed\":N,\"still_live\":N,\"listings\":N,\"exit\":N,...}}.\n",
-    "  stderr: a progress bar (done/total, rate per second, ETA), only when stderr is\n",
-    "    a terminal; then the summary: the calls by status name, and the client's\n",
-    "    statistics (latency p50/p99/max, attempts, retries). With --json the summary\n",
-    "    is the last JSON line on stdout instead.\n",
+    "    {\"id\":\"...\",\"status\":\"TRYVOX_OK\",\"code\":0,\"http\":204,\"message\":\"hung up\"}\n",
+    "    \"http\" is the last HTTP status seen, null when none came (not sent, no\n",
+    "    answer); \"message\" is the status's description. --dry-run: {\"id\":\"...\",\n",
+    "    \"live\":true} per call. Then a last line {\"summary\":{\"mode\":\"ids\"|\"all\"|\n",
+    "    \"dry-run\",...,\"rate_limited\":N,\"backoffs\":N,\"exit\":N,\"elapsed_ms\":N,\n",
+    "    \"stats\":{...}}} (--all adds \"status\",\"code\",\"message\",\"ended\",\n",
+    "    \"already_gone\",\"failed\",\"still_live\",\"listings\",\"found\").\n",
+    "  stderr: a progress bar on one line, redrawn in place (done/total, percent, the\n",
+    "    rate and ETA over the last 3 s), fitted to the terminal's width, only when\n",
+    "    stderr is a terminal; cleared before the summary: the calls by status, 429s\n",
+    "    and back-offs, and the client's statistics (latency p50/p99/max, attempts,\n",
+    "    retries). With --json the summary is the last JSON line on stdout instead.\n",
+    "\n",
+    "Ctrl-C: the first stops starting hangups; those in flight finish and are\n",
+    "  recorded, then the record and the summary are printed and the exit status is\n",
+    "  130. A second Ctrl-C exits at once (130; what was sent may then be unrecorded).\n",
     "\n",
     "Exit status:\n",
     "  0     every call named was hung up by this run; --all: a final listing found\n",
-    "        no live call left (or --help)\n",
+    "        no live call left; --dry-run: the listing completed (or --help)\n",
     "  1, 2  no call failed, but some had nothing to end: the first such (in input\n",
     "        order) was 1 not found or 2 already ended. 0, 1 and 2 all mean that no\n",
     "        call named is live any more\n",
@@ -118,13 +147,16 @@ static const char *const HELP[] = {
     "        (--all: the sweep's deadline passed), 9 network error, 10 TLS error,\n",
     "        11 protocol error, 12 internal error, 13 busy (see tryvox.h; a newer\n",
     "        library's status above 63 exits 63)\n",
-    "  64    usage error (an unknown option, a bad option value, no id anywhere):\n",
-    "        nothing was sent\n",
+    "  64    usage error (an unknown option, a bad option value, no id anywhere,\n",
+    "        --all without a terminal and without --yes): nothing was sent\n",
+    "  65    --all: the confirmation was answered no: nothing was sent\n",
     "  78    could not start (TRYVOX_ACCOUNT_ID or TRYVOX_API_KEY unset,\n",
     "        TRYVOX_BASE_URL or TRYVOX_TENANT_ID invalid, the client refused, e.g. a\n",
-    "        malformed account id, stdin unreadable, out of memory): nothing was sent\n",
+    "        malformed account id, stdin unreadable, the audit log not writable, out\n",
+    "        of memory): nothing was sent\n",
     "  74    every call was settled (0, 1 or 2 above) but writing the output failed\n",
     "        (a closed pipe, a full disk): the hangups still all ran\n",
+    "  130   interrupted by Ctrl-C (see above)\n",
 };
 
 static void help(const char *prog) {
@@ -214,11 +246,30 @@ static double now_s(void) {
 
 /* ---- the progress bar (stderr, only on a terminal) ------------------------------------ */
 
+#define BAR_EVERY 0.05  /* seconds between frames at most (20 a second) */
+#define RATE_WINDOW 3.0 /* seconds of history for the rate and the ETA */
+#define SAMPLES 128     /* frames kept for that window (60 at 20 a second) */
+
+/* Set by SIGWINCH: the terminal's width is read again before the next frame. */
+static volatile sig_atomic_t winch = 1;
+
+static void on_winch(int sig) {
+    (void)sig;
+    winch = 1;
+}
+
 struct bar {
-    int on;       /* stderr is a terminal and --no-progress was not given */
-    int drawn;    /* a bar is on the screen now */
-    int share;    /* stdout is a terminal too: clear the bar before printing there */
-    double start; /* now_s() when the work started */
+    int on;           /* stderr is a terminal and --no-progress was not given */
+    int drawn;        /* a bar is on the screen now */
+    int share;        /* stdout is a terminal too: clear the bar before printing there */
+    int width;        /* the terminal's columns */
+    double start;     /* now_s() when the work started */
+    double last;      /* when the last frame was drawn */
+    uint64_t done;    /* what the last frame showed: a frame never shows less */
+    uint64_t total;
+    double t[SAMPLES]; /* (time, done) of recent frames, a ring */
+    uint64_t d[SAMPLES];
+    int head, count;
 };
 
 static void fmt_eta(char *buf, size_t size, double secs) {
@@ -235,41 +286,174 @@ static void fmt_eta(char *buf, size_t size, double secs) {
     }
 }
 
-/* Draws `[####....]  40% 400/1000  1234/s  ETA 1s  <extra>` over the previous bar. */
-static void bar_draw(struct bar *b, uint64_t done, uint64_t total, const char *extra) {
+/* Completions a second over the last RATE_WINDOW seconds (since the start before that);
+ * -1 before there is anything to measure. */
+static double bar_rate(struct bar *b, double now, uint64_t done) {
+    b->head = (b->head + 1) % SAMPLES;
+    b->t[b->head] = now;
+    b->d[b->head] = done;
+    if (b->count < SAMPLES) b->count++;
+    double t0 = b->start;
+    uint64_t d0 = 0;
+    for (int k = 1; k < b->count; k++) {
+        int i = (b->head - k + SAMPLES) % SAMPLES;
+        if (now - b->t[i] > RATE_WINDOW) break;
+        t0 = b->t[i];
+        d0 = b->d[i];
+    }
+    if (now - t0 < 0.2) return -1;
+    return (double)(done - d0) / (now - t0);
+}
+
+/* Draws one frame in place: `[#####.....]  27% 2700/10000  512/s  ETA 14s  state`, cut
+ * to the terminal's width (the graph first, then the state, then rate and ETA) so that
+ * it never wraps. `done` and `total` never go back: a frame shows at least what the
+ * last one did, and a total that grows (a listing found more) grows the bar's total,
+ * not its done count. At most one frame per BAR_EVERY unless `force`. */
+static void bar_update(struct bar *b, uint64_t done, uint64_t total, const char *state, int force) {
     if (!b->on) return;
-    enum { WIDTH = 24 };
-    double elapsed = now_s() - b->start;
-    double rate = elapsed > 0 ? (double)done / elapsed : 0;
-    double frac = total ? (double)done / (double)total : 0.0;
-    if (frac > 1) frac = 1;
-    char bar[WIDTH + 1], eta[32];
-    int filled = (int)(frac * WIDTH);
-    for (int i = 0; i < WIDTH; i++) bar[i] = i < filled ? '#' : '.';
-    bar[WIDTH] = '\0';
-    fmt_eta(eta, sizeof eta,
-            total && done >= total ? 0 : total && rate > 0 ? (double)(total - done) / rate : -1);
+    double now = now_s();
+    if (!force && b->drawn && now - b->last < BAR_EVERY) return;
+    if (winch) {
+        winch = 0;
+        struct winsize ws;
+        b->width = ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 80;
+    }
+    if (done < b->done) done = b->done;
+    if (total < b->total) total = b->total;
+    if (total < done) total = done;
+    b->done = done;
+    b->total = total;
+    b->last = now;
+    double rate = bar_rate(b, now, done);
+    int pct = total ? (int)(100.0 * (double)done / (double)total) : 0;
+    char eta[32], rate_s[400], count[64], line[512];
+    fmt_eta(eta, sizeof eta, done >= total && total ? 0 : rate > 0 ? (double)(total - done) / rate : -1);
+    if (rate >= 0)
+        snprintf(rate_s, sizeof rate_s, "  %.0f/s  ETA %s", rate, eta);
+    else
+        snprintf(rate_s, sizeof rate_s, "  --/s  ETA %s", eta);
+    snprintf(count, sizeof count, " %3d%% %llu/%llu", pct, (unsigned long long)done,
+             (unsigned long long)total);
+    int room = b->width - 1; /* the last column would wrap on some terminals */
+    if (room > (int)sizeof line - 1) room = (int)sizeof line - 1;
+    const char *st = state ? state : "";
+    int text = (int)(strlen(count) + strlen(rate_s) + (state ? 2 + strlen(st) : 0));
+    if (text > room) { /* narrow: drop the state, then the rate and ETA */
+        st = "";
+        state = NULL;
+        text = (int)(strlen(count) + strlen(rate_s));
+        if (text > room) {
+            rate_s[0] = '\0';
+            text = (int)strlen(count);
+        }
+    }
+    int graph = room - text - 2;
+    if (graph > 40) graph = 40;
+    int n = 0;
+    if (graph >= 10) {
+        int filled = total ? (int)((double)graph * (double)done / (double)total) : 0;
+        line[n++] = '[';
+        for (int k = 0; k < graph; k++) line[n++] = k < filled ? '#' : '.';
+        line[n++] = ']';
+    }
+    snprintf(line + n, sizeof line - (size_t)n, "%s%s%s%s", count, rate_s, state ? "  " : "", st);
+    if ((int)strlen(line) > room && room >= 0) line[room] = '\0';
     fflush(stdout);
-    fprintf(stderr, "\r[%s] %3d%% %llu/%llu  %.0f/s  ETA %s%s%s\033[K", bar, (int)(frac * 100),
-            (unsigned long long)done, (unsigned long long)total, rate, eta, extra ? "  " : "",
-            extra ? extra : "");
+    fprintf(stderr, "\r%s\033[K", line);
     fflush(stderr);
     b->drawn = 1;
 }
 
-/* Clears the bar's line, before other output goes to the terminal. */
+/* Clears the bar's line before other output goes to the same terminal. */
 static void bar_clear(struct bar *b) {
-    if (!b->drawn || !b->share) return;
+    if (!b->drawn) return;
     fputs("\r\033[K", stderr);
     fflush(stderr);
     b->drawn = 0;
 }
 
-/* Leaves the last bar on screen and moves to the next line. */
-static void bar_done(struct bar *b) {
-    if (!b->drawn) return;
-    fputc('\n', stderr);
-    b->drawn = 0;
+/* ---- Ctrl-C ----------------------------------------------------------------------------- */
+
+/* The running operation's struct (tryvox_sweep_stop is async-signal-safe), and how many
+ * Ctrl-C there were. */
+static tryvox_sweep *volatile running_sweep;
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    if (interrupted) _exit(EXIT_INTERRUPTED); /* the second: at once */
+    interrupted = 1;
+    tryvox_sweep *sw = running_sweep;
+    if (sw) tryvox_sweep_stop(sw);
+}
+
+/* ---- the audit log ---------------------------------------------------------------------- */
+
+struct audit {
+    int fd; /* -1: none */
+    const char *account, *tenant, *mode;
+    int failed; /* a write failed (reported once, at the end) */
+};
+
+static const char *outcome_of(int status, const char *message) {
+    if (status == TRYVOX_OK) return "ended";
+    if (status == TRYVOX_NOT_FOUND || status == TRYVOX_ALREADY_ENDED) return "already_gone";
+    if (strncmp(message, "not sent", 8) == 0) return "not_sent"; /* tryvox_sweep.on_call */
+    return "failed";
+}
+
+/* One JSON line, written whole by one write(2) on an O_APPEND descriptor: what is in the
+ * file is never half a line, and a crash (kill -9) leaves every line written true. */
+static void audit_write(struct audit *a, const char *id, int status, int http, const char *message) {
+    if (a->fd < 0) return;
+    struct timespec ts;
+    struct tm tm;
+    char when[40], nb[32];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t k = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + k, sizeof when - k, ".%03ldZ", ts.tv_nsec / 1000000);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    if (!m) {
+        a->failed = 1;
+        return;
+    }
+    fprintf(m, "{\"ts\":\"%s\",\"account\":", when);
+    json_str(m, a->account);
+    fputs(",\"tenant\":", m);
+    if (a->tenant)
+        json_str(m, a->tenant);
+    else
+        fputs("null", m);
+    fprintf(m, ",\"mode\":\"%s\",\"id\":", a->mode);
+    json_str(m, id);
+    fprintf(m, ",\"outcome\":\"%s\",\"status\":\"%s\",\"code\":%d,\"http\":", outcome_of(status, message),
+            status_name(status, nb), status);
+    if (http > 0)
+        fprintf(m, "%d", http);
+    else
+        fputs("null", m);
+    fputs(",\"message\":", m);
+    json_str(m, message);
+    fputs("}\n", m);
+    if (fclose(m) != 0 || !buf) {
+        free(buf);
+        a->failed = 1;
+        return;
+    }
+    for (size_t off = 0; off < len;) {
+        ssize_t w = write(a->fd, buf + off, len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            a->failed = 1;
+            break;
+        }
+        off += (size_t)w;
+    }
+    free(buf);
 }
 
 /* ---- statistics ----------------------------------------------------------------------- */
@@ -286,8 +470,8 @@ static uint64_t stats_retries(const tryvox_stats *s) {
 
 static void stats_plain(const tryvox_stats *s) {
     fprintf(stderr,
-            "  client: latency p50 %.1f ms, p99 %.1f ms, max %.1f ms; %llu attempts, %llu retries"
-            " (%llu connection, %llu rate limited, %llu server error)\n",
+            "  client: latency p50 %.1f ms, p99 %.1f ms, max %.1f ms\n"
+            "  attempts %llu, retries %llu (%llu connection, %llu rate limited, %llu server error)\n",
             (double)s->latency_p50_us / 1000, (double)s->latency_p99_us / 1000,
             (double)s->latency_max_us / 1000, (unsigned long long)s->attempts,
             (unsigned long long)stats_retries(s), (unsigned long long)s->retries_connection,
@@ -378,10 +562,10 @@ static int read_ids(FILE *in, struct idlist *l) {
 /* ---- options -------------------------------------------------------------------------- */
 
 struct opts {
-    int all, json, no_progress, from_stdin;
+    int all, json, no_progress, from_stdin, dry_run, yes;
     unsigned parallel;
-    unsigned long timeout_ms;
-    const char *from, *to, *direction, *tenant;
+    unsigned long timeout_ms, max_rate;
+    const char *from, *to, *direction, *tenant, *audit_log;
 };
 
 /* `--name=value` or `--name value`: the value, or NULL (a usage error) when there is none. */
@@ -462,6 +646,23 @@ static int parse_args(int argc, char **argv, const char *prog, struct opts *o, s
             o->json = 1;
         } else if (strcmp(a, "--no-progress") == 0) {
             o->no_progress = 1;
+        } else if (strcmp(a, "--dry-run") == 0) {
+            o->dry_run = 1;
+        } else if (strcmp(a, "-y") == 0 || strcmp(a, "--yes") == 0) {
+            o->yes = 1;
+        } else if (is_opt(a, "--max-rate")) {
+            const char *v = opt_value(argc, argv, &i, "--max-rate");
+            if (parse_uint(v, 1, 1000000, &o->max_rate) != 0) {
+                fprintf(stderr, "%s: --max-rate takes a number of hangups a second from 1 to 1000000\n",
+                        prog);
+                return usage_error(prog);
+            }
+        } else if (is_opt(a, "--audit-log")) {
+            o->audit_log = opt_value(argc, argv, &i, "--audit-log");
+            if (!o->audit_log || !*o->audit_log) {
+                fprintf(stderr, "%s: --audit-log takes a file name\n", prog);
+                return usage_error(prog);
+            }
         } else if (strcmp(a, "-p") == 0 || is_opt(a, "--parallel")) {
             const char *v = opt_value(argc, argv, &i, a[1] == 'p' ? "-p" : "--parallel");
             unsigned long n;
@@ -521,8 +722,18 @@ static int parse_args(int argc, char **argv, const char *prog, struct opts *o, s
         fprintf(stderr, "%s: --all takes no ids (it ends every live call the filters select)\n", prog);
         return usage_error(prog);
     }
-    if (!o->all && (o->from || o->to || o->direction || o->timeout_ms)) {
-        fprintf(stderr, "%s: --from, --to, --direction and --timeout-ms go with --all\n", prog);
+    if (!o->all && (o->from || o->to || o->direction || o->timeout_ms || o->dry_run)) {
+        fprintf(stderr, "%s: --from, --to, --direction, --timeout-ms and --dry-run go with --all\n",
+                prog);
+        return usage_error(prog);
+    }
+    /* Ending every call of an account is confirmed by a person at a terminal, or
+     * said up front with --yes (a script, a pipe, cron): never assumed. */
+    if (o->all && !o->dry_run && !o->yes && !(isatty(STDIN_FILENO) && isatty(STDERR_FILENO))) {
+        fprintf(stderr,
+                "%s: --all ends every live call it finds and asks first on a terminal; without "
+                "one, say --yes (or look first with --dry-run). Nothing was sent.\n",
+                prog);
         return usage_error(prog);
     }
     if (!o->all && ids->n == 0 && !dash && isatty(STDIN_FILENO)) {
@@ -535,72 +746,168 @@ static int parse_args(int argc, char **argv, const char *prog, struct opts *o, s
 
 /* ---- the two modes -------------------------------------------------------------------- */
 
-/* Hangs up `ids` in chunks and prints each outcome; returns the exit status. */
-static int run_ids(tryvox_client *c, const struct opts *o, struct idlist *ids, struct bar *b) {
+/* What the callbacks of a run share. */
+struct run {
+    const struct opts *o;
+    struct bar *bar;
+    struct audit *audit;
+    int all;          /* --all: each call is printed as it settles */
+    int last;         /* the last frame: drawn whatever the pace (then cleared) */
+    uint64_t invalid; /* ids mode: invalid ids (done before anything is sent) */
+    uint64_t counts[NSTATUS];
+};
+
+/* One call's line on stdout: `ID: hung up`, `ID: <description> [TRYVOX_NAME]`, or its
+ * JSON object. */
+static void print_call(const struct opts *o, const char *id, int s, int http, const char *msg) {
+    char nb[32];
+    const char *name = status_name(s, nb);
+    if (o->json) {
+        fputs("{\"id\":", stdout);
+        json_str(stdout, id);
+        printf(",\"status\":\"%s\",\"code\":%d,\"http\":", name, s);
+        if (http > 0)
+            printf("%d", http);
+        else
+            fputs("null", stdout);
+        fputs(",\"message\":", stdout);
+        json_str(stdout, s == TRYVOX_OK ? "hung up" : msg);
+        fputs("}\n", stdout);
+    } else {
+        plain_id(stdout, id);
+        if (s == TRYVOX_OK)
+            fputs(": hung up\n", stdout);
+        else
+            printf(": %s [%s]\n", msg, name);
+    }
+}
+
+static void count_status(struct run *r, int s) {
+    r->counts[s >= 0 && s < NSTATUS ? s : NSTATUS - 1]++;
+}
+
+/* tryvox_sweep.on_call: each call as it settles. */
+static void on_call(void *user_data, const char *id, int status, int http, const char *message) {
+    struct run *r = user_data;
+    audit_write(r->audit, id, status, http, message);
+    if (!r->all) return; /* ids mode prints in input order at the end */
+    count_status(r, status);
+    if (r->bar->share) bar_clear(r->bar);
+    print_call(r->o, id, status, http, tryvox_status_str(status));
+}
+
+/* tryvox_sweep.on_listed, in a dry run: each live call found. */
+static void on_listed(void *user_data, const char *id) {
+    struct run *r = user_data;
+    if (r->bar->share) bar_clear(r->bar);
+    if (r->o->json) {
+        fputs("{\"id\":", stdout);
+        json_str(stdout, id);
+        fputs(",\"live\":true}\n", stdout);
+    } else {
+        plain_id(stdout, id);
+        fputs(": live\n", stdout);
+    }
+}
+
+/* tryvox_sweep.progress: a frame of the bar (the bar keeps its own pace). */
+static void on_progress(void *user_data, const struct tryvox_sweep *s) {
+    struct run *r = user_data;
+    char state[96] = "";
+    if (interrupted)
+        snprintf(state, sizeof state, "stopping: Ctrl-C again quits now");
+    else if (s->listing)
+        snprintf(state, sizeof state, "listing");
+    else if (s->backoffs)
+        snprintf(state, sizeof state, "429: %llu back-off(s), %llu in flight", (unsigned long long)s->backoffs,
+                 (unsigned long long)s->parallel);
+    uint64_t done = s->ended + s->already_gone + s->failed + r->invalid;
+    bar_update(r->bar, done, s->found + r->invalid, state[0] ? state : NULL, r->last);
+}
+
+static void sweep_init(tryvox_sweep *sw, const struct opts *o, struct run *r) {
+    memset(sw, 0, sizeof *sw);
+    sw->size = sizeof *sw;
+    sw->max_parallel = o->parallel;
+    sw->max_rate = (uint32_t)o->max_rate;
+    sw->progress = on_progress;
+    sw->on_call = on_call;
+    sw->user_data = r;
+}
+
+static void rate_summary_plain(const tryvox_sweep *sw) {
+    fprintf(stderr, "  rate limits: %llu answer(s) 429, parallelism halved %llu time(s)\n",
+            (unsigned long long)sw->rate_limited, (unsigned long long)sw->backoffs);
+}
+
+/* Hangs up `ids` and prints each outcome in input order; returns the exit status. */
+static int run_ids(tryvox_client *c, const struct opts *o, struct idlist *ids, struct bar *b,
+                   struct audit *audit) {
     size_t n = ids->n;
-    size_t chunk = CHUNK > 4 * (size_t)o->parallel ? CHUNK : 4 * (size_t)o->parallel;
     int *status = malloc(n * sizeof *status);
-    int *sub = malloc(chunk * sizeof *sub);
-    const char **batch = malloc(chunk * sizeof *batch);
-    size_t *where = malloc(chunk * sizeof *where);
-    if (!status || !sub || !batch || !where) {
+    int *http = calloc(n, sizeof *http);
+    const char **valid = malloc(n * sizeof *valid);
+    size_t *where = malloc(n * sizeof *where);
+    int *sub = malloc(n * sizeof *sub);
+    int *subhttp = malloc(n * sizeof *subhttp);
+    if (!status || !http || !valid || !where || !sub || !subhttp) {
         free(status);
-        free(sub);
-        free(batch);
+        free(http);
+        free(valid);
         free(where);
+        free(sub);
+        free(subhttp);
         fprintf(stderr, "tryvox-hangup: out of memory\n");
         return EXIT_CANNOT_START;
     }
-    uint64_t counts[NSTATUS] = {0};
-    bar_draw(b, 0, n, NULL);
-    for (size_t start = 0; start < n; start += chunk) {
-        size_t end = start + chunk < n ? start + chunk : n, k = 0;
-        for (size_t i = start; i < end; i++) {
-            if (valid_id(ids->v[i])) {
-                batch[k] = ids->v[i];
-                where[k++] = i;
-            } else {
-                status[i] = TRYVOX_INVALID_ARGUMENT;
-            }
+    struct run r = {0};
+    r.o = o;
+    r.bar = b;
+    r.audit = audit;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (valid_id(ids->v[i])) {
+            valid[k] = ids->v[i];
+            where[k++] = i;
+        } else {
+            status[i] = TRYVOX_INVALID_ARGUMENT;
+            r.invalid++;
         }
-        if (k > 0) {
-            int rc = tryvox_hangup_many(c, batch, k, sub, o->parallel);
-            if (rc == TRYVOX_INVALID_ARGUMENT) {
-                /* The library refused an id this program let through: one by one. */
-                for (size_t j = 0; j < k; j++) sub[j] = tryvox_hangup(c, batch[j]);
-            } else if (rc != TRYVOX_OK) {
-                for (size_t j = 0; j < k; j++) sub[j] = rc; /* nothing sent (BUSY) */
-            }
-            for (size_t j = 0; j < k; j++) status[where[j]] = sub[j];
-        }
-        bar_clear(b);
-        for (size_t i = start; i < end; i++) {
-            int s = status[i];
-            char nb[32];
-            const char *name = status_name(s, nb);
-            const char *msg = valid_id(ids->v[i])
-                                      ? tryvox_status_str(s)
-                                      : "not a valid call id (1 to 128 characters from A-Z a-z "
-                                        "0-9 - _ . ~); not sent";
-            counts[s >= 0 && s < NSTATUS ? s : NSTATUS - 1]++;
-            if (o->json) {
-                fputs("{\"id\":", stdout);
-                json_str(stdout, ids->v[i]);
-                printf(",\"status\":\"%s\",\"code\":%d,\"http\":null,\"message\":", name, s);
-                json_str(stdout, msg);
-                fputs("}\n", stdout);
-            } else {
-                plain_id(stdout, ids->v[i]);
-                if (s == TRYVOX_OK)
-                    fputs(": hung up\n", stdout);
-                else
-                    printf(": %s [%s]\n", msg, name);
-            }
-        }
-        bar_draw(b, end, n, NULL);
     }
-    bar_done(b);
+    tryvox_sweep sw;
+    sweep_init(&sw, o, &r);
+    sw.found = k;
+    bar_update(b, r.invalid, n, NULL, 1);
+    if (k > 0) {
+        running_sweep = &sw;
+        if (interrupted) tryvox_sweep_stop(&sw);
+        int rc = tryvox_hangup_each(c, valid, k, sub, subhttp, &sw);
+        running_sweep = NULL;
+        if (rc != TRYVOX_OK)
+            for (size_t j = 0; j < k; j++) { /* refused: nothing sent (BUSY) */
+                sub[j] = rc;
+                subhttp[j] = 0;
+            }
+        for (size_t j = 0; j < k; j++) {
+            status[where[j]] = sub[j];
+            http[where[j]] = subhttp[j];
+        }
+    }
+    r.last = 1;
+    on_progress(&r, &sw);
+    bar_clear(b);
     double elapsed = now_s() - b->start;
+    for (size_t i = 0; i < n; i++) {
+        int s = status[i];
+        const char *msg = !valid_id(ids->v[i])
+                              ? "not a valid call id (1 to 128 characters from A-Z a-z 0-9 - _ . ~); "
+                                "not sent"
+                          : interrupted && http[i] == 0 && s == TRYVOX_BUSY
+                              ? "not sent: stopped by Ctrl-C"
+                              : tryvox_status_str(s);
+        count_status(&r, s);
+        print_call(o, ids->v[i], s, http[i], msg);
+    }
 
     /* Exit: the first real failure, else the first "nothing to end", else 0. */
     int first_gone = TRYVOX_OK, first_failure = TRYVOX_OK;
@@ -612,7 +919,8 @@ static int run_ids(tryvox_client *c, const struct opts *o, struct idlist *ids, s
                  first_failure == TRYVOX_OK)
             first_failure = s;
     }
-    int code = exit_for(first_failure != TRYVOX_OK ? first_failure : first_gone);
+    int code = interrupted ? EXIT_INTERRUPTED
+                           : exit_for(first_failure != TRYVOX_OK ? first_failure : first_gone);
 
     tryvox_stats st;
     stats_read(c, &st);
@@ -620,93 +928,172 @@ static int run_ids(tryvox_client *c, const struct opts *o, struct idlist *ids, s
         printf("{\"summary\":{\"mode\":\"ids\",\"calls\":%zu,\"by_status\":{", n);
         int sep = 0;
         for (int s = 0; s < NSTATUS; s++) {
-            if (!counts[s]) continue;
+            if (!r.counts[s]) continue;
             char nb[32];
             printf("%s\"%s\":%llu", sep++ ? "," : "",
                    s == NSTATUS - 1 ? "TRYVOX_STATUS_OTHER" : status_name(s, nb),
-                   (unsigned long long)counts[s]);
+                   (unsigned long long)r.counts[s]);
         }
-        printf("},\"exit\":%d,\"elapsed_ms\":%.0f,", code, elapsed * 1000);
+        printf("},\"interrupted\":%s,\"rate_limited\":%llu,\"backoffs\":%llu,\"exit\":%d,"
+               "\"elapsed_ms\":%.0f,",
+               interrupted ? "true" : "false", (unsigned long long)sw.rate_limited,
+               (unsigned long long)sw.backoffs, code, elapsed * 1000);
         stats_json(&st);
         fputs("}}\n", stdout);
     } else {
         fflush(stdout);
-        fprintf(stderr, "summary: %zu call(s) in %.2f s, exit %d\n", n, elapsed, code);
+        fprintf(stderr, "summary: %zu call(s) in %.2f s, exit %d%s\n", n, elapsed, code,
+                interrupted ? " (interrupted: ids not sent are listed as such)" : "");
         for (int s = 0; s < NSTATUS; s++) {
-            if (!counts[s]) continue;
+            if (!r.counts[s]) continue;
             char nb[32];
             fprintf(stderr, "  %-24s %8llu  %s\n",
                     s == NSTATUS - 1 ? "TRYVOX_STATUS_OTHER" : status_name(s, nb),
-                    (unsigned long long)counts[s], s == TRYVOX_OK ? "hung up" : tryvox_status_str(s));
+                    (unsigned long long)r.counts[s], s == TRYVOX_OK ? "hung up" : tryvox_status_str(s));
         }
+        rate_summary_plain(&sw);
         stats_plain(&st);
     }
     free(status);
-    free(sub);
-    free(batch);
+    free(http);
+    free(valid);
     free(where);
+    free(sub);
+    free(subhttp);
     return code;
 }
 
-struct sweep_progress {
-    struct bar *bar;
-};
-
-static void on_sweep(void *user_data, const struct tryvox_sweep *s) {
-    struct sweep_progress *p = user_data;
-    char extra[160];
-    uint64_t done = s->ended + s->already_gone + s->failed;
-    snprintf(extra, sizeof extra, "ended %llu, gone %llu, failed %llu, listings %llu",
-             (unsigned long long)s->ended, (unsigned long long)s->already_gone,
-             (unsigned long long)s->failed, (unsigned long long)s->listings);
-    bar_draw(p->bar, done, done + s->still_live, extra);
+/* "from=+1415..., direction=outbound", or "no filter". */
+static void describe_filters(const struct opts *o, char *buf, size_t size) {
+    snprintf(buf, size, "%s%s%s%s%s%s%s%s%s", o->from ? "from=" : "", o->from ? o->from : "",
+             o->from && (o->to || o->direction) ? ", " : "", o->to ? "to=" : "", o->to ? o->to : "",
+             o->to && o->direction ? ", " : "", o->direction ? "direction=" : "",
+             o->direction ? o->direction : "", o->from || o->to || o->direction ? "" : "none");
 }
 
-/* Ends every live call the filters select; returns the exit status. */
-static int run_all(tryvox_client *c, const struct opts *o, struct bar *b) {
-    struct sweep_progress p = {b};
+/* On a terminal: lists the live calls, shows what would be ended and asks. Returns -1 to
+ * go on, else the exit status (nothing was sent). */
+static int confirm(tryvox_client *c, const struct opts *o, struct run *r, const char *account,
+                   const char *tenant) {
+    tryvox_sweep probe;
+    sweep_init(&probe, o, r);
+    probe.from = o->from;
+    probe.to = o->to;
+    probe.direction = o->direction;
+    probe.timeout_ms = (uint32_t)o->timeout_ms;
+    probe.dry_run = 1;
+    probe.on_call = NULL;
+    int rc = tryvox_hangup_all(c, &probe);
+    bar_clear(r->bar);
+    if (rc != TRYVOX_OK) {
+        char nb[32];
+        fprintf(stderr, "tryvox-hangup: could not list the live calls: %s [%s]; nothing was sent\n",
+                tryvox_last_error(), status_name(rc, nb));
+        return rc == TRYVOX_NOT_FOUND || rc == TRYVOX_ALREADY_ENDED ? TRYVOX_PROTOCOL_ERROR
+                                                                   : exit_for(rc);
+    }
+    char filters[400];
+    describe_filters(o, filters, sizeof filters);
+    fprintf(stderr,
+            "About to end %llu live call(s)\n  account: %s\n  tenant:  %s\n  filters: %s\n"
+            "Calls that start before the sweep ends are ended too. End them? [y/N] ",
+            (unsigned long long)probe.found, account, tenant ? tenant : "(none)", filters);
+    fflush(stderr);
+    char answer[64];
+    if (!fgets(answer, sizeof answer, stdin)) answer[0] = '\0';
+    char *a = answer;
+    while (is_space(*a)) a++;
+    size_t len = strlen(a);
+    while (len && is_space(a[len - 1])) a[--len] = '\0';
+    if (strcmp(a, "y") == 0 || strcmp(a, "Y") == 0 || strcmp(a, "yes") == 0 || strcmp(a, "YES") == 0 ||
+        strcmp(a, "Yes") == 0)
+        return -1;
+    fprintf(stderr, "Not confirmed: nothing was sent.\n");
+    return EXIT_DECLINED;
+}
+
+/* Ends every live call the filters select (or lists them: --dry-run); returns the exit
+ * status. */
+static int run_all(tryvox_client *c, const struct opts *o, struct bar *b, struct audit *audit,
+                   const char *account, const char *tenant) {
+    struct run r = {0};
+    r.o = o;
+    r.bar = b;
+    r.audit = audit;
+    r.all = 1;
+    if (!o->dry_run && !o->yes) {
+        int code = confirm(c, o, &r, account, tenant);
+        if (code >= 0) return code;
+        b->start = now_s();
+        b->done = b->total = 0;
+        b->count = 0;
+    }
     tryvox_sweep sw;
-    memset(&sw, 0, sizeof sw);
-    sw.size = sizeof sw;
+    sweep_init(&sw, o, &r);
     sw.from = o->from;
     sw.to = o->to;
     sw.direction = o->direction;
-    sw.max_parallel = o->parallel;
     sw.timeout_ms = (uint32_t)o->timeout_ms;
-    sw.progress = on_sweep;
-    sw.user_data = &p;
-    bar_draw(b, 0, 0, "listing the live calls");
+    if (o->dry_run) {
+        sw.dry_run = 1;
+        sw.on_listed = on_listed;
+    }
+    bar_update(b, 0, 0, "listing", 1);
+    running_sweep = &sw;
+    if (interrupted) tryvox_sweep_stop(&sw);
     int rc = tryvox_hangup_all(c, &sw);
+    running_sweep = NULL;
     char message[1024];
     snprintf(message, sizeof message, "%s", tryvox_last_error());
-    bar_done(b);
+    r.last = 1;
+    on_progress(&r, &sw);
+    bar_clear(b);
     double elapsed = now_s() - b->start;
     /* 1 or 2 here would be a listing answered 404, not calls that are gone. */
-    int code = rc == TRYVOX_NOT_FOUND || rc == TRYVOX_ALREADY_ENDED ? TRYVOX_PROTOCOL_ERROR
-                                                                     : exit_for(rc);
+    int code = interrupted ? EXIT_INTERRUPTED
+               : rc == TRYVOX_NOT_FOUND || rc == TRYVOX_ALREADY_ENDED ? TRYVOX_PROTOCOL_ERROR
+                                                                      : exit_for(rc);
     char nb[32];
     const char *name = status_name(rc, nb);
+    const char *mode = o->dry_run ? "dry-run" : "all";
     tryvox_stats st;
     stats_read(c, &st);
     if (o->json) {
-        printf("{\"summary\":{\"mode\":\"all\",\"status\":\"%s\",\"code\":%d,\"message\":", name, rc);
+        printf("{\"summary\":{\"mode\":\"%s\",\"status\":\"%s\",\"code\":%d,\"message\":", mode, name, rc);
         json_str(stdout, rc == TRYVOX_OK ? "" : message);
         printf(",\"ended\":%llu,\"already_gone\":%llu,\"failed\":%llu,\"still_live\":%llu,"
-               "\"listings\":%llu,\"exit\":%d,\"elapsed_ms\":%.0f,",
+               "\"listings\":%llu,\"found\":%llu,\"interrupted\":%s,\"rate_limited\":%llu,"
+               "\"backoffs\":%llu,\"exit\":%d,\"elapsed_ms\":%.0f,",
                (unsigned long long)sw.ended, (unsigned long long)sw.already_gone,
                (unsigned long long)sw.failed, (unsigned long long)sw.still_live,
-               (unsigned long long)sw.listings, code, elapsed * 1000);
+               (unsigned long long)sw.listings, (unsigned long long)sw.found,
+               interrupted ? "true" : "false", (unsigned long long)sw.rate_limited,
+               (unsigned long long)sw.backoffs, code, elapsed * 1000);
         stats_json(&st);
         fputs("}}\n", stdout);
+    } else if (o->dry_run) {
+        printf("dry run: %llu live call(s) found, none ended%s%s\n", (unsigned long long)sw.found,
+               rc == TRYVOX_OK ? "" : ": ", rc == TRYVOX_OK ? "" : message);
+        fflush(stdout);
+        fprintf(stderr, "summary: --all --dry-run in %.2f s, exit %d\n", elapsed, code);
+        stats_plain(&st);
     } else {
         printf("ended %llu, already gone %llu, failed %llu, still live %llu, listings %llu: %s",
                (unsigned long long)sw.ended, (unsigned long long)sw.already_gone,
                (unsigned long long)sw.failed, (unsigned long long)sw.still_live,
-               (unsigned long long)sw.listings, rc == TRYVOX_OK ? "no live call left" : name);
+               (unsigned long long)sw.listings,
+               rc == TRYVOX_OK ? "no live call left" : interrupted ? "stopped by Ctrl-C" : name);
         if (rc != TRYVOX_OK) printf(": %s", message);
         fputc('\n', stdout);
         fflush(stdout);
         fprintf(stderr, "summary: --all in %.2f s, exit %d\n", elapsed, code);
+        for (int s = 0; s < NSTATUS; s++) {
+            if (!r.counts[s]) continue;
+            fprintf(stderr, "  %-24s %8llu  %s\n",
+                    s == NSTATUS - 1 ? "TRYVOX_STATUS_OTHER" : status_name(s, nb),
+                    (unsigned long long)r.counts[s], s == TRYVOX_OK ? "hung up" : tryvox_status_str(s));
+        }
+        rate_summary_plain(&sw);
         stats_plain(&st);
     }
     return code;
@@ -777,11 +1164,38 @@ int main(int argc, char **argv) {
             code = usage_error(prog);
         }
     }
+    struct audit audit = {-1, account, tenant, o.all ? "all" : "ids", 0};
+    if (code < 0 && o.audit_log && !o.dry_run) {
+        audit.fd = open(o.audit_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (audit.fd < 0) {
+            fprintf(stderr, "%s: --audit-log %s: %s; nothing was sent\n", prog, o.audit_log,
+                    strerror(errno));
+            code = EXIT_CANNOT_START;
+        }
+    }
     if (code < 0) {
-        struct bar b = {0, 0, 0, now_s()};
+        struct bar b;
+        memset(&b, 0, sizeof b);
+        b.start = now_s();
         b.on = !o.no_progress && isatty(STDERR_FILENO);
         b.share = isatty(STDOUT_FILENO);
-        code = o.all ? run_all(c, &o, &b) : run_ids(c, &o, &ids, &b);
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART;
+        sa.sa_handler = on_winch;
+        sigaction(SIGWINCH, &sa, NULL);
+        sa.sa_handler = on_sigint;
+        sigaction(SIGINT, &sa, NULL);
+        code = o.all ? run_all(c, &o, &b, &audit, account, tenant) : run_ids(c, &o, &ids, &b, &audit);
+    }
+    if (audit.fd >= 0) {
+        if (fsync(audit.fd) != 0 && errno != EINVAL) audit.failed = 1;
+        if (close(audit.fd) != 0) audit.failed = 1;
+        if (audit.failed) {
+            fprintf(stderr, "%s: writing the audit log %s failed\n", prog, o.audit_log);
+            if (code >= 0 && code <= 2) code = EXIT_OUTPUT;
+        }
     }
     tryvox_client_free(c);
     if (ids.owned)

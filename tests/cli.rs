@@ -234,6 +234,13 @@ fn help_documents_every_exit_status() {
         "--to",
         "--direction",
         "--timeout-ms",
+        "--dry-run",
+        "--yes",
+        "--max-rate",
+        "--audit-log",
+        "  65 ",
+        "  130 ",
+        "Ctrl-C",
         "TRYVOX_ACCOUNT_ID",
         "TRYVOX_API_KEY",
         "TRYVOX_BASE_URL",
@@ -295,7 +302,10 @@ fn exit_codes() {
     })
     .unwrap();
     seed(&slow, 3, "slow-", None, None);
-    let out = run(cmd(&slow).args(["--all", "--timeout-ms", "1"]), b"");
+    let out = run(
+        cmd(&slow).args(["--all", "--yes", "--timeout-ms", "1"]),
+        b"",
+    );
     assert_eq!(code(&out), 8, "sweep timeout: {}", text(&out));
     assert_eq!(listing(&slow, None, "slow-").0.len(), 3);
 
@@ -312,6 +322,10 @@ fn exit_codes() {
         &["--parallel=1025", ids[5]],
         &["-p"],
         &["--all", "--direction", "sideways"],
+        &["--all"], // no terminal and no --yes
+        &["--dry-run", ids[5]],
+        &["--max-rate", "0", ids[5]],
+        &["--audit-log", ids[5]],
         &["--tenant", "a b", ids[5]],
         &["--api-key=tvx_sk_on_the_command_line", ids[5]],
         &["--key", "tvx_sk_on_the_command_line", ids[5]],
@@ -412,19 +426,20 @@ fn json_output() {
     assert_eq!(code(&out), 3, "{}", text(&out));
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 7, "six calls and the summary");
+    // "http": the HTTP status the library saw, null for an id never sent.
     let want = [
-        ("j-0", "TRYVOX_OK", 0),
-        ("j-1", "TRYVOX_ALREADY_ENDED", 2),
-        ("no-such-call", "TRYVOX_NOT_FOUND", 1),
-        ("bad\"q\\uote\u{1}", "TRYVOX_INVALID_ARGUMENT", 3),
-        ("bad-\u{fffd}", "TRYVOX_INVALID_ARGUMENT", 3),
-        ("j-2", "TRYVOX_OK", 0),
+        ("j-0", "TRYVOX_OK", 0, Some(204)),
+        ("j-1", "TRYVOX_ALREADY_ENDED", 2, Some(404)),
+        ("no-such-call", "TRYVOX_NOT_FOUND", 1, Some(404)),
+        ("bad\"q\\uote\u{1}", "TRYVOX_INVALID_ARGUMENT", 3, None),
+        ("bad-\u{fffd}", "TRYVOX_INVALID_ARGUMENT", 3, None),
+        ("j-2", "TRYVOX_OK", 0, Some(204)),
     ];
-    for (v, (id, status, code)) in lines.iter().zip(want) {
+    for (v, (id, status, code, http)) in lines.iter().zip(want) {
         assert_eq!(v["id"], id, "{v}");
         assert_eq!(v["status"], status, "{v}");
         assert_eq!(v["code"], code, "{v}");
-        assert!(v["http"].is_null(), "{v}");
+        assert_eq!(v["http"].as_u64(), http, "{v}");
         assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     }
     assert_eq!(lines[2]["message"], "call not found");
@@ -471,13 +486,25 @@ fn all_ends_exactly_what_the_filters_select() {
     seed(&s, 150, "f-", None, Some("+15550001111"));
     seed(&s, 5, "g-", None, None);
     let out = run(
-        cmd(&s).args(["--all", "--from", "+15550001111", "--json", "-p", "8"]),
+        cmd(&s).args([
+            "--all",
+            "--yes",
+            "--from",
+            "+15550001111",
+            "--json",
+            "-p",
+            "8",
+        ]),
         b"",
     );
     assert_eq!(code(&out), 0, "{}", text(&out));
     let lines = json_lines(&out);
-    assert_eq!(lines.len(), 1);
-    let sum = &lines[0]["summary"];
+    // One record per call ended, then the summary.
+    assert_eq!(lines.len(), 151);
+    assert!(lines[..150]
+        .iter()
+        .all(|l| l["status"] == "TRYVOX_OK" && l["http"] == 204));
+    let sum = &lines[150]["summary"];
     assert_eq!(sum["mode"], "all");
     assert_eq!(sum["status"], "TRYVOX_OK");
     assert_eq!(sum["ended"], 150, "{sum}");
@@ -494,24 +521,27 @@ fn all_ends_exactly_what_the_filters_select() {
 
     // Seeded calls go to +1415 and seven digits of their index: --to picks g-3 alone
     // (f-3 has the same number, but is gone already).
-    let out = run(cmd(&s).args(["--all", "--to", "+14150000003"]), b"");
+    let out = run(cmd(&s).args(["--all", "-y", "--to", "+14150000003"]), b"");
     assert_eq!(code(&out), 0, "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.starts_with("ended 1, already gone 0, failed 0, still live 0"),
+        stdout.starts_with("g-3: hung up\nended 1, already gone 0, failed 0, still live 0"),
         "{stdout}"
     );
     assert_eq!(listing(&s, None, "g-").1, ["g-3"]);
     // The simulator's calls are all outbound: --direction inbound selects none.
     let out = run(
-        cmd(&s).args(["--all", "--direction=inbound", "--json"]),
+        cmd(&s).args(["--all", "--yes", "--direction=inbound", "--json"]),
         b"",
     );
     assert_eq!(code(&out), 0);
     assert_eq!(json_lines(&out)[0]["summary"]["ended"], 0);
     assert_eq!(listing(&s, None, "g-").0.len(), 4);
     // No filter: the rest.
-    let out = run(cmd(&s).args(["--all", "--direction", "outbound"]), b"");
+    let out = run(
+        cmd(&s).args(["--all", "--yes", "--direction", "outbound"]),
+        b"",
+    );
     assert_eq!(code(&out), 0);
     assert!(listing(&s, None, "g-").0.is_empty());
 }
@@ -523,9 +553,12 @@ fn tenant_scoping() {
     seed(&s, 3, "t2-", Some("t2"), None);
     seed(&s, 3, "t0-", None, None);
     // --all --tenant t1 ends t1's calls and nobody else's.
-    let out = run(cmd(&s).args(["--all", "--tenant", "t1", "--json"]), b"");
+    let out = run(
+        cmd(&s).args(["--all", "--yes", "--tenant", "t1", "--json"]),
+        b"",
+    );
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(json_lines(&out)[0]["summary"]["ended"], 3);
+    assert_eq!(json_lines(&out)[3]["summary"]["ended"], 3);
     assert_eq!(listing(&s, Some("t1"), "t1-").1, names("t1-", 0..3));
     assert_eq!(listing(&s, Some("t2"), "t2-").0, names("t2-", 0..3));
     assert_eq!(listing(&s, None, "t0-").0, names("t0-", 0..3));
@@ -633,7 +666,6 @@ fn progress_bar_only_on_a_terminal() {
     for want in [
         "\r[",
         "0/1200",
-        "1000/1200",
         "1200/1200",
         "100%",
         "/s",
@@ -661,10 +693,18 @@ fn progress_bar_only_on_a_terminal() {
     assert!(!stdout.contains('\r'));
 
     // --all draws its bar from the sweep's progress callback.
-    let (rc, stdout, shown) = run_on_pty(&s, &["--all", "-p", "64"], b"");
+    let (rc, stdout, shown) = run_on_pty(&s, &["--all", "--yes", "-p", "64"], b"");
     assert_eq!(rc, 0, "{stdout}{shown}");
-    assert!(stdout.starts_with("ended 1200,"), "{stdout}");
-    for want in ["\r[", "100%", "/s", "ETA", "listings 2"] {
+    assert!(
+        stdout.lines().last().unwrap().starts_with("ended 1200,"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().count(),
+        1201,
+        "a record per call, then the counts"
+    );
+    for want in ["\r[", "100%", "/s", "ETA", "listing"] {
         assert!(
             shown.contains(want),
             "no {want:?} on the terminal: {shown:?}"
@@ -689,7 +729,7 @@ fn progress_bar_only_on_a_terminal() {
         !stderr.contains('\r') && !stderr.contains("ETA") && !stderr.contains('['),
         "{stderr:?}"
     );
-    let out = run(cmd(&s).args(["--all"]), b"");
+    let out = run(cmd(&s).args(["--all", "--yes"]), b"");
     assert_eq!(code(&out), 0);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("summary: --all"), "{stderr:?}");

@@ -25,8 +25,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::Sender;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -304,7 +304,9 @@ fn adapt(batches: &mut Slab<Batch>, b: usize, sent_seq: u64, rate_limited: bool)
     } else {
         batch.aimd.answered();
     }
-    control.parallel.store(batch.aimd.limit(), Ordering::Relaxed);
+    control
+        .parallel
+        .store(batch.aimd.limit(), Ordering::Relaxed);
 }
 
 fn release_budget(async_active: &mut usize, batches: &mut Slab<Batch>, origin: &Origin) {

@@ -7,7 +7,9 @@
 //! before any of it is hung up, so our own hangups never shift the pages of a listing;
 //! calls that end or start on their own meanwhile are caught by the next listing, which
 //! is why only an empty listing is success. A call that ends on its own first (404)
-//! counts as gone, not as a failure.
+//! counts as gone, not as a failure; one still answered 429 after its retries is not a
+//! failure either: it stays live and the next round tries it again, while the round's
+//! parallelism backs off (`retry::Aimd`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -419,6 +421,10 @@ impl Client {
                                 }
                                 first
                             }
+                            // Still rate limited after its retries: the server asks
+                            // for time, not for us to give up. The call stays live and
+                            // the next round tries it again (within the deadline).
+                            Err(e) if e.status() == Status::RateLimited => false,
                             Err(e) => {
                                 report.failed += 1;
                                 failed.insert(id.clone(), e.clone());

@@ -505,7 +505,8 @@ pub struct tryvox_sweep {
 /// comes back empty. Listing requests follow the retry and deadline rules of
 /// `tryvox_hangup`, as each hangup does, and every one of them also ends by the sweep's
 /// deadline (`timeout_ms`). Calls that end on their own meanwhile
-/// are counted as gone, not as failures. Bounded whatever the server says: a round keeps
+/// are counted as gone, not as failures; a call still answered 429 after its retries is
+/// not a failure either: it stays live and the next round tries it again. Bounded whatever the server says: a round keeps
 /// at most 100,000 listed ids, pages that only repeat known calls end a listing, and a
 /// round that settles no call waits (50 ms, doubling to 1 s) before listing again.
 /// Blocks until done: not for a media thread.
@@ -691,8 +692,7 @@ impl CSweep {
         }
         macro_rules! field {
             ($f:ident, $default:expr) => {
-                if std::mem::offset_of!(tryvox_sweep, $f)
-                    + std::mem::size_of_val(&$default)
+                if std::mem::offset_of!(tryvox_sweep, $f) + std::mem::size_of_val(&$default)
                     <= c.size
                 {
                     // SAFETY: within the caller's `size` bytes.
@@ -711,7 +711,10 @@ impl CSweep {
         };
         opts.from = text("sweep->from", field!(from, std::ptr::null::<c_char>()))?;
         opts.to = text("sweep->to", field!(to, std::ptr::null::<c_char>()))?;
-        opts.direction = text("sweep->direction", field!(direction, std::ptr::null::<c_char>()))?;
+        opts.direction = text(
+            "sweep->direction",
+            field!(direction, std::ptr::null::<c_char>()),
+        )?;
         opts.max_parallel = field!(max_parallel, 0u32) as usize;
         let timeout_ms = field!(timeout_ms, 0u32);
         opts.timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms.into()));
@@ -722,7 +725,10 @@ impl CSweep {
         opts.max_rate = field!(max_rate, 0u32);
         opts.dry_run = field!(dry_run, 0u32) != 0;
         if !filters
-            && (opts.from.is_some() || opts.to.is_some() || opts.direction.is_some() || opts.dry_run)
+            && (opts.from.is_some()
+                || opts.to.is_some()
+                || opts.direction.is_some()
+                || opts.dry_run)
         {
             return Err(invalid(
                 "sweep->from, to, direction and dry_run select calls to list: leave them unset for given ids; nothing was sent",
