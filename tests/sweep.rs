@@ -340,3 +340,350 @@ fn a_sweep_struct_as_small_as_its_inputs_is_read_no_further() {
     }
     assert_eq!(record(&s, None, "g-"), (0, 5, 0));
 }
+
+/// What the C callbacks of the tests below saw.
+#[derive(Default)]
+struct Seen {
+    calls: Vec<(String, i32, i32, String)>,
+    listed: Vec<String>,
+    /// Call `tryvox_sweep_stop` on this struct after this many outcomes (0: never).
+    stop_after: usize,
+    sweep: usize,
+}
+
+unsafe extern "C" fn seen_call(
+    user_data: *mut c_void,
+    id: *const std::ffi::c_char,
+    status: i32,
+    http: i32,
+    message: *const std::ffi::c_char,
+) {
+    let seen = unsafe { &mut *(user_data as *mut Seen) };
+    let text = |p| {
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    seen.calls.push((text(id), status, http, text(message)));
+    if seen.stop_after > 0 && seen.calls.len() == seen.stop_after {
+        // As a SIGINT handler would: the sweep starts no more hangups.
+        let st =
+            unsafe { tryvox::ffi::tryvox_sweep_stop(seen.sweep as *mut tryvox::ffi::tryvox_sweep) };
+        assert_eq!(st, 0);
+    }
+}
+
+unsafe extern "C" fn seen_listed(user_data: *mut c_void, id: *const std::ffi::c_char) {
+    let seen = unsafe { &mut *(user_data as *mut Seen) };
+    seen.listed.push(
+        unsafe { std::ffi::CStr::from_ptr(id) }
+            .to_string_lossy()
+            .into_owned(),
+    );
+}
+
+fn hangups_received(s: &Running) -> usize {
+    let mut r = agent()
+        .get(format!("{}/_sim/hangups", s.base_url))
+        .call()
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    v.as_array().unwrap().len()
+}
+
+unsafe fn c_client(s: &Running) -> *mut tryvox::ffi::tryvox_client {
+    use tryvox::ffi::*;
+    unsafe {
+        let o = tryvox_options_new();
+        let url = CString::new(s.base_url.clone()).unwrap();
+        tryvox_options_set_base_url(o, url.as_ptr());
+        let (a, k) = (CString::new(ACCOUNT).unwrap(), CString::new(KEY).unwrap());
+        let c = tryvox_client_new_with_options(a.as_ptr(), k.as_ptr(), o);
+        tryvox_options_free(o);
+        assert!(!c.is_null());
+        c
+    }
+}
+
+fn last_error() -> String {
+    unsafe { std::ffi::CStr::from_ptr(tryvox::ffi::tryvox_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn the_c_hangup_each_reports_every_id_with_its_http_status() {
+    use tryvox::ffi::*;
+    let s = sim_with(GlobalFaults::default());
+    seed(&s, 40, "e-", None, None);
+    let mut names: Vec<String> = (0..40).map(|i| format!("e-{i}")).collect();
+    names.push("no-such-call".into());
+    let ids: Vec<CString> = names
+        .iter()
+        .map(|n| CString::new(n.as_str()).unwrap())
+        .collect();
+    let ptrs: Vec<*const std::ffi::c_char> = ids.iter().map(|c| c.as_ptr()).collect();
+    unsafe {
+        let c = c_client(&s);
+        let mut seen = Seen::default();
+        let mut sw: tryvox_sweep = std::mem::zeroed();
+        sw.size = std::mem::size_of::<tryvox_sweep>();
+        sw.max_parallel = 8;
+        sw.on_call = Some(seen_call);
+        sw.user_data = &mut seen as *mut Seen as *mut c_void;
+        let mut st = vec![-1; 41];
+        let mut http = vec![-1; 41];
+        assert_eq!(
+            tryvox_hangup_each(
+                c,
+                ptrs.as_ptr(),
+                41,
+                st.as_mut_ptr(),
+                http.as_mut_ptr(),
+                &mut sw
+            ),
+            0
+        );
+        assert!(st[..40].iter().all(|&x| x == 0) && http[..40].iter().all(|&h| h == 204));
+        assert_eq!((st[40], http[40]), (Status::NotFound.code(), 404));
+        assert_eq!(
+            (
+                sw.ended,
+                sw.already_gone,
+                sw.failed,
+                sw.still_live,
+                sw.found
+            ),
+            (40, 1, 0, 0, 41)
+        );
+        // Every id once, as it settled, with its HTTP status.
+        let mut got: Vec<&str> = seen.calls.iter().map(|c| c.0.as_str()).collect();
+        got.sort();
+        let mut want: Vec<&str> = names.iter().map(String::as_str).collect();
+        want.sort();
+        assert_eq!(got, want);
+        assert!(seen.calls.iter().all(|(id, s, h, _)| (*s, *h)
+            == if id == "no-such-call" {
+                (1, 404)
+            } else {
+                (0, 204)
+            }));
+        assert_eq!(hangups_received(&s), 41);
+
+        // Bad input the header names: INVALID_ARGUMENT, nothing sent, nothing written.
+        let sent = hangups_received(&s);
+        let from = CString::new("+14155550100").unwrap();
+        let bad_id = CString::new("not valid!").unwrap();
+        let mixed = [ptrs[0], bad_id.as_ptr()];
+        let mut out = [-7; 2];
+        let mut filtered: tryvox_sweep = std::mem::zeroed();
+        filtered.size = std::mem::size_of::<tryvox_sweep>();
+        filtered.from = from.as_ptr();
+        let mut dry: tryvox_sweep = std::mem::zeroed();
+        dry.size = std::mem::size_of::<tryvox_sweep>();
+        dry.dry_run = 1;
+        let mut small: tryvox_sweep = std::mem::zeroed();
+        small.size = 8;
+        let (o, n) = (out.as_mut_ptr(), std::ptr::null_mut());
+        let none: *mut tryvox_sweep = std::ptr::null_mut();
+        let cases: [(&str, &mut dyn FnMut() -> i32, &str); 6] = [
+            (
+                "a filter",
+                &mut || tryvox_hangup_each(c, ptrs.as_ptr(), 2, o, n, &mut filtered),
+                "nothing was sent",
+            ),
+            (
+                "dry_run",
+                &mut || tryvox_hangup_each(c, ptrs.as_ptr(), 2, o, n, &mut dry),
+                "nothing was sent",
+            ),
+            (
+                "a small size",
+                &mut || tryvox_hangup_each(c, ptrs.as_ptr(), 2, o, n, &mut small),
+                "sizeof(tryvox_sweep)",
+            ),
+            (
+                "NULL ids",
+                &mut || tryvox_hangup_each(c, std::ptr::null(), 2, o, n, none),
+                "call_uuids is NULL",
+            ),
+            (
+                "an invalid id",
+                &mut || tryvox_hangup_each(c, mixed.as_ptr(), 2, o, n, none),
+                "call_uuids[1]",
+            ),
+            (
+                "NULL client",
+                &mut || tryvox_hangup_each(std::ptr::null_mut(), ptrs.as_ptr(), 2, o, n, none),
+                "client",
+            ),
+        ];
+        for (what, call, want) in cases {
+            assert_eq!(call(), 3, "{what}");
+            assert!(last_error().contains(want), "{what}: {}", last_error());
+        }
+        assert_eq!(out, [-7; 2], "nothing written");
+        assert_eq!(hangups_received(&s), sent, "nothing sent");
+        // No ids: nothing to do. NULL arrays and sweep: outcomes not wanted, still run.
+        assert_eq!(
+            tryvox_hangup_each(
+                c,
+                std::ptr::null(),
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut()
+            ),
+            0
+        );
+        assert_eq!(
+            tryvox_hangup_each(
+                c,
+                ptrs.as_ptr(),
+                1,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut()
+            ),
+            0
+        );
+        assert_eq!(hangups_received(&s), sent + 1);
+        tryvox_client_free(c);
+    }
+}
+
+#[test]
+fn tryvox_sweep_stop_stops_starting_and_loses_nothing_in_flight() {
+    use tryvox::ffi::*;
+    let s = sim_with(GlobalFaults {
+        latency: Duration::from_millis(5),
+        ..GlobalFaults::default()
+    });
+    seed(&s, 2000, "s-", None, None);
+    unsafe {
+        assert_eq!(tryvox_sweep_stop(std::ptr::null_mut()), 3);
+        let mut small: tryvox_sweep = std::mem::zeroed();
+        small.size = std::mem::offset_of!(tryvox_sweep, stop);
+        assert_eq!(
+            tryvox_sweep_stop(&mut small),
+            3,
+            "size does not reach `stop`"
+        );
+        assert_eq!(small.stop, 0);
+
+        let c = c_client(&s);
+        // Stopped before it starts: a sweep lists, starts no hangup, says BUSY.
+        let mut sw: tryvox_sweep = std::mem::zeroed();
+        sw.size = std::mem::size_of::<tryvox_sweep>();
+        assert_eq!(tryvox_sweep_stop(&mut sw), 0);
+        assert_eq!(tryvox_hangup_all(c, &mut sw), Status::Busy.code());
+        assert!(last_error().contains("stopped"), "{}", last_error());
+        assert_eq!(hangups_received(&s), 0);
+        // ... and given ids: each one BUSY, HTTP 0, none sent.
+        let id = CString::new("s-1").unwrap();
+        let one = [id.as_ptr()];
+        let (mut st, mut http) = ([-1], [-1]);
+        assert_eq!(
+            tryvox_hangup_each(
+                c,
+                one.as_ptr(),
+                1,
+                st.as_mut_ptr(),
+                http.as_mut_ptr(),
+                &mut sw
+            ),
+            0
+        );
+        assert_eq!((st[0], http[0]), (Status::Busy.code(), 0));
+        assert_eq!(hangups_received(&s), 0);
+
+        // Stopped mid-sweep (from the 100th outcome, as a signal handler would): those
+        // in flight finish and are reported; nothing starts after.
+        let mut seen = Seen {
+            stop_after: 100,
+            ..Seen::default()
+        };
+        let mut sw: tryvox_sweep = std::mem::zeroed();
+        sw.size = std::mem::size_of::<tryvox_sweep>();
+        sw.max_parallel = 16;
+        sw.on_call = Some(seen_call);
+        sw.user_data = &mut seen as *mut Seen as *mut c_void;
+        seen.sweep = &mut sw as *mut tryvox_sweep as usize;
+        assert_eq!(tryvox_hangup_all(c, &mut sw), Status::Busy.code());
+        let sent = hangups_received(&s);
+        assert_eq!(seen.calls.len(), sent, "every hangup sent was reported");
+        assert_eq!(sw.ended as usize, sent);
+        assert!((100..2000).contains(&sent), "{sent}");
+        assert_eq!(record(&s, None, "s-"), (2000 - sent, sent, 0));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(hangups_received(&s), sent, "none after the return");
+        tryvox_client_free(c);
+    }
+}
+
+#[test]
+fn a_c_dry_run_lists_and_sends_no_hangup() {
+    use tryvox::ffi::*;
+    let s = sim_with(GlobalFaults::default());
+    seed(&s, 230, "d-", None, None);
+    unsafe {
+        let c = c_client(&s);
+        let mut seen = Seen::default();
+        let mut sw: tryvox_sweep = std::mem::zeroed();
+        sw.size = std::mem::size_of::<tryvox_sweep>();
+        sw.dry_run = 1;
+        sw.on_listed = Some(seen_listed);
+        sw.on_call = Some(seen_call);
+        sw.user_data = &mut seen as *mut Seen as *mut c_void;
+        assert_eq!(tryvox_hangup_all(c, &mut sw), 0);
+        assert_eq!(
+            (sw.found, sw.still_live, sw.ended, sw.listings),
+            (230, 230, 0, 1)
+        );
+        let mut listed = seen.listed.clone();
+        listed.sort();
+        listed.dedup();
+        assert_eq!(listed.len(), 230);
+        assert!(seen.calls.is_empty());
+        assert_eq!(hangups_received(&s), 0);
+        assert_eq!(record(&s, None, "d-"), (230, 0, 0));
+        tryvox_client_free(c);
+    }
+}
+
+#[test]
+fn a_first_version_sweep_struct_gets_no_byte_past_its_size() {
+    // A caller built against the header before on_call: `size` ends after `listings`.
+    // The struct sits at the end of a page followed by an inaccessible one: reading or
+    // writing a byte past `size` would crash the test.
+    use tryvox::ffi::*;
+    let s = sim_with(GlobalFaults::default());
+    seed(&s, 5, "v1-", None, None);
+    let size = std::mem::offset_of!(tryvox_sweep, on_call);
+    unsafe {
+        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let base = libc::mmap(
+            std::ptr::null_mut(),
+            2 * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(base, libc::MAP_FAILED);
+        assert_eq!(
+            libc::mprotect(base.cast::<u8>().add(page).cast(), page, libc::PROT_NONE),
+            0
+        );
+        let sw = base.cast::<u8>().add(page - size).cast::<tryvox_sweep>();
+        std::ptr::write_bytes(sw.cast::<u8>(), 0, size);
+        std::ptr::addr_of_mut!((*sw).size).write_unaligned(size);
+        let c = c_client(&s);
+        assert_eq!(tryvox_hangup_all(c, sw), 0);
+        assert_eq!(std::ptr::addr_of!((*sw).ended).read_unaligned(), 5);
+        assert_eq!(tryvox_sweep_stop(sw), 3, "no `stop` in this version");
+        tryvox_client_free(c);
+        libc::munmap(base, 2 * page);
+    }
+}

@@ -8,10 +8,10 @@
 //! calls that end or start on their own meanwhile are caught by the next listing, which
 //! is why only an empty listing is success. A call that ends on its own first (404)
 //! counts as gone, not as a failure; one still answered 429 after its retries is not a
-//! failure either: it stays live and the next round tries it again, while the round's
-//! parallelism backs off (`retry::Aimd`).
+//! failure yet: it stays live and the next rounds try it again ([`RATE_LIMITED_ROUNDS`]),
+//! while the parallelism backs off (`retry::Aimd`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -37,6 +37,10 @@ const MAX_LISTED: usize = 100_000;
 /// Pause after a round that settled no call (a server listing calls its 204s did not end),
 /// doubling to a second: not a loop of listings and DELETEs as fast as the server answers.
 const IDLE_ROUND_PAUSE: Duration = Duration::from_millis(50);
+/// Later rounds in which a call still answered 429 after its retries is tried again
+/// before it counts as failed (RATE_LIMITED): a server that asks for time gets it (the
+/// round's parallelism backs off meanwhile), one that never relents ends the sweep.
+const RATE_LIMITED_ROUNDS: u32 = 3;
 /// Most calls a sweep remembers as found (`SweepReport::found`, `listed`): a bound on
 /// memory whatever a server invents; past it calls are still hung up, not counted as found.
 const MAX_KNOWN: usize = 1_000_000;
@@ -271,7 +275,9 @@ impl Client {
             ..BatchControl::default()
         });
         let mut out: Vec<Option<HangupResult>> = (0..call_uuids.len()).map(|_| None).collect();
-        let mut stopped = false;
+        // Asked to stop before it began: nothing starts.
+        let mut stopped = observer.stop_requested();
+        control.stop.store(stopped, Ordering::Relaxed);
         bulk::run_streamed(
             &self.rt().engine,
             call_uuids,
@@ -298,11 +304,11 @@ impl Client {
                     out[i] = Some(r);
                 }
                 control_report(&control, report);
+                if !stopped && observer.stop_requested() {
+                    stopped = true;
+                    control.stop.store(true, Ordering::Relaxed);
+                }
                 if tick {
-                    if !stopped && observer.stop_requested() {
-                        stopped = true;
-                        control.stop.store(true, Ordering::Relaxed);
-                    }
                     observer.progress(report);
                 }
             },
@@ -339,6 +345,8 @@ impl Client {
         // Calls answered 2xx or 404 by us: a server that lists one again (its 204 did not
         // end it) is asked again, but the call is counted once.
         let mut settled: HashSet<String> = HashSet::new();
+        // Rounds in which a call was still answered 429 after its retries.
+        let mut throttled: HashMap<String, u32> = HashMap::new();
         let mut stopped = false;
         let mut pause = IDLE_ROUND_PAUSE;
         loop {
@@ -423,8 +431,13 @@ impl Client {
                             }
                             // Still rate limited after its retries: the server asks
                             // for time, not for us to give up. The call stays live and
-                            // the next round tries it again (within the deadline).
-                            Err(e) if e.status() == Status::RateLimited => false,
+                            // a later round tries it again, a few rounds at most.
+                            Err(e)
+                                if e.status() == Status::RateLimited
+                                    && bump(&mut throttled, id) <= RATE_LIMITED_ROUNDS =>
+                            {
+                                false
+                            }
                             Err(e) => {
                                 report.failed += 1;
                                 failed.insert(id.clone(), e.clone());
@@ -436,11 +449,11 @@ impl Client {
                         }
                     }
                     control_report(&control, report);
+                    if !stopped && observer.stop_requested() {
+                        stopped = true;
+                        control.stop.store(true, Ordering::Relaxed);
+                    }
                     if tick {
-                        if !stopped && observer.stop_requested() {
-                            stopped = true;
-                            control.stop.store(true, Ordering::Relaxed);
-                        }
                         observer.progress(report);
                     }
                 },
@@ -700,6 +713,13 @@ fn reported_failure(failed: &BTreeMap<String, Error>, still_live: u64) -> Error 
         ),
     )
     .with_http(chosen.http_status(), chosen.server_code())
+}
+
+/// One more for `id`: the new count.
+fn bump(counts: &mut HashMap<String, u32>, id: &str) -> u32 {
+    let n = counts.entry(id.to_owned()).or_insert(0);
+    *n += 1;
+    *n
 }
 
 /// The counts a controlled batch keeps, copied into the report.

@@ -506,7 +506,7 @@ pub struct tryvox_sweep {
 /// `tryvox_hangup`, as each hangup does, and every one of them also ends by the sweep's
 /// deadline (`timeout_ms`). Calls that end on their own meanwhile
 /// are counted as gone, not as failures; a call still answered 429 after its retries is
-/// not a failure either: it stays live and the next round tries it again. Bounded whatever the server says: a round keeps
+/// tried again in up to 3 later rounds before it counts as failed. Bounded whatever the server says: a round keeps
 /// at most 100,000 listed ids, pages that only repeat known calls end a listing, and a
 /// round that settles no call waits (50 ms, doubling to 1 s) before listing again.
 /// Blocks until done: not for a media thread.
