@@ -230,8 +230,10 @@ typedef struct tryvox_sweep {
    */
   uint32_t max_rate;
   /**
-   * In: nonzero: `tryvox_hangup_all` lists the live calls once, reports each to
-   * `on_listed` and ends none: TRYVOX_OK, with `still_live` and `found` the number found.
+   * In: nonzero: `tryvox_hangup_all` lists the live calls, reports each to `on_listed`
+   * and ends none: TRYVOX_OK, with `still_live` and `found` the number found. It lists
+   * again until a listing finds no call it had not seen (5 listings at most): pages
+   * shift while calls change state under a listing.
    */
   uint32_t dry_run;
   /**

@@ -637,14 +637,14 @@ fn a_c_dry_run_lists_and_sends_no_hangup() {
         sw.on_call = Some(seen_call);
         sw.user_data = &mut seen as *mut Seen as *mut c_void;
         assert_eq!(tryvox_hangup_all(c, &mut sw), 0);
-        assert_eq!(
-            (sw.found, sw.still_live, sw.ended, sw.listings),
-            (230, 230, 0, 1)
-        );
+        assert_eq!((sw.found, sw.still_live, sw.ended), (230, 230, 0));
+        // Until a listing finds nothing new: twice for a set that holds still.
+        assert!((2..=5).contains(&sw.listings), "{}", sw.listings);
         let mut listed = seen.listed.clone();
         listed.sort();
         listed.dedup();
         assert_eq!(listed.len(), 230);
+        assert_eq!(seen.listed.len(), 230, "each call reported once");
         assert!(seen.calls.is_empty());
         assert_eq!(hangups_received(&s), 0);
         assert_eq!(record(&s, None, "d-"), (230, 0, 0));

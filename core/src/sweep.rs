@@ -41,6 +41,8 @@ const IDLE_ROUND_PAUSE: Duration = Duration::from_millis(50);
 /// before it counts as failed (RATE_LIMITED): a server that asks for time gets it (the
 /// round's parallelism backs off meanwhile), one that never relents ends the sweep.
 const RATE_LIMITED_ROUNDS: u32 = 3;
+/// Most listings a dry run makes (it stops at the first that finds nothing new).
+const DRY_RUN_LISTINGS: u64 = 5;
 /// Most calls a sweep remembers as found (`SweepReport::found`, `listed`): a bound on
 /// memory whatever a server invents; past it calls are still hung up, not counted as found.
 const MAX_KNOWN: usize = 1_000_000;
@@ -208,8 +210,9 @@ impl Client {
 
     /// [`Client::hangup_all`], telling `observer` of each call found and settled, of the
     /// counts at least every 50 ms, and asking it whether to stop. With
-    /// `sweep.dry_run`, one listing: each live call is reported to `observer.listed`, none
-    /// is hung up, and the result is `Ok` with `still_live` the number found. Stopped
+    /// `sweep.dry_run`, listings until one finds nothing new (at most 5): each live call
+    /// is reported to `observer.listed` once, none is hung up, and the result is `Ok` with
+    /// `still_live` the number found. Stopped
     /// (`observer.stop_requested`): no hangup starts after that, those in flight finish
     /// and are reported, and the error is BUSY ("the sweep was stopped").
     pub fn hangup_all_observed(
@@ -360,14 +363,25 @@ impl Client {
                 return Err(sweep_stopped(report));
             }
             let settled_before = (report.ended, report.already_gone, report.failed);
+            let found_before = report.found;
             report.listing = true;
             let live = self.list_live(&filters, deadline, timeout, report, &mut known, observer);
             report.listing = false;
             let live = live?;
             report.listings += 1;
             report.still_live = live.len() as u64;
+            if sweep.dry_run {
+                // Pages shift while calls change state under a listing: list again until
+                // one finds no call not seen before (a few listings at most).
+                report.still_live = report.found;
+                if report.found == found_before || report.listings >= DRY_RUN_LISTINGS {
+                    observer.progress(report);
+                    return Ok(());
+                }
+                continue;
+            }
             observer.progress(report);
-            if live.is_empty() || sweep.dry_run {
+            if live.is_empty() {
                 return Ok(());
             }
             if observer.stop_requested() {

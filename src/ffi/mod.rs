@@ -478,8 +478,10 @@ pub struct tryvox_sweep {
     pub on_listed: tryvox_sweep_listed_callback,
     /// In: hangups started per second at most (0: no limit).
     pub max_rate: u32,
-    /// In: nonzero: `tryvox_hangup_all` lists the live calls once, reports each to
-    /// `on_listed` and ends none: TRYVOX_OK, with `still_live` and `found` the number found.
+    /// In: nonzero: `tryvox_hangup_all` lists the live calls, reports each to `on_listed`
+    /// and ends none: TRYVOX_OK, with `still_live` and `found` the number found. It lists
+    /// again until a listing finds no call it had not seen (5 listings at most): pages
+    /// shift while calls change state under a listing.
     pub dry_run: u32,
     /// In: nonzero asks the sweep to start no more hangups. Set it with
     /// `tryvox_sweep_stop` (async-signal-safe) while the sweep runs; zero before a sweep.
