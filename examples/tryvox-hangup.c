@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -91,12 +92,14 @@ static const char *const HELP[] = {
     "  -p, --parallel N     hangups in flight at once, 1 to 1024 (default 32); halved\n",
     "                       on a 429 (Too Many Requests), raised by one again after as\n",
     "                       many answers (additive increase, multiplicative decrease)\n",
-    "      --max-rate N     start at most N hangups a second (1 to 1000000)\n",
+    "      --max-rate N     start at most N hangups a second (1 to 1000000; a retry\n",
+    "                       is not a new hangup: --parallel bounds those)\n",
     "      --audit-log FILE append one JSON line per call to FILE (created 0600) as\n",
     "                       each settles: {\"ts\":UTC time,\"account\",\"tenant\",\"mode\",\n",
     "                       \"id\",\"outcome\":\"ended\"|\"already_gone\"|\"failed\"|\"not_sent\",\n",
     "                       \"status\",\"code\",\"http\",\"message\"}; each line is written\n",
     "                       whole with one write(2), so a crash leaves a true record\n",
+    "                       (not with --dry-run, which sends nothing to record)\n",
     "  -t, --tenant T       send X-Tenant-ID: T (overrides TRYVOX_TENANT_ID)\n",
     "  -j, --json           JSON output on stdout (see Output)\n",
     "      --no-progress    no progress bar, even on a terminal\n",
@@ -113,10 +116,10 @@ static const char *const HELP[] = {
     "\n",
     "Output:\n",
     "  stdout, one line per call: `ID: hung up` or `ID: <description> [TRYVOX_<NAME>]`\n",
-    "    (ids: in input order, when all are done; --all: each call ended, already gone\n",
-    "    or failed, as it settles), then with --all one line of counts (ended, already\n",
-    "    gone, failed, still live, listings) and the outcome. --dry-run: `ID: live`\n",
-    "    per call found, then the count.\n",
+    "    (ids: in input order, each as soon as every id before it is in; --all: each\n",
+    "    call ended, already gone or failed, as it settles), then with --all one line\n",
+    "    of counts (ended, already gone, failed, still live, listings) and the\n",
+    "    outcome. --dry-run: `ID: live` per call found, then the count.\n",
     "  --json: one object per line. Per call:\n",
     "    {\"id\":\"...\",\"status\":\"TRYVOX_OK\",\"code\":0,\"http\":204,\"message\":\"hung up\"}\n",
     "    \"http\" is the last HTTP status seen, null when none came (not sent, no\n",
@@ -131,9 +134,11 @@ static const char *const HELP[] = {
     "    and back-offs, and the client's statistics (latency p50/p99/max, attempts,\n",
     "    retries). With --json the summary is the last JSON line on stdout instead.\n",
     "\n",
-    "Ctrl-C: the first stops starting hangups; those in flight finish and are\n",
-    "  recorded, then the record and the summary are printed and the exit status is\n",
-    "  130. A second Ctrl-C exits at once (130; what was sent may then be unrecorded).\n",
+    "Ctrl-C: the first stops starting hangups; those in flight finish (their retries\n",
+    "  included) and are recorded, then the record and the summary are printed and\n",
+    "  the exit status is 130. A second Ctrl-C exits at once (130; what was sent may\n",
+    "  then be unrecorded). While --all lists and asks, before any hangup, Ctrl-C\n",
+    "  ends the program at once: nothing was sent.\n",
     "\n",
     "Exit status:\n",
     "  0     every call named was hung up by this run; --all: a final listing found\n",
@@ -347,6 +352,11 @@ static void bar_update(struct bar *b, uint64_t done, uint64_t total, const char 
             rate_s[0] = '\0';
             text = (int)strlen(count);
         }
+        if (text > room) { /* the percentage alone, or nothing: never a cut number */
+            snprintf(count, sizeof count, " %3d%%", pct);
+            text = (int)strlen(count);
+            if (text > room) return;
+        }
     }
     int graph = room - text - 2;
     if (graph > 40) graph = 40;
@@ -386,6 +396,17 @@ static void on_sigint(int sig) {
     interrupted = 1;
     tryvox_sweep *sw = running_sweep;
     if (sw) tryvox_sweep_stop(sw);
+}
+
+/* From here on, Ctrl-C stops starting hangups (before: it ends the program at once,
+ * nothing having been sent). */
+static void catch_ctrl_c(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
 }
 
 /* ---- the audit log ---------------------------------------------------------------------- */
@@ -437,7 +458,7 @@ static void audit_write(struct audit *a, const char *id, int status, int http, c
     else
         fputs("null", m);
     fputs(",\"message\":", m);
-    json_str(m, message);
+    json_str(m, status == TRYVOX_OK ? "hung up" : message);
     fputs("}\n", m);
     if (fclose(m) != 0 || !buf) {
         free(buf);
@@ -722,6 +743,10 @@ static int parse_args(int argc, char **argv, const char *prog, struct opts *o, s
         fprintf(stderr, "%s: --all takes no ids (it ends every live call the filters select)\n", prog);
         return usage_error(prog);
     }
+    if (o->dry_run && o->audit_log) {
+        fprintf(stderr, "%s: --audit-log records hangups; --dry-run sends none\n", prog);
+        return usage_error(prog);
+    }
     if (!o->all && (o->from || o->to || o->direction || o->timeout_ms || o->dry_run)) {
         fprintf(stderr, "%s: --from, --to, --direction, --timeout-ms and --dry-run go with --all\n",
                 prog);
@@ -755,7 +780,27 @@ struct run {
     int last;         /* the last frame: drawn whatever the pace (then cleared) */
     uint64_t invalid; /* ids mode: invalid ids (done before anything is sent) */
     uint64_t counts[NSTATUS];
+    /* ids mode: outcomes by input index, printed in input order as soon as every id
+     * before them is in (so a reader sees the record grow, and one that leaves early
+     * is noticed). */
+    struct idlist *ids;
+    struct slot *slots; /* the valid ids sorted by (id, index): outcome -> index */
+    size_t nslots;
+    int *status, *http;
+    unsigned char *filled;
+    size_t next; /* the first index not printed yet */
 };
+
+struct slot {
+    const char *id;
+    size_t index;
+};
+
+static int slot_cmp(const void *a, const void *b) {
+    const struct slot *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+    return c ? c : x->index < y->index ? -1 : x->index > y->index;
+}
 
 /* One call's line on stdout: `ID: hung up`, `ID: <description> [TRYVOX_NAME]`, or its
  * JSON object. */
@@ -786,14 +831,53 @@ static void count_status(struct run *r, int s) {
     r->counts[s >= 0 && s < NSTATUS ? s : NSTATUS - 1]++;
 }
 
+/* The message of an ids-mode record. */
+static const char *ids_message(const struct run *r, size_t i) {
+    if (!valid_id(r->ids->v[i]))
+        return "not a valid call id (1 to 128 characters from A-Z a-z 0-9 - _ . ~); not sent";
+    if (r->http[i] == 0 && r->status[i] == TRYVOX_BUSY && interrupted) return "not sent: stopped by Ctrl-C";
+    return tryvox_status_str(r->status[i]);
+}
+
+/* Prints the ids-mode records whose turn has come (every id before them is in). */
+static void ids_print_ready(struct run *r) {
+    while (r->next < r->ids->n && r->filled[r->next]) {
+        size_t i = r->next++;
+        if (r->bar->share) bar_clear(r->bar);
+        count_status(r, r->status[i]);
+        print_call(r->o, r->ids->v[i], r->status[i], r->http[i], ids_message(r, i));
+    }
+}
+
 /* tryvox_sweep.on_call: each call as it settles. */
 static void on_call(void *user_data, const char *id, int status, int http, const char *message) {
     struct run *r = user_data;
     audit_write(r->audit, id, status, http, message);
-    if (!r->all) return; /* ids mode prints in input order at the end */
-    count_status(r, status);
-    if (r->bar->share) bar_clear(r->bar);
-    print_call(r->o, id, status, http, tryvox_status_str(status));
+    if (r->all) {
+        count_status(r, status);
+        if (r->bar->share) bar_clear(r->bar);
+        print_call(r->o, id, status, http, tryvox_status_str(status));
+        return;
+    }
+    /* The first index of this id (duplicates: in input order) not filled yet. */
+    struct slot key = {id, 0};
+    size_t lo = 0, hi = r->nslots;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (slot_cmp(&r->slots[mid], &key) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (; lo < r->nslots && strcmp(r->slots[lo].id, id) == 0; lo++) {
+        size_t i = r->slots[lo].index;
+        if (r->filled[i]) continue;
+        r->status[i] = status;
+        r->http[i] = http;
+        r->filled[i] = 1;
+        break;
+    }
+    ids_print_ready(r);
 }
 
 /* tryvox_sweep.on_listed, in a dry run: each live call found. */
@@ -844,40 +928,47 @@ static void rate_summary_plain(const tryvox_sweep *sw) {
 static int run_ids(tryvox_client *c, const struct opts *o, struct idlist *ids, struct bar *b,
                    struct audit *audit) {
     size_t n = ids->n;
-    int *status = malloc(n * sizeof *status);
-    int *http = calloc(n, sizeof *http);
-    const char **valid = malloc(n * sizeof *valid);
-    size_t *where = malloc(n * sizeof *where);
-    int *sub = malloc(n * sizeof *sub);
-    int *subhttp = malloc(n * sizeof *subhttp);
-    if (!status || !http || !valid || !where || !sub || !subhttp) {
-        free(status);
-        free(http);
-        free(valid);
-        free(where);
-        free(sub);
-        free(subhttp);
-        fprintf(stderr, "tryvox-hangup: out of memory\n");
-        return EXIT_CANNOT_START;
-    }
     struct run r = {0};
     r.o = o;
     r.bar = b;
     r.audit = audit;
+    r.ids = ids;
+    r.status = malloc(n * sizeof *r.status);
+    r.http = calloc(n, sizeof *r.http);
+    r.filled = calloc(n, 1);
+    r.slots = malloc(n * sizeof *r.slots);
+    const char **valid = malloc(n * sizeof *valid);
+    int *sub = malloc(n * sizeof *sub);
+    int *subhttp = malloc(n * sizeof *subhttp);
+    size_t *where = malloc(n * sizeof *where);
+    int code = -1;
+    if (!r.status || !r.http || !r.filled || !r.slots || !valid || !sub || !subhttp || !where) {
+        fprintf(stderr, "tryvox-hangup: out of memory\n");
+        code = EXIT_CANNOT_START;
+        goto out;
+    }
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         if (valid_id(ids->v[i])) {
+            r.slots[k].id = ids->v[i];
+            r.slots[k].index = i;
             valid[k] = ids->v[i];
             where[k++] = i;
         } else {
-            status[i] = TRYVOX_INVALID_ARGUMENT;
+            r.status[i] = TRYVOX_INVALID_ARGUMENT;
+            r.filled[i] = 1;
             r.invalid++;
+            audit_write(audit, ids->v[i], TRYVOX_INVALID_ARGUMENT, 0, "not sent: not a valid call id");
         }
     }
+    r.nslots = k;
+    qsort(r.slots, k, sizeof *r.slots, slot_cmp);
     tryvox_sweep sw;
     sweep_init(&sw, o, &r);
     sw.found = k;
+    catch_ctrl_c();
     bar_update(b, r.invalid, n, NULL, 1);
+    ids_print_ready(&r);
     if (k > 0) {
         running_sweep = &sw;
         if (interrupted) tryvox_sweep_stop(&sw);
@@ -888,26 +979,19 @@ static int run_ids(tryvox_client *c, const struct opts *o, struct idlist *ids, s
                 sub[j] = rc;
                 subhttp[j] = 0;
             }
+        /* The library's arrays are the outcomes (on_call saw the same). */
         for (size_t j = 0; j < k; j++) {
-            status[where[j]] = sub[j];
-            http[where[j]] = subhttp[j];
+            r.status[where[j]] = sub[j];
+            r.http[where[j]] = subhttp[j];
+            r.filled[where[j]] = 1;
         }
     }
     r.last = 1;
     on_progress(&r, &sw);
     bar_clear(b);
+    ids_print_ready(&r);
     double elapsed = now_s() - b->start;
-    for (size_t i = 0; i < n; i++) {
-        int s = status[i];
-        const char *msg = !valid_id(ids->v[i])
-                              ? "not a valid call id (1 to 128 characters from A-Z a-z 0-9 - _ . ~); "
-                                "not sent"
-                          : interrupted && http[i] == 0 && s == TRYVOX_BUSY
-                              ? "not sent: stopped by Ctrl-C"
-                              : tryvox_status_str(s);
-        count_status(&r, s);
-        print_call(o, ids->v[i], s, http[i], msg);
-    }
+    int *status = r.status;
 
     /* Exit: the first real failure, else the first "nothing to end", else 0. */
     int first_gone = TRYVOX_OK, first_failure = TRYVOX_OK;
@@ -919,7 +1003,7 @@ static int run_ids(tryvox_client *c, const struct opts *o, struct idlist *ids, s
                  first_failure == TRYVOX_OK)
             first_failure = s;
     }
-    int code = interrupted ? EXIT_INTERRUPTED
+    code = interrupted ? EXIT_INTERRUPTED
                            : exit_for(first_failure != TRYVOX_OK ? first_failure : first_gone);
 
     tryvox_stats st;
@@ -954,12 +1038,15 @@ static int run_ids(tryvox_client *c, const struct opts *o, struct idlist *ids, s
         rate_summary_plain(&sw);
         stats_plain(&st);
     }
-    free(status);
-    free(http);
+out:
+    free(r.status);
+    free(r.http);
+    free(r.filled);
+    free(r.slots);
     free(valid);
-    free(where);
     free(sub);
     free(subhttp);
+    free(where);
     return code;
 }
 
@@ -994,6 +1081,9 @@ static int confirm(tryvox_client *c, const struct opts *o, struct run *r, const 
     }
     char filters[400];
     describe_filters(o, filters, sizeof filters);
+    /* What was typed while the calls were being listed answers nothing: the operator
+     * answers after seeing the count. */
+    tcflush(STDIN_FILENO, TCIFLUSH);
     fprintf(stderr,
             "About to end %llu live call(s)\n  account: %s\n  tenant:  %s\n  filters: %s\n"
             "Calls that start before the sweep ends are ended too. End them? [y/N] ",
@@ -1038,6 +1128,7 @@ static int run_all(tryvox_client *c, const struct opts *o, struct bar *b, struct
         sw.dry_run = 1;
         sw.on_listed = on_listed;
     }
+    catch_ctrl_c();
     bar_update(b, 0, 0, "listing", 1);
     running_sweep = &sw;
     if (interrupted) tryvox_sweep_stop(&sw);
@@ -1185,8 +1276,6 @@ int main(int argc, char **argv) {
         sa.sa_flags = SA_RESTART;
         sa.sa_handler = on_winch;
         sigaction(SIGWINCH, &sa, NULL);
-        sa.sa_handler = on_sigint;
-        sigaction(SIGINT, &sa, NULL);
         code = o.all ? run_all(c, &o, &b, &audit, account, tenant) : run_ids(c, &o, &ids, &b, &audit);
     }
     if (audit.fd >= 0) {

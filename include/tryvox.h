@@ -216,7 +216,8 @@ typedef struct tryvox_sweep {
    * the HTTP status, 204), already gone (TRYVOX_NOT_FOUND or TRYVOX_ALREADY_ENDED, 404)
    * or failed. A sweep reports the calls it sent a hangup for; `tryvox_hangup_each`
    * reports every id, those never sent too (TRYVOX_BUSY after `tryvox_sweep_stop`,
-   * TRYVOX_TIMEOUT after the deadline; HTTP status 0). NULL for none.
+   * TRYVOX_TIMEOUT after the deadline; HTTP status 0; their message begins "not
+   * sent"). NULL for none.
    */
   tryvox_hangup_callback on_call;
   /**
@@ -226,7 +227,9 @@ typedef struct tryvox_sweep {
    */
   tryvox_sweep_listed_callback on_listed;
   /**
-   * In: hangups started per second at most (0: no limit).
+   * In: hangups started per second at most (0: no limit). A retry is not a new
+   * hangup: retries are bounded by the parallelism, which counts a hangup waiting out
+   * a `Retry-After` as in flight.
    */
   uint32_t max_rate;
   /**

@@ -644,6 +644,39 @@ fn all_asks_on_a_terminal_and_needs_yes_without_one() {
         assert_eq!(hangup_requests(&s), 0, "answer {answer:?}");
     }
 
+    // Ctrl-C at the question: the program ends there, nothing sent.
+    let mut c = cmd(&s);
+    c.args(["--all", "-t", "t-ask"]);
+    let run = OnPty::spawn(c, 100, true, false);
+    run.wait_for("[y/N] ");
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) };
+    let (rc, _, _) = run.finish();
+    assert_eq!(rc, -1, "killed by SIGINT");
+    assert_eq!(hangup_requests(&s), 0);
+
+    // Typed while the calls are being listed: answers nothing. (Listing pages take
+    // 1.5 s here, and at least four are asked in turn before the question.)
+    let slow = sim_with(GlobalFaults {
+        latency: Duration::from_millis(1500),
+        ..GlobalFaults::default()
+    });
+    seed(&slow, 30, "ahead-", None, None);
+    let mut c = cmd(&slow);
+    c.arg("--all");
+    let mut run = OnPty::spawn(c, 100, true, false);
+    run.type_line("y");
+    run.wait_for("[y/N] ");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        hangup_requests(&slow),
+        0,
+        "the typed-ahead y answered the question"
+    );
+    run.type_line("n");
+    let (rc, _, shown) = run.finish();
+    assert_eq!(rc, 65, "{}", String::from_utf8_lossy(&shown));
+    assert_eq!(hangup_requests(&slow), 0);
+
     // Accepted: ends the 40, not the others.
     let mut c = cmd(&s);
     c.args(["--all", "-t", "t-ask", "--from", "+15550001111"]);
@@ -819,7 +852,8 @@ fn a_429_storm_backs_off_and_says_so() {
 fn ids_mode_reports_http_statuses_and_paces() {
     let s = sim_with(GlobalFaults::default());
     seed(&s, 30, "ids-", None, None);
-    let input: String = (0..30).map(|i| format!("ids-{i}\n")).collect::<String>() + "nope-1\n";
+    let input: String =
+        (0..30).map(|i| format!("ids-{i}\n")).collect::<String>() + "nope-1\nbad id!\n";
     let dir = scratch("cli_incident", "ids");
     let log = dir.join("audit.jsonl");
     let _ = std::fs::remove_file(&log);
@@ -840,18 +874,34 @@ fn ids_mode_reports_http_statuses_and_paces() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let took = t0.elapsed();
-    assert_eq!(out.status.code(), Some(1), "nope-1 was not found");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "an invalid id: the first failure"
+    );
     let (calls, summary) = parse_json(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(calls.len(), 31);
+    assert_eq!(calls.len(), 32);
     for (i, c) in calls.iter().take(30).enumerate() {
         assert_eq!(c["id"], format!("ids-{i}"), "input order");
         assert_eq!(c["http"], 204);
     }
     assert_eq!(calls[30]["http"], 404);
+    assert_eq!(calls[31]["status"], "TRYVOX_INVALID_ARGUMENT");
+    assert!(calls[31]["http"].is_null());
     assert_eq!(summary["mode"], "ids");
     // 31 starts at 50 a second: the last starts 600 ms after the first at the earliest.
     assert!(took >= Duration::from_millis(600), "{took:?}");
+    // One line per id, the invalid one too (not sent).
     let audit = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(audit.lines().count(), 31);
+    assert_eq!(audit.lines().count(), 32);
     assert!(audit.contains(r#""outcome":"already_gone""#));
+    assert_eq!(audit.matches(r#""outcome":"not_sent""#).count(), 1);
+    assert_eq!(audit.matches(r#""outcome":"ended""#).count(), 30);
+    // A dry run sends nothing to record: --audit-log with it is refused.
+    let out = cmd(&s)
+        .args(["--all", "--dry-run", "--audit-log"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
 }

@@ -687,3 +687,168 @@ fn a_first_version_sweep_struct_gets_no_byte_past_its_size() {
         libc::munmap(base, 2 * page);
     }
 }
+
+/// An observer that records what a sweep reports, and asks to stop once `stop_when`
+/// holds for the counts it has seen.
+struct Watch {
+    settled: Vec<(String, Result<u16, Status>)>,
+    stop_when: fn(&tryvox_core::SweepReport) -> bool,
+    stop: bool,
+}
+
+impl tryvox_core::SweepObserver for Watch {
+    fn progress(&mut self, r: &tryvox_core::SweepReport) {
+        self.stop |= (self.stop_when)(r);
+    }
+    fn settled(&mut self, id: &str, r: &tryvox_core::HangupResult) {
+        self.settled.push((
+            id.to_owned(),
+            r.as_ref().map(|h| *h).map_err(|e| e.status()),
+        ));
+    }
+    fn stop_requested(&mut self) -> bool {
+        self.stop
+    }
+}
+
+fn watch(stop_when: fn(&tryvox_core::SweepReport) -> bool) -> Watch {
+    Watch {
+        settled: Vec::new(),
+        stop_when,
+        stop: false,
+    }
+}
+
+#[test]
+fn a_call_ended_once_then_refused_is_reported_once() {
+    // The server answers 204 without ending the call, lists it again, then refuses
+    // its hangup (403): one report, as ended; the refusal ends the sweep.
+    let s = sim_with(GlobalFaults::default());
+    seed(&s, 1, "twice-", None, None);
+    let r = agent()
+        .post(format!("{}/_sim/calls/twice-0/faults", s.base_url))
+        .header("content-type", "application/json")
+        .send(
+            br#"{"responses":[{"status":204},{"status":403},{"status":403},{"status":403},{"status":403}]}"#
+                .as_slice(),
+        )
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let mut o = Options::new();
+    o.set_base_url(&s.base_url).unwrap();
+    o.set_max_retries(0).unwrap();
+    let c = Client::with_options(ACCOUNT, KEY, &o).unwrap();
+    let mut w = watch(|_| false);
+    let (report, result) = c.hangup_all_observed(&Sweep::default(), &mut w);
+    assert_eq!(w.settled, [("twice-0".to_owned(), Ok(204))], "{report:?}");
+    assert_eq!((report.ended, report.failed), (1, 0), "{report:?}");
+    assert_eq!(result.unwrap_err().status(), Status::Forbidden);
+}
+
+#[test]
+fn a_stop_while_listing_leaves_the_live_count_true() {
+    // Listing pages take 300 ms each; the stop comes once the first page is in.
+    let s = sim_with(GlobalFaults {
+        latency: Duration::from_millis(300),
+        ..GlobalFaults::default()
+    });
+    seed(&s, 1500, "ls-", None, None);
+    let c = client(&s, None, |_| {});
+    let mut w = watch(|r| r.found > 0);
+    let (report, result) = c.hangup_all_observed(&Sweep::default(), &mut w);
+    let e = result.unwrap_err();
+    assert_eq!(e.status(), Status::Busy, "{e}");
+    assert!(report.found >= 100, "{report:?}");
+    assert_eq!(report.still_live, report.found, "{report:?}");
+    assert!(e
+        .message()
+        .contains(&format!("{} live call(s) left", report.found)));
+    assert!(w.settled.is_empty());
+    assert_eq!(hangups_received(&s), 0);
+}
+
+#[test]
+fn a_paced_batch_keeps_its_deadline() {
+    // One hangup a second, a 200 ms deadline: the first starts, the rest are not sent,
+    // and the call returns at the deadline, not at the next paced start.
+    let s = sim_with(GlobalFaults::default());
+    seed(&s, 4, "pace-", None, None);
+    let c = client(&s, None, |_| {});
+    let ids: Vec<String> = (0..4).map(|i| format!("pace-{i}")).collect();
+    let t0 = Instant::now();
+    let (report, result) = c.hangup_each(
+        &ids,
+        &Sweep {
+            max_rate: 1,
+            timeout: Some(Duration::from_millis(200)),
+            ..Sweep::default()
+        },
+        &mut watch(|_| false),
+    );
+    let took = t0.elapsed();
+    let results = result.unwrap();
+    assert_eq!(results[0], Ok(204));
+    for r in &results[1..] {
+        let e = r.as_ref().unwrap_err();
+        assert_eq!(e.status(), Status::Timeout);
+        assert!(e.message().starts_with("not sent"), "{e}");
+    }
+    assert_eq!((report.ended, report.still_live), (1, 3));
+    assert_eq!(hangups_received(&s), 1);
+    // The next paced start would be at 1 s.
+    assert!(took < Duration::from_millis(950), "{took:?}");
+}
+
+#[test]
+fn a_hangup_waiting_out_a_429_holds_its_place() {
+    // Every hangup is answered 429 with Retry-After 1 once, then 204. With two in
+    // flight at most, a sweep must not send a third id while the first two wait.
+    let s = sim_with(GlobalFaults::default());
+    seed(&s, 6, "hold-", None, None);
+    for i in 0..6 {
+        let r = agent()
+            .post(format!("{}/_sim/calls/hold-{i}/faults", s.base_url))
+            .header("content-type", "application/json")
+            .send(br#"{"responses":[{"status":429,"retry_after":"1"}]}"#.as_slice())
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let c = client(&s, None, |_| {});
+    let ids: Vec<String> = (0..6).map(|i| format!("hold-{i}")).collect();
+    let (report, result) = c.hangup_each(
+        &ids,
+        &Sweep {
+            max_parallel: 2,
+            ..Sweep::default()
+        },
+        &mut watch(|_| false),
+    );
+    assert!(result.unwrap().iter().all(|r| *r == Ok(204)));
+    assert!(report.rate_limited >= 6, "{report:?}");
+    // In the order the server saw them: never more than two distinct ids begun and
+    // not yet answered 204.
+    let mut r = agent()
+        .get(format!("{}/_sim/hangups", s.base_url))
+        .call()
+        .unwrap();
+    let log: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    let order: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["call_uuid"].as_str().unwrap())
+        .collect();
+    let mut seen = std::collections::HashMap::new();
+    let mut open = 0usize;
+    for id in &order {
+        let n = seen.entry(*id).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            open += 1; // its first request: a 429, it now waits
+        } else {
+            open -= 1; // its retry: the 204
+        }
+        assert!(open <= 2, "more than two ids begun at once: {order:?}");
+    }
+}

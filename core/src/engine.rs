@@ -409,12 +409,27 @@ struct Batch {
     pace_timer: bool,
     /// Attempts sent so far (each attempt's sequence number, for the AIMD window).
     sent: u64,
+    /// Jobs waiting out a retry's wait (after a 429's `Retry-After`, say). A controlled
+    /// batch counts them in its parallelism: a server that asked for time gets no new
+    /// ids meanwhile. A plain bulk call gives their place to the next id.
+    retrying: usize,
 }
 
 impl Batch {
     /// In flight at once now.
     fn limit(&self) -> usize {
         self.aimd.limit()
+    }
+
+    /// Jobs that hold a place against `limit` when admitting a new id.
+    fn holding(&self) -> usize {
+        self.active
+            + self.queued
+            + if self.control.is_some() {
+                self.retrying
+            } else {
+                0
+            }
     }
 
     fn stopped(&self, now: Instant) -> bool {
@@ -792,6 +807,7 @@ impl Loop {
                         .map(|_| Instant::now()),
                     pace_timer: false,
                     sent: 0,
+                    retrying: 0,
                     aimd: Aimd::new(max),
                     ids,
                     next: 0,
@@ -914,14 +930,17 @@ impl Loop {
                     self.batch_maybe_done(b);
                     continue;
                 }
-                if batch.active + batch.queued >= batch.limit() {
+                if batch.holding() >= batch.limit() {
                     break;
                 }
                 if let Some(at) = batch.pace_next {
                     if now < at {
                         if !batch.pace_timer {
                             batch.pace_timer = true;
-                            self.add_timer(at, Timer::Pace(b));
+                            // By the batch's deadline at the latest: what is not started
+                            // then is not started at all, and the caller hears so then.
+                            let wake = batch.stop_at.map_or(at, |t| t.min(at));
+                            self.add_timer(wake, Timer::Pace(b));
                         }
                         break;
                     }
@@ -972,6 +991,15 @@ impl Loop {
             if !self.start_attempt(j) {
                 self.waiting.push_front((j, serial));
                 break;
+            }
+        }
+    }
+
+    /// A batch job's retry wait ended early (its hangup ended meanwhile).
+    fn retry_wait_ended(&mut self, origin: &Origin) {
+        if let Origin::Batch { batch, .. } = origin {
+            if let Some(b) = self.batches.get_mut(*batch) {
+                b.retrying = b.retrying.saturating_sub(1);
             }
         }
     }
@@ -1395,6 +1423,11 @@ impl Loop {
                 if let Some(job) = self.jobs.get_mut(j) {
                     job.retries += 1;
                     job.retry_key = Some(key);
+                    if let Origin::Batch { batch, .. } = job.origin {
+                        if let Some(b) = self.batches.get_mut(batch) {
+                            b.retrying += 1;
+                        }
+                    }
                 }
             }
         }
@@ -1408,6 +1441,7 @@ impl Loop {
         self.timers.remove(&job.deadline_key);
         if let Some(k) = job.retry_key {
             self.timers.remove(&k);
+            self.retry_wait_ended(&job.origin);
         }
         if job.queued {
             // Its entry in `ready` is stale from now on.
@@ -1533,6 +1567,14 @@ impl Loop {
                     return;
                 };
                 job.retry_key = None;
+                if let Origin::Batch { batch, .. } = job.origin {
+                    if let Some(b) = self.batches.get_mut(batch) {
+                        b.retrying = b.retrying.saturating_sub(1);
+                    }
+                }
+                let Some(job) = self.jobs.get_mut(j) else {
+                    return;
+                };
                 if Instant::now() >= job.deadline {
                     let e = self.core.deadline_error(job.start);
                     self.complete(j, Err(e));
@@ -1657,6 +1699,7 @@ impl Loop {
             b.queued = 0;
             b.ready.clear();
             b.pace_timer = false;
+            b.retrying = 0;
         }
         for job in self.jobs.drain() {
             self.core.stats.in_flight_add(-1);

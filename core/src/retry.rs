@@ -154,9 +154,12 @@ impl Aimd {
         if sent < self.mark {
             return false;
         }
-        self.limit = (self.limit / 2).max(1);
         self.answered = 0;
         self.mark = next;
+        if self.limit == 1 {
+            return false; // nothing left to halve
+        }
+        self.limit /= 2;
         true
     }
 
@@ -329,9 +332,14 @@ mod tests {
             a.answered();
         }
         assert_eq!(a.limit(), 64);
+        // At one, a 429 halves nothing and counts no back-off.
         let mut one = Aimd::new(1);
-        assert!(one.rate_limited(0, 1));
+        assert!(!one.rate_limited(0, 1));
         assert_eq!(one.limit(), 1);
+        let mut down = Aimd::new(2);
+        assert!(down.rate_limited(0, 1));
+        assert!(!down.rate_limited(1, 2));
+        assert_eq!(down.limit(), 1);
     }
 
     #[test]

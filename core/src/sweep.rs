@@ -247,7 +247,9 @@ impl Client {
             ..SweepReport::default()
         };
         let result = self.each(call_uuids, sweep, &mut report, observer);
-        observer.progress(&report);
+        if result.is_ok() {
+            observer.progress(&report);
+        }
         (report, result)
     }
 
@@ -446,6 +448,13 @@ impl Client {
                             // Still rate limited after its retries: the server asks
                             // for time, not for us to give up. The call stays live and
                             // a later round tries it again, a few rounds at most.
+                            // One we ended already (its 204 came in an earlier round)
+                            // that the server lists again and now refuses: reported once
+                            // (ended); kept out of later rounds like a failure.
+                            Err(e) if settled.contains(id) => {
+                                failed.insert(id.clone(), e.clone());
+                                false
+                            }
                             Err(e)
                                 if e.status() == Status::RateLimited
                                     && bump(&mut throttled, id) <= RATE_LIMITED_ROUNDS =>
@@ -480,8 +489,12 @@ impl Client {
             if (report.ended, report.already_gone, report.failed) == settled_before {
                 // Nothing settled this round: the server keeps listing calls it says
                 // are ended. Wait a little (within the deadline) before asking again.
-                let left = deadline.saturating_duration_since(Instant::now());
-                std::thread::sleep(pause.min(left));
+                let until =
+                    Instant::now() + pause.min(deadline.saturating_duration_since(Instant::now()));
+                while Instant::now() < until && !observer.stop_requested() {
+                    std::thread::sleep(TICK.min(until.saturating_duration_since(Instant::now())));
+                    observer.progress(report);
+                }
                 pause = (pause * 2).min(Duration::from_secs(1));
             } else {
                 pause = IDLE_ROUND_PAUSE;
@@ -567,6 +580,7 @@ impl Client {
                     return Err(timed_out(&ids, report));
                 }
                 if observer.stop_requested() {
+                    report.still_live = report.still_live.max(ids.len() as u64);
                     return Err(sweep_stopped(report));
                 }
                 let batch: Vec<u64> = (next..=pages).take(LIST_PARALLEL).collect();

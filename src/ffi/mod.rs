@@ -470,13 +470,16 @@ pub struct tryvox_sweep {
     /// the HTTP status, 204), already gone (TRYVOX_NOT_FOUND or TRYVOX_ALREADY_ENDED, 404)
     /// or failed. A sweep reports the calls it sent a hangup for; `tryvox_hangup_each`
     /// reports every id, those never sent too (TRYVOX_BUSY after `tryvox_sweep_stop`,
-    /// TRYVOX_TIMEOUT after the deadline; HTTP status 0). NULL for none.
+    /// TRYVOX_TIMEOUT after the deadline; HTTP status 0; their message begins "not
+    /// sent"). NULL for none.
     pub on_call: tryvox_hangup_callback,
     /// In: called on the calling thread once per live call a listing finds for the first
     /// time in this sweep, before its hangup starts (with `dry_run`, instead of it), with
     /// `user_data`. NULL for none.
     pub on_listed: tryvox_sweep_listed_callback,
-    /// In: hangups started per second at most (0: no limit).
+    /// In: hangups started per second at most (0: no limit). A retry is not a new
+    /// hangup: retries are bounded by the parallelism, which counts a hangup waiting out
+    /// a `Retry-After` as in flight.
     pub max_rate: u32,
     /// In: nonzero: `tryvox_hangup_all` lists the live calls, reports each to `on_listed`
     /// and ends none: TRYVOX_OK, with `still_live` and `found` the number found. It lists
@@ -601,8 +604,8 @@ pub unsafe extern "C" fn tryvox_hangup_each(
             .map(|(i, &p)| unsafe { boundary::str_arg(&format!("call_uuids[{i}]"), p) })
             .collect::<Result<Vec<&str>, Error>>()?;
         let (report, results) = client.0.hangup_each(&ids, &opts, &mut observer);
+        let results = results?; // refused: nothing sent, nothing written
         observer.write(&report);
-        let results = results?;
         for (out, pick) in [(statuses_out, 0), (http_statuses_out, 1)] {
             if out.is_null() || count == 0 {
                 continue;
