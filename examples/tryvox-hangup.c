@@ -859,7 +859,9 @@ static void on_call(void *user_data, const char *id, int status, int http, const
         print_call(r->o, id, status, http, tryvox_status_str(status));
         return;
     }
-    /* The first index of this id (duplicates: in input order) not filled yet. */
+    /* Which input position: the library starts ids in input order, so among copies of
+     * an id a sent outcome belongs to the first position not filled yet and one never
+     * sent (after a stop) to the last. */
     struct slot key = {id, 0};
     size_t lo = 0, hi = r->nslots;
     while (lo < hi) {
@@ -869,8 +871,11 @@ static void on_call(void *user_data, const char *id, int status, int http, const
         else
             hi = mid;
     }
-    for (; lo < r->nslots && strcmp(r->slots[lo].id, id) == 0; lo++) {
-        size_t i = r->slots[lo].index;
+    size_t end = lo;
+    while (end < r->nslots && strcmp(r->slots[end].id, id) == 0) end++;
+    int not_sent = http == 0 && strncmp(message, "not sent", 8) == 0;
+    for (size_t k = 0; k < end - lo; k++) {
+        size_t i = r->slots[not_sent ? end - 1 - k : lo + k].index;
         if (r->filled[i]) continue;
         r->status[i] = status;
         r->http[i] = http;

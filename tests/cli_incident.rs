@@ -201,6 +201,14 @@ impl OnPty {
         } else {
             Stdio::piped()
         });
+        // Ctrl-C's default action, whatever this test process inherited (a shell's
+        // background job ignores SIGINT, and so would the CLI).
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         let what = format!("{c:?}");
         let mut child = c.spawn().unwrap();
         drop(c);
@@ -904,4 +912,47 @@ fn ids_mode_reports_http_statuses_and_paces() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn ids_mode_ctrl_c_with_a_repeated_id_records_each_line_truly() {
+    // One at a time, each answer 3 s late: Ctrl-C while the first A is in flight. The
+    // first A was sent and ended; B and the second A were never sent.
+    let s = sim_with(GlobalFaults {
+        latency: Duration::from_millis(3000),
+        ..GlobalFaults::default()
+    });
+    seed(&s, 2, "dup-", None, None);
+    let mut child = cmd(&s)
+        .args(["--json", "-p", "1", "dup-0", "dup-1", "dup-0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the first hangup", || hangup_requests(&s) >= 1);
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let (calls, summary) = parse_json(&String::from_utf8_lossy(&out.stdout));
+    let lines: Vec<(&str, &str, Option<u64>)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap(),
+                c["status"].as_str().unwrap(),
+                c["http"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("dup-0", "TRYVOX_OK", Some(204)),
+            ("dup-1", "TRYVOX_BUSY", None),
+            ("dup-0", "TRYVOX_BUSY", None),
+        ]
+    );
+    assert_eq!(summary["interrupted"], true);
+    assert_eq!(hangup_requests(&s), 1);
 }

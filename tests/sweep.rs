@@ -720,9 +720,10 @@ fn watch(stop_when: fn(&tryvox_core::SweepReport) -> bool) -> Watch {
 }
 
 #[test]
-fn a_call_ended_once_then_refused_is_reported_once() {
+fn a_call_ended_then_refused_is_counted_under_its_latest_outcome() {
     // The server answers 204 without ending the call, lists it again, then refuses
-    // its hangup (403): one report, as ended; the refusal ends the sweep.
+    // its hangup (403): reported ended, then failed; counted once, as failed; the
+    // refusal ends the sweep.
     let s = sim_with(GlobalFaults::default());
     seed(&s, 1, "twice-", None, None);
     let r = agent()
@@ -740,9 +741,40 @@ fn a_call_ended_once_then_refused_is_reported_once() {
     let c = Client::with_options(ACCOUNT, KEY, &o).unwrap();
     let mut w = watch(|_| false);
     let (report, result) = c.hangup_all_observed(&Sweep::default(), &mut w);
-    assert_eq!(w.settled, [("twice-0".to_owned(), Ok(204))], "{report:?}");
-    assert_eq!((report.ended, report.failed), (1, 0), "{report:?}");
+    assert_eq!(
+        w.settled,
+        [
+            ("twice-0".to_owned(), Ok(204)),
+            ("twice-0".to_owned(), Err(Status::Forbidden))
+        ],
+        "{report:?}"
+    );
+    assert_eq!((report.ended, report.failed), (0, 1), "{report:?}");
     assert_eq!(result.unwrap_err().status(), Status::Forbidden);
+}
+
+#[test]
+fn a_call_listed_again_and_rate_limited_gets_its_later_rounds() {
+    // 204 without ending it, then 429 (Retry-After 1) through one round's attempts, then
+    // the server relents: the sweep asks again in a later round and ends it.
+    let s = sim_with(GlobalFaults::default());
+    seed(&s, 2, "again-", None, None);
+    let r = agent()
+        .post(format!("{}/_sim/calls/again-0/faults", s.base_url))
+        .header("content-type", "application/json")
+        .send(br#"{"responses":[{"status":204},{"status":429,"retry_after":"1"}]}"#.as_slice())
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let mut o = Options::new();
+    o.set_base_url(&s.base_url).unwrap();
+    o.set_max_retries(0).unwrap();
+    let c = Client::with_options(ACCOUNT, KEY, &o).unwrap();
+    let mut w = watch(|_| false);
+    let (report, result) = c.hangup_all_observed(&Sweep::default(), &mut w);
+    assert_eq!(result.map_err(|e| e.to_string()), Ok(()), "{report:?}");
+    assert_eq!((report.ended, report.failed, report.still_live), (2, 0, 0));
+    assert_eq!(record(&s, None, "again-"), (0, 2, 0));
+    assert_eq!(w.settled.len(), 2, "{:?}", w.settled);
 }
 
 #[test]

@@ -953,8 +953,9 @@ impl Loop {
                     self.queue_in_batch(b, j, false);
                 }
             }
-            // Then connections, as there is room, in order, never more than `max_parallel`
-            // on the wire (jobs back from a retry wait are not in the admission's count).
+            // Then connections, as there is room, in order, never more than the limit on
+            // the wire (a plain bulk call's jobs back from a retry wait are not in its
+            // admission's count: they may find more queued than the limit).
             while self.has_room() {
                 let Some(batch) = self.batches.get_mut(b) else {
                     break;

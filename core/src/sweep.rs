@@ -111,7 +111,10 @@ pub trait SweepObserver {
     /// starts; in a dry run, instead of it).
     fn listed(&mut self, _call_uuid: &str) {}
     /// A call's hangup settled: `Ok` (ended by us), an error for which
-    /// [`Error::call_is_gone`] holds (it had ended already), or a failure. Once per call.
+    /// [`Error::call_is_gone`] holds (it had ended already), or a failure. Once per call,
+    /// but for a call the server lists again after our hangup succeeded and then
+    /// refuses: it is reported again with that failure (its latest outcome, under which
+    /// the counts hold it).
     fn settled(&mut self, _call_uuid: &str, _result: &HangupResult) {}
     /// Asked at least every 50 ms: true stops the sweep from starting more hangups
     /// (those in flight finish and are reported). Once true, keep it true.
@@ -347,9 +350,10 @@ impl Client {
         // By id: the status reported when only failed calls are left is chosen from the
         // set, never from a hash order (`reported_failure`).
         let mut failed: BTreeMap<String, Error> = BTreeMap::new();
-        // Calls answered 2xx or 404 by us: a server that lists one again (its 204 did not
-        // end it) is asked again, but the call is counted once.
-        let mut settled: HashSet<String> = HashSet::new();
+        // Calls answered 2xx (true) or 404 (false) by us: a server that lists one again
+        // (its 204 did not end it) is asked again, but the call is counted once, under
+        // its latest outcome.
+        let mut settled: HashMap<String, bool> = HashMap::new();
         // Rounds in which a call was still answered 429 after its retries.
         let mut throttled: HashMap<String, u32> = HashMap::new();
         let mut stopped = false;
@@ -430,7 +434,7 @@ impl Client {
                         // still live by its own account.
                         let first = match &r {
                             Ok(_) => {
-                                let first = settled.insert(id.clone());
+                                let first = settled.insert(id.clone(), true).is_none();
                                 if first {
                                     report.ended += 1;
                                     report.still_live = report.still_live.saturating_sub(1);
@@ -438,7 +442,7 @@ impl Client {
                                 first
                             }
                             Err(e) if e.call_is_gone() => {
-                                let first = settled.insert(id.clone());
+                                let first = settled.insert(id.clone(), false).is_none();
                                 if first {
                                     report.already_gone += 1;
                                     report.still_live = report.still_live.saturating_sub(1);
@@ -448,13 +452,6 @@ impl Client {
                             // Still rate limited after its retries: the server asks
                             // for time, not for us to give up. The call stays live and
                             // a later round tries it again, a few rounds at most.
-                            // One we ended already (its 204 came in an earlier round)
-                            // that the server lists again and now refuses: reported once
-                            // (ended); kept out of later rounds like a failure.
-                            Err(e) if settled.contains(id) => {
-                                failed.insert(id.clone(), e.clone());
-                                false
-                            }
                             Err(e)
                                 if e.status() == Status::RateLimited
                                     && bump(&mut throttled, id) <= RATE_LIMITED_ROUNDS =>
@@ -462,6 +459,15 @@ impl Client {
                                 false
                             }
                             Err(e) => {
+                                // One we ended already (its 204 came in an earlier round)
+                                // that the server lists again and now refuses: its
+                                // latest outcome is this failure, counted and reported
+                                // as such.
+                                match settled.remove(id) {
+                                    Some(true) => report.ended -= 1,
+                                    Some(false) => report.already_gone -= 1,
+                                    None => {}
+                                }
                                 report.failed += 1;
                                 failed.insert(id.clone(), e.clone());
                                 true

@@ -468,7 +468,9 @@ pub struct tryvox_sweep {
     /// In: called on the calling thread as each call's hangup settles, once per call, with
     /// `user_data` (see tryvox_hangup_callback for the arguments): ended (TRYVOX_OK and
     /// the HTTP status, 204), already gone (TRYVOX_NOT_FOUND or TRYVOX_ALREADY_ENDED, 404)
-    /// or failed. A sweep reports the calls it sent a hangup for; `tryvox_hangup_each`
+    /// or failed. A call the server lists again after its hangup succeeded, and whose
+    /// next hangup fails, is reported again with that failure: the counts hold each call
+    /// under its latest outcome. A sweep reports the calls it sent a hangup for; `tryvox_hangup_each`
     /// reports every id, those never sent too (TRYVOX_BUSY after `tryvox_sweep_stop`,
     /// TRYVOX_TIMEOUT after the deadline; HTTP status 0; their message begins "not
     /// sent"). NULL for none.
