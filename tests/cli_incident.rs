@@ -923,7 +923,7 @@ fn ids_mode_ctrl_c_with_a_repeated_id_records_each_line_truly() {
         ..GlobalFaults::default()
     });
     seed(&s, 2, "dup-", None, None);
-    let mut child = cmd(&s)
+    let child = cmd(&s)
         .args(["--json", "-p", "1", "dup-0", "dup-1", "dup-0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
