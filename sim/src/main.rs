@@ -55,7 +55,7 @@ endpoints (/v1 needs `Authorization: Bearer KEY`; /_sim needs nothing):
   GET    /_sim/health                                    {"status","calls","hangups","rate_limited"}
   POST   /_sim/seed                                      JSON {"count": N} creates N
                                                         ringing calls (optional tenant,
-                                                        hangup_url, id_prefix); answers
+                                                        from, hangup_url, id_prefix); answers
                                                         {"call_uuids": [...]}
   GET    /_sim/hangups                                   each hangup request as it arrived:
                                                         [{"at_ms", "call_uuid", "key"}]
