@@ -398,15 +398,19 @@ static void on_sigint(int sig) {
     if (sw) tryvox_sweep_stop(sw);
 }
 
-/* From here on, Ctrl-C stops starting hangups (before: it ends the program at once,
- * nothing having been sent). */
-static void catch_ctrl_c(void) {
+static void catch_signal(int sig, void (*handler)(int)) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = handler;
+    sigaction(sig, &sa, NULL);
+}
+
+/* From here on, Ctrl-C stops starting hangups (before: it ends the program at once,
+ * nothing having been sent). */
+static void catch_ctrl_c(void) {
+    catch_signal(SIGINT, on_sigint);
 }
 
 /* ---- the audit log ---------------------------------------------------------------------- */
@@ -1275,12 +1279,7 @@ int main(int argc, char **argv) {
         b.start = now_s();
         b.on = !o.no_progress && isatty(STDERR_FILENO);
         b.share = isatty(STDOUT_FILENO);
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sigemptyset(&sa.sa_mask);
-        sa.sa_flags = SA_RESTART;
-        sa.sa_handler = on_winch;
-        sigaction(SIGWINCH, &sa, NULL);
+        catch_signal(SIGWINCH, on_winch);
         code = o.all ? run_all(c, &o, &b, &audit, account, tenant) : run_ids(c, &o, &ids, &b, &audit);
     }
     if (audit.fd >= 0) {

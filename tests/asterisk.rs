@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::{agent, free_port, scratch, seed_calls, target_dir};
+use support::{agent, free_port, hangup_log, scratch, seed_calls, target_dir};
 use tryvox_sim::server::{spawn, Config, DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
 
 const SECOND_KEY: &str = "tvx_sk_test_rotated_7Q2";
@@ -549,27 +549,6 @@ fn ended_by_api(s: &tryvox_sim::Running, id: &str) -> bool {
 fn live(s: &tryvox_sim::Running, id: &str) -> bool {
     let (status, _, _) = call_record(s, id);
     status == "ringing" || status == "in-progress"
-}
-
-/// The simulator's hangup log: (ms since the epoch, call id, key 1 or 2).
-fn hangup_log(s: &tryvox_sim::Running) -> Vec<(u64, String, u8)> {
-    let mut r = agent()
-        .get(format!("{}/_sim/hangups", s.base_url))
-        .call()
-        .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["at_ms"].as_u64().unwrap(),
-                e["call_uuid"].as_str().unwrap().to_owned(),
-                e["key"].as_u64().unwrap() as u8,
-            )
-        })
-        .collect()
 }
 
 fn now_ms() -> u64 {

@@ -12,7 +12,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::{agent, c_lib_dir, compile_c, seed, seed_calls};
@@ -35,29 +35,12 @@ fn sim() -> Running {
 /// The CLI with the simulator's account, key and URL in its environment (nothing else
 /// of ours: no tenant).
 fn cmd(s: &Running) -> Command {
-    let mut c = Command::new(cli());
-    c.env("TRYVOX_BASE_URL", &s.base_url)
-        .env("TRYVOX_ACCOUNT_ID", ACCOUNT)
-        .env("TRYVOX_API_KEY", KEY)
-        .env("LD_LIBRARY_PATH", c_lib_dir())
-        .env_remove("TRYVOX_TENANT_ID");
-    c
+    support::cli_command(cli(), s)
 }
 
 /// Waits for `child` at most LIMIT, killing it past that.
 fn wait_bounded(child: &mut Child, what: &str) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if start.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} took more than {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    support::wait_bounded(child, what, LIMIT)
 }
 
 fn drain(r: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {

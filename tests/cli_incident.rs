@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{agent, c_lib_dir, compile_c, scratch, seed};
+use support::{agent, compile_c, scratch, seed};
 use tryvox_sim::faults::GlobalFaults;
 use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
 use tryvox_sim::{spawn, Config, Running};
@@ -40,28 +40,11 @@ fn sim_with(faults: GlobalFaults) -> Running {
 }
 
 fn cmd(s: &Running) -> Command {
-    let mut c = Command::new(cli());
-    c.env("TRYVOX_BASE_URL", &s.base_url)
-        .env("TRYVOX_ACCOUNT_ID", ACCOUNT)
-        .env("TRYVOX_API_KEY", KEY)
-        .env("LD_LIBRARY_PATH", c_lib_dir())
-        .env_remove("TRYVOX_TENANT_ID");
-    c
+    support::cli_command(cli(), s)
 }
 
 fn wait_bounded(child: &mut Child, what: &str) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if start.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} took more than {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    support::wait_bounded(child, what, LIMIT)
 }
 
 /// Waits until `f` holds, at most LIMIT.
@@ -126,12 +109,7 @@ fn health(s: &Running) -> Value {
 }
 
 fn hangup_requests(s: &Running) -> usize {
-    let mut r = agent()
-        .get(format!("{}/_sim/hangups", s.base_url))
-        .call()
-        .unwrap();
-    let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-    v.as_array().unwrap().len()
+    support::hangup_log(s).len()
 }
 
 /// The CLI's stdout, parsed: (per-call objects, the summary).

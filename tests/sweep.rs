@@ -4,7 +4,7 @@
 //! entry point with its size-versioned struct and progress callback.
 
 mod support;
-use support::{agent, seed};
+use support::{agent, hangup_log, seed, SweepAtPageEnd};
 
 use std::ffi::{c_void, CString};
 use std::time::{Duration, Instant};
@@ -309,34 +309,11 @@ fn a_sweep_struct_as_small_as_its_inputs_is_read_no_further() {
     use tryvox::ffi::*;
     let s = sim_with(GlobalFaults::default());
     seed(&s, 5, "g-", None, None);
-    let size = std::mem::offset_of!(tryvox_sweep, ended);
+    let guarded = SweepAtPageEnd::new(std::mem::offset_of!(tryvox_sweep, ended));
     unsafe {
-        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
-        let base = libc::mmap(
-            std::ptr::null_mut(),
-            2 * page,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(base, libc::MAP_FAILED);
-        assert_eq!(
-            libc::mprotect(base.cast::<u8>().add(page).cast(), page, libc::PROT_NONE),
-            0
-        );
-        let sw = base.cast::<u8>().add(page - size).cast::<tryvox_sweep>();
-        std::ptr::write_bytes(sw.cast::<u8>(), 0, size);
-        std::ptr::addr_of_mut!((*sw).size).write_unaligned(size);
-        let o = tryvox_options_new();
-        let url = CString::new(s.base_url.clone()).unwrap();
-        tryvox_options_set_base_url(o, url.as_ptr());
-        let (a, k) = (CString::new(ACCOUNT).unwrap(), CString::new(KEY).unwrap());
-        let c = tryvox_client_new_with_options(a.as_ptr(), k.as_ptr(), o);
-        tryvox_options_free(o);
-        assert_eq!(tryvox_hangup_all(c, sw), 0);
+        let c = c_client(&s);
+        assert_eq!(tryvox_hangup_all(c, guarded.sweep), 0);
         tryvox_client_free(c);
-        libc::munmap(base, 2 * page);
     }
     assert_eq!(record(&s, None, "g-"), (0, 5, 0));
 }
@@ -380,16 +357,6 @@ unsafe extern "C" fn seen_listed(user_data: *mut c_void, id: *const std::ffi::c_
             .to_string_lossy()
             .into_owned(),
     );
-}
-
-fn hangups_received(s: &Running) -> usize {
-    let mut r = agent()
-        .get(format!("{}/_sim/hangups", s.base_url))
-        .call()
-        .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-    v.as_array().unwrap().len()
 }
 
 unsafe fn c_client(s: &Running) -> *mut tryvox::ffi::tryvox_client {
@@ -469,10 +436,10 @@ fn the_c_hangup_each_reports_every_id_with_its_http_status() {
             } else {
                 (0, 204)
             }));
-        assert_eq!(hangups_received(&s), 41);
+        assert_eq!(hangup_log(&s).len(), 41);
 
         // Bad input the header names: INVALID_ARGUMENT, nothing sent, nothing written.
-        let sent = hangups_received(&s);
+        let sent = hangup_log(&s).len();
         let from = CString::new("+14155550100").unwrap();
         let bad_id = CString::new("not valid!").unwrap();
         let mixed = [ptrs[0], bad_id.as_ptr()];
@@ -524,7 +491,7 @@ fn the_c_hangup_each_reports_every_id_with_its_http_status() {
             assert!(last_error().contains(want), "{what}: {}", last_error());
         }
         assert_eq!(out, [-7; 2], "nothing written");
-        assert_eq!(hangups_received(&s), sent, "nothing sent");
+        assert_eq!(hangup_log(&s).len(), sent, "nothing sent");
         // No ids: nothing to do. NULL arrays and sweep: outcomes not wanted, still run.
         assert_eq!(
             tryvox_hangup_each(
@@ -548,7 +515,7 @@ fn the_c_hangup_each_reports_every_id_with_its_http_status() {
             ),
             0
         );
-        assert_eq!(hangups_received(&s), sent + 1);
+        assert_eq!(hangup_log(&s).len(), sent + 1);
         tryvox_client_free(c);
     }
 }
@@ -579,7 +546,7 @@ fn tryvox_sweep_stop_stops_starting_and_loses_nothing_in_flight() {
         assert_eq!(tryvox_sweep_stop(&mut sw), 0);
         assert_eq!(tryvox_hangup_all(c, &mut sw), Status::Busy.code());
         assert!(last_error().contains("stopped"), "{}", last_error());
-        assert_eq!(hangups_received(&s), 0);
+        assert_eq!(hangup_log(&s).len(), 0);
         // ... and given ids: each one BUSY, HTTP 0, none sent.
         let id = CString::new("s-1").unwrap();
         let one = [id.as_ptr()];
@@ -596,7 +563,7 @@ fn tryvox_sweep_stop_stops_starting_and_loses_nothing_in_flight() {
             0
         );
         assert_eq!((st[0], http[0]), (Status::Busy.code(), 0));
-        assert_eq!(hangups_received(&s), 0);
+        assert_eq!(hangup_log(&s).len(), 0);
 
         // Stopped mid-sweep (from the 100th outcome, as a signal handler would): those
         // in flight finish and are reported; nothing starts after.
@@ -611,13 +578,13 @@ fn tryvox_sweep_stop_stops_starting_and_loses_nothing_in_flight() {
         sw.user_data = &mut seen as *mut Seen as *mut c_void;
         seen.sweep = &mut sw as *mut tryvox_sweep as usize;
         assert_eq!(tryvox_hangup_all(c, &mut sw), Status::Busy.code());
-        let sent = hangups_received(&s);
+        let sent = hangup_log(&s).len();
         assert_eq!(seen.calls.len(), sent, "every hangup sent was reported");
         assert_eq!(sw.ended as usize, sent);
         assert!((100..2000).contains(&sent), "{sent}");
         assert_eq!(record(&s, None, "s-"), (2000 - sent, sent, 0));
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(hangups_received(&s), sent, "none after the return");
+        assert_eq!(hangup_log(&s).len(), sent, "none after the return");
         tryvox_client_free(c);
     }
 }
@@ -646,7 +613,7 @@ fn a_c_dry_run_lists_and_sends_no_hangup() {
         assert_eq!(listed.len(), 230);
         assert_eq!(seen.listed.len(), 230, "each call reported once");
         assert!(seen.calls.is_empty());
-        assert_eq!(hangups_received(&s), 0);
+        assert_eq!(hangup_log(&s).len(), 0);
         assert_eq!(record(&s, None, "d-"), (230, 0, 0));
         tryvox_client_free(c);
     }
@@ -660,31 +627,14 @@ fn a_first_version_sweep_struct_gets_no_byte_past_its_size() {
     use tryvox::ffi::*;
     let s = sim_with(GlobalFaults::default());
     seed(&s, 5, "v1-", None, None);
-    let size = std::mem::offset_of!(tryvox_sweep, on_call);
+    let guarded = SweepAtPageEnd::new(std::mem::offset_of!(tryvox_sweep, on_call));
+    let sw = guarded.sweep;
     unsafe {
-        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
-        let base = libc::mmap(
-            std::ptr::null_mut(),
-            2 * page,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(base, libc::MAP_FAILED);
-        assert_eq!(
-            libc::mprotect(base.cast::<u8>().add(page).cast(), page, libc::PROT_NONE),
-            0
-        );
-        let sw = base.cast::<u8>().add(page - size).cast::<tryvox_sweep>();
-        std::ptr::write_bytes(sw.cast::<u8>(), 0, size);
-        std::ptr::addr_of_mut!((*sw).size).write_unaligned(size);
         let c = c_client(&s);
         assert_eq!(tryvox_hangup_all(c, sw), 0);
         assert_eq!(std::ptr::addr_of!((*sw).ended).read_unaligned(), 5);
         assert_eq!(tryvox_sweep_stop(sw), 3, "no `stop` in this version");
         tryvox_client_free(c);
-        libc::munmap(base, 2 * page);
     }
 }
 
@@ -796,7 +746,7 @@ fn a_stop_while_listing_leaves_the_live_count_true() {
         .message()
         .contains(&format!("{} live call(s) left", report.found)));
     assert!(w.settled.is_empty());
-    assert_eq!(hangups_received(&s), 0);
+    assert_eq!(hangup_log(&s).len(), 0);
 }
 
 #[test]
@@ -826,7 +776,7 @@ fn a_paced_batch_keeps_its_deadline() {
         assert!(e.message().starts_with("not sent"), "{e}");
     }
     assert_eq!((report.ended, report.still_live), (1, 3));
-    assert_eq!(hangups_received(&s), 1);
+    assert_eq!(hangup_log(&s).len(), 1);
     // The next paced start would be at 1 s.
     assert!(took < Duration::from_millis(950), "{took:?}");
 }
@@ -859,22 +809,11 @@ fn a_hangup_waiting_out_a_429_holds_its_place() {
     assert!(report.rate_limited >= 6, "{report:?}");
     // In the order the server saw them: never more than two distinct ids begun and
     // not yet answered 204.
-    let mut r = agent()
-        .get(format!("{}/_sim/hangups", s.base_url))
-        .call()
-        .unwrap();
-    let log: serde_json::Value =
-        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-    let order: Vec<&str> = log
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["call_uuid"].as_str().unwrap())
-        .collect();
+    let order: Vec<String> = hangup_log(&s).into_iter().map(|(_, id, _)| id).collect();
     let mut seen = std::collections::HashMap::new();
     let mut open = 0usize;
     for id in &order {
-        let n = seen.entry(*id).or_insert(0);
+        let n = seen.entry(id.as_str()).or_insert(0);
         *n += 1;
         if *n == 1 {
             open += 1; // its first request: a 429, it now waits

@@ -57,24 +57,15 @@ pub(crate) fn run_batch<S: AsRef<str>>(
     if n == 0 {
         return Ok(out);
     }
-    let max = if max_parallel == 0 {
-        DEFAULT_PARALLEL
-    } else {
-        max_parallel.min(MAX_PARALLEL)
-    }
-    .min(descriptor_budget())
-    .min(n);
     let (tx, rx) = mpsc::channel();
-    let ids = call_uuids.iter().map(|s| s.as_ref().to_owned()).collect();
-    engine
-        .submit(Work::Batch {
-            ids,
-            max,
-            stop_at,
-            reply: Reply::AtEnd(tx),
-            control: None,
-        })
-        .map_err(|(why, _)| why)?;
+    submit(
+        engine,
+        call_uuids,
+        max_parallel,
+        stop_at,
+        Reply::AtEnd(tx),
+        None,
+    )?;
     // All outcomes at once, when the last is in. The channel closes without them only
     // if the engine thread itself was lost: every id is then reported as not run.
     if let Ok(all) = rx.recv() {
@@ -115,24 +106,16 @@ pub(crate) fn run_streamed<S: AsRef<str>>(
     if n == 0 {
         return Ok(());
     }
-    let max = if max_parallel == 0 {
-        DEFAULT_PARALLEL
-    } else {
-        max_parallel.min(MAX_PARALLEL)
-    }
-    .min(descriptor_budget())
-    .min(n);
     let (tx, rx) = mpsc::channel();
-    let ids = call_uuids.iter().map(|s| s.as_ref().to_owned()).collect();
-    engine
-        .submit(Work::Batch {
-            ids,
-            max,
-            stop_at,
-            reply: Reply::Each(tx),
-            control: Some(Arc::clone(control)),
-        })
-        .map_err(|(why, _)| why)?;
+    let steer = Some(Arc::clone(control));
+    submit(
+        engine,
+        call_uuids,
+        max_parallel,
+        stop_at,
+        Reply::Each(tx),
+        steer,
+    )?;
     let mut got = vec![false; n];
     let mut left = n;
     let mut nudged = false;
@@ -165,6 +148,35 @@ pub(crate) fn run_streamed<S: AsRef<str>>(
     }
     engine.write_queued_log();
     Ok(())
+}
+
+/// Hands a batch of (at least one) validated ids to the engine, its parallelism capped
+/// by [`MAX_PARALLEL`], the descriptors free and the number of ids.
+fn submit<S: AsRef<str>>(
+    engine: &Engine,
+    call_uuids: &[S],
+    max_parallel: usize,
+    stop_at: Option<Instant>,
+    reply: Reply,
+    control: Option<Arc<BatchControl>>,
+) -> Result<(), String> {
+    let max = if max_parallel == 0 {
+        DEFAULT_PARALLEL
+    } else {
+        max_parallel.min(MAX_PARALLEL)
+    }
+    .min(descriptor_budget())
+    .min(call_uuids.len());
+    let ids = call_uuids.iter().map(|s| s.as_ref().to_owned()).collect();
+    engine
+        .submit(Work::Batch {
+            ids,
+            max,
+            stop_at,
+            reply,
+            control,
+        })
+        .map_err(|(why, _)| why)
 }
 
 /// How many hangups may be in flight for the descriptors this process has free: each

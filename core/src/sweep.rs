@@ -311,14 +311,7 @@ impl Client {
                     observer.settled(call_uuids[i].as_ref(), &r);
                     out[i] = Some(r);
                 }
-                control_report(&control, report);
-                if !stopped && observer.stop_requested() {
-                    stopped = true;
-                    control.stop.store(true, Ordering::Relaxed);
-                }
-                if tick {
-                    observer.progress(report);
-                }
+                steer(&control, report, observer, &mut stopped, tick);
             },
         )
         .map_err(|why| {
@@ -477,14 +470,7 @@ impl Client {
                             observer.settled(id, &r);
                         }
                     }
-                    control_report(&control, report);
-                    if !stopped && observer.stop_requested() {
-                        stopped = true;
-                        control.stop.store(true, Ordering::Relaxed);
-                    }
-                    if tick {
-                        observer.progress(report);
-                    }
+                    steer(&control, report, observer, &mut stopped, tick);
                 },
             )
             .map_err(|_| Error::busy("the sweep stopped: the client is being freed"))?;
@@ -756,11 +742,25 @@ fn bump(counts: &mut HashMap<String, u32>, id: &str) -> u32 {
     *n
 }
 
-/// The counts a controlled batch keeps, copied into the report.
-fn control_report(control: &BatchControl, report: &mut SweepReport) {
+/// After each event of a running batch: the batch's counts into the report, the
+/// observer's stop (once asked) into the batch, and on a tick the counts to the observer.
+fn steer(
+    control: &BatchControl,
+    report: &mut SweepReport,
+    observer: &mut dyn SweepObserver,
+    stopped: &mut bool,
+    tick: bool,
+) {
     report.rate_limited = control.rate_limited.load(Ordering::Relaxed);
     report.backoffs = control.backoffs.load(Ordering::Relaxed);
     report.parallel = control.parallel.load(Ordering::Relaxed) as u64;
+    if !*stopped && observer.stop_requested() {
+        *stopped = true;
+        control.stop.store(true, Ordering::Relaxed);
+    }
+    if tick {
+        observer.progress(report);
+    }
 }
 
 fn sweep_stopped(report: &SweepReport) -> Error {

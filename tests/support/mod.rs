@@ -772,3 +772,100 @@ pub fn die_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Co
     }
     cmd
 }
+
+/// The simulator's hangup log, as each request arrived: (ms since the epoch, call id,
+/// key 1 or 2, 0 for another).
+pub fn hangup_log(s: &tryvox_sim::Running) -> Vec<(u64, String, u8)> {
+    let mut r = agent()
+        .get(format!("{}/_sim/hangups", s.base_url))
+        .call()
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["at_ms"].as_u64().unwrap(),
+                e["call_uuid"].as_str().unwrap().to_owned(),
+                e["key"].as_u64().unwrap() as u8,
+            )
+        })
+        .collect()
+}
+
+/// The CLI `exe` with the simulator's account, key and URL in its environment (nothing
+/// else of ours: no tenant).
+pub fn cli_command(exe: &std::path::Path, s: &tryvox_sim::Running) -> std::process::Command {
+    let mut c = std::process::Command::new(exe);
+    c.env("TRYVOX_BASE_URL", &s.base_url)
+        .env("TRYVOX_ACCOUNT_ID", tryvox_sim::server::DEFAULT_ACCOUNT)
+        .env("TRYVOX_API_KEY", tryvox_sim::server::DEFAULT_API_KEY)
+        .env("LD_LIBRARY_PATH", c_lib_dir())
+        .env_remove("TRYVOX_TENANT_ID");
+    c
+}
+
+/// Waits for `child` at most `limit`, killing it past that.
+pub fn wait_bounded(
+    child: &mut std::process::Child,
+    what: &str,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} took more than {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// A `tryvox_sweep` of `size` bytes at the very end of a page followed by an
+/// inaccessible one, zeroed but for `size`: reading or writing a byte past `size`
+/// crashes the test. Unmapped on drop.
+pub struct SweepAtPageEnd {
+    pub sweep: *mut tryvox::ffi::tryvox_sweep,
+    base: *mut std::ffi::c_void,
+    page: usize,
+}
+
+impl SweepAtPageEnd {
+    pub fn new(size: usize) -> SweepAtPageEnd {
+        unsafe {
+            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(base, libc::MAP_FAILED);
+            assert_eq!(
+                libc::mprotect(base.cast::<u8>().add(page).cast(), page, libc::PROT_NONE),
+                0
+            );
+            let sweep = base
+                .cast::<u8>()
+                .add(page - size)
+                .cast::<tryvox::ffi::tryvox_sweep>();
+            std::ptr::write_bytes(sweep.cast::<u8>(), 0, size);
+            std::ptr::addr_of_mut!((*sweep).size).write_unaligned(size);
+            SweepAtPageEnd { sweep, base, page }
+        }
+    }
+}
+
+impl Drop for SweepAtPageEnd {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.base, 2 * self.page) };
+    }
+}
