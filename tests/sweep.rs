@@ -823,3 +823,86 @@ fn a_hangup_waiting_out_a_429_holds_its_place() {
         assert!(open <= 2, "more than two ids begun at once: {order:?}");
     }
 }
+
+/// What the re-entering callbacks below share.
+struct Reenter {
+    client: usize,
+    /// Ids of the second set, one hung up synchronously from each `on_call`.
+    others: Vec<CString>,
+    next: usize,
+    statuses: Vec<i32>,
+    progress_stats: u64,
+}
+
+unsafe extern "C" fn reenter_call(
+    user_data: *mut c_void,
+    _id: *const std::ffi::c_char,
+    _status: i32,
+    _http: i32,
+    _message: *const std::ffi::c_char,
+) {
+    let r = unsafe { &mut *(user_data as *mut Reenter) };
+    let c = r.client as *mut tryvox::ffi::tryvox_client;
+    if let Some(id) = r.others.get(r.next) {
+        r.next += 1;
+        // A blocking hangup of another call from inside the sweep's own callback.
+        r.statuses
+            .push(unsafe { tryvox::ffi::tryvox_hangup(c, id.as_ptr()) });
+    }
+}
+
+unsafe extern "C" fn reenter_progress(
+    user_data: *mut c_void,
+    _sweep: *const tryvox::ffi::tryvox_sweep,
+) {
+    let r = unsafe { &mut *(user_data as *mut Reenter) };
+    let mut st: tryvox::ffi::tryvox_stats = unsafe { std::mem::zeroed() };
+    st.size = std::mem::size_of::<tryvox::ffi::tryvox_stats>();
+    assert_eq!(
+        unsafe { tryvox::ffi::tryvox_client_stats(r.client as *mut _, &mut st) },
+        0
+    );
+    r.progress_stats += 1;
+}
+
+#[test]
+fn callbacks_that_reenter_the_library_by_the_thousand() {
+    // 1,000 calls from one number swept; each on_call hangs up one of 1,000 calls from
+    // another number (outside the sweep's filter) with a blocking tryvox_hangup on the
+    // same client, and each progress reads the statistics.
+    use tryvox::ffi::*;
+    let s = sim_with(GlobalFaults::default());
+    seed(&s, 1000, "ra-", None, Some("+15550003333"));
+    seed(&s, 1000, "rb-", None, Some("+15550004444"));
+    unsafe {
+        let c = c_client(&s);
+        let mut r = Reenter {
+            client: c as usize,
+            others: (0..1000)
+                .map(|i| CString::new(format!("rb-{i}")).unwrap())
+                .collect(),
+            next: 0,
+            statuses: Vec::new(),
+            progress_stats: 0,
+        };
+        let from = CString::new("+15550003333").unwrap();
+        let mut sw: tryvox_sweep = std::mem::zeroed();
+        sw.size = std::mem::size_of::<tryvox_sweep>();
+        sw.from = from.as_ptr();
+        sw.max_parallel = 64;
+        sw.on_call = Some(reenter_call);
+        sw.progress = Some(reenter_progress);
+        sw.user_data = &mut r as *mut Reenter as *mut c_void;
+        assert_eq!(tryvox_hangup_all(c, &mut sw), 0, "{}", last_error());
+        assert_eq!(sw.ended, 1000);
+        assert_eq!(r.statuses.len(), 1000);
+        assert!(
+            r.statuses.iter().all(|&st| st == 0),
+            "every re-entrant hangup ended its call"
+        );
+        assert!(r.progress_stats >= 1);
+        assert_eq!(record(&s, None, "ra-"), (0, 1000, 0));
+        assert_eq!(record(&s, None, "rb-"), (0, 1000, 0));
+        tryvox_client_free(c);
+    }
+}
