@@ -102,6 +102,30 @@ typedef enum tryvox_status {
 } tryvox_status;
 
 /**
+ * Which roots `tryvox_options_set_trust_store` selects (values of its `store`): part of
+ * the ABI.
+ */
+typedef enum tryvox_trust_store {
+  /**
+   * The default: the system's trust store, as OpenSSL finds it (`SSL_CERT_FILE`,
+   * `SSL_CERT_DIR`, else the distribution's bundle, e.g. Debian's
+   * /etc/ssl/certs/ca-certificates.crt, which `update-ca-certificates` writes); where
+   * the system has none, the roots compiled into the library (Mozilla's).
+   */
+  TRYVOX_TRUST_SYSTEM_OR_BUNDLED = 0,
+  /**
+   * The system's trust store only: `tryvox_client_new_with_options` fails with
+   * TRYVOX_TLS_ERROR, its last error saying why, if it holds no usable certificate.
+   */
+  TRYVOX_TRUST_SYSTEM = 1,
+  /**
+   * Only the roots compiled into the library (Mozilla's, as of its build): the
+   * system's store is not read.
+   */
+  TRYVOX_TRUST_BUNDLED = 2,
+} tryvox_trust_store;
+
+/**
  * A client for one TryVox account: credentials, settings and a connection pool.
  * Opaque. Create with `tryvox_client_new*`, release with `tryvox_client_free`.
  * Safe to use from any number of threads at once.
@@ -767,14 +791,26 @@ int tryvox_options_set_tenant_id(struct tryvox_options *o, const char *tenant);
 int tryvox_options_set_user_agent(struct tryvox_options *o, const char *product);
 
 /**
- * Trusts the certificates in the PEM file at `pem_path` instead of the built-in roots
- * (Mozilla's). The path is copied; the file is read by `tryvox_client_new_with_options`,
+ * Chooses the roots trusted for the API's certificate when no CA file is set (a CA file
+ * replaces them all): one of the tryvox_trust_store values; the default is
+ * TRYVOX_TRUST_SYSTEM_OR_BUNDLED. The roots are read once, by
+ * `tryvox_client_new*` for an https base URL (a certificate installed later
+ * counts for clients built later); the options' log callback, if any, receives one
+ * info line (level 2) then saying which roots the client trusts and how many. Returns
+ * TRYVOX_OK, or TRYVOX_INVALID_ARGUMENT for another value (nothing changed).
+ */
+int tryvox_options_set_trust_store(struct tryvox_options *o, int store);
+
+/**
+ * Trusts the certificates in the PEM file at `pem_path` instead of any trust store (see
+ * `tryvox_options_set_trust_store`). The path is copied; the file is read by `tryvox_client_new_with_options`,
  * which fails at once with TRYVOX_INVALID_ARGUMENT, nothing sent and the last error
  * naming the path, if it is not a regular file (a FIFO, device, socket or directory is
  * refused, never waited on or read), is larger than 1 MiB (a bundle of every public CA
  * is about 220 KiB), cannot be read or holds no certificate.
  */
-int tryvox_options_set_ca_file(struct tryvox_options *o, const char *pem_path);
+int tryvox_options_set_ca_file(struct tryvox_options *o,
+                               const char *pem_path);
 
 /**
  * Sends requests through the HTTP proxy `proxy_url` ("http://host:port"); https

@@ -143,7 +143,7 @@ fn tls_server_config() -> Arc<rustls::ServerConfig> {
         .collect();
     let key = PrivateKeyDer::from_pem_slice(&std::fs::read(fixtures().join("server.key")).unwrap())
         .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()

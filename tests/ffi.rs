@@ -81,6 +81,7 @@ fn null_arguments_are_invalid_not_crashes() {
             tryvox_options_set_ca_file(null_mut(), cs("/x").as_ptr()),
             tryvox_options_set_proxy(null_mut(), cs("http://h:1").as_ptr()),
             tryvox_options_allow_insecure_http(null_mut(), 1),
+            tryvox_options_set_trust_store(null_mut(), 0),
             tryvox_options_set_log_callback(null_mut(), None, null_mut()),
         ] {
             assert_eq!(rc, INVALID);
@@ -96,9 +97,18 @@ fn null_arguments_are_invalid_not_crashes() {
             tryvox_options_set_timeout_ms(o, 0),
             tryvox_options_set_connect_timeout_ms(o, 0),
             tryvox_options_set_base_url(o, cs("http://h/?q").as_ptr()),
+            tryvox_options_set_trust_store(o, 3),
+            tryvox_options_set_trust_store(o, -1),
         ] {
             assert_eq!(rc, INVALID);
             assert!(!last_error().is_empty());
+        }
+        for store in [
+            tryvox_trust_store::TRYVOX_TRUST_SYSTEM_OR_BUNDLED,
+            tryvox_trust_store::TRYVOX_TRUST_SYSTEM,
+            tryvox_trust_store::TRYVOX_TRUST_BUNDLED,
+        ] {
+            assert_eq!(tryvox_options_set_trust_store(o, store as c_int), 0);
         }
         tryvox_options_free(o);
 

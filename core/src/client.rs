@@ -120,14 +120,24 @@ impl Client {
             Some(path) => Some(crate::options::read_ca_file(path)?),
             None => None,
         };
-        let route = Route::new(&base, proxy.as_ref(), ca.as_deref()).map_err(|e| match &options
-            .ca_file
-        {
-            Some(path) if e.message().contains("CA file") => {
-                Error::invalid(format!("{} ({})", e.message(), path.display()))
+        let roots = || {
+            let roots =
+                crate::trust::roots(options.trust_store, ca.as_deref()).map_err(
+                    |e| match &options.ca_file {
+                        Some(path) => {
+                            Error::new(e.status(), format!("{} ({})", e.message(), path.display()))
+                        }
+                        None => e,
+                    },
+                )?;
+            // Which roots a client trusts is the first thing an administrator asks when a
+            // certificate is refused.
+            if let Some(log) = &options.log {
+                log(LogLevel::Info, &format!("TLS: trusting {}", roots.source));
             }
-            _ => e,
-        })?;
+            Ok(roots.store)
+        };
+        let route = Route::new(&base, proxy.as_ref(), roots)?;
         let book = Arc::new(AddressBook::new(
             options.lookup.clone().unwrap_or_else(system_lookup),
         ));

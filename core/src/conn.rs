@@ -34,12 +34,12 @@ impl Route {
         self.connect.is_some() || self.tls.is_some()
     }
 
-    /// The route to `base` (the API's base URL), through `proxy` if set; `ca_pem` is a
-    /// PEM file's contents to trust instead of the built-in roots.
+    /// The route to `base` (the API's base URL), through `proxy` if set; `roots` gives
+    /// the roots to trust, read only if `base` is https.
     pub(crate) fn new(
         base: &Uri,
         proxy: Option<&Uri>,
-        ca_pem: Option<&[u8]>,
+        roots: impl FnOnce() -> Result<rustls::RootCertStore, Error>,
     ) -> Result<Route, Error> {
         let https = base.scheme_str() == Some("https");
         let host = base.host().unwrap_or_default().to_owned();
@@ -52,7 +52,7 @@ impl Route {
             let name = ServerName::try_from(bare).map_err(|_| {
                 Error::invalid("the base URL's host is not a valid TLS server name")
             })?;
-            let config = Arc::new(tls_config(ca_pem)?);
+            let config = Arc::new(tls_config(roots()?)?);
             Some((
                 Tls {
                     here: PerProcess::new(Arc::clone(&config)),
@@ -113,25 +113,11 @@ impl Route {
     }
 }
 
-/// rustls with ring, TLS 1.2 and 1.3, and Mozilla's roots or the caller's CA file.
-fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, Error> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_pem {
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem).flatten() {
-                roots.add(cert).map_err(|e| {
-                    Error::invalid(format!("CA file holds a certificate rustls refuses: {e}"))
-                })?;
-            }
-            if roots.is_empty() {
-                return Err(Error::invalid("CA file holds no PEM certificate"));
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// rustls with aws-lc-rs, TLS 1.2 and 1.3, the hybrid post-quantum X25519MLKEM768 key
+/// exchange first and the classical groups after it (a server that knows only those
+/// answers with one of them: one round trip more when the first key share is refused).
+fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::internal(format!("TLS set-up failed: {e}")))?

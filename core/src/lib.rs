@@ -59,6 +59,7 @@ mod status;
 mod sweep;
 mod timers;
 mod transport;
+mod trust;
 mod validate;
 mod wire;
 
@@ -77,6 +78,7 @@ pub use resolve::LookupFn;
 pub use stats::{Stats, STATUS_SLOTS};
 pub use sweep::{Sweep, SweepObserver, SweepReport, DEFAULT_SWEEP_TIMEOUT, LIST_PAGE};
 pub use timers::ScheduledHangup;
+pub use trust::TrustStore;
 
 /// Pure pieces exposed for the fuzz targets; not a stable API.
 #[doc(hidden)]

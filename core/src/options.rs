@@ -104,6 +104,7 @@ pub struct Options {
     pub(crate) tenant_id: Option<String>,
     pub(crate) user_agent: Option<String>,
     pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) trust_store: crate::trust::TrustStore,
     pub(crate) proxy: Option<String>,
     pub(crate) allow_insecure_http: bool,
     pub(crate) log: Option<LogFn>,
@@ -121,6 +122,7 @@ impl Default for Options {
             tenant_id: None,
             user_agent: None,
             ca_file: None,
+            trust_store: Default::default(),
             proxy: None,
             allow_insecure_http: false,
             log: None,
@@ -140,6 +142,7 @@ impl std::fmt::Debug for Options {
             .field("tenant_id", &self.tenant_id)
             .field("user_agent", &self.user_agent)
             .field("ca_file", &self.ca_file)
+            .field("trust_store", &self.trust_store)
             .field("proxy", &self.proxy)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("log", &self.log.is_some())
@@ -223,7 +226,15 @@ impl Options {
         Ok(())
     }
 
-    /// Trust the certificates in this PEM file instead of the built-in roots. The file is
+    /// Which roots to trust for the API's certificate when no CA file is set: by default
+    /// the system's trust store, or Mozilla's roots compiled in where the system has none.
+    /// Read when the client is built (a CA installed later counts for clients built
+    /// later); building fails with `TlsError` if [`TrustStore::System`] finds none.
+    pub fn set_trust_store(&mut self, store: crate::trust::TrustStore) {
+        self.trust_store = store;
+    }
+
+    /// Trust the certificates in this PEM file instead of any trust store. The file is
     /// read when the client is built: it must be a regular file (not a FIFO, device,
     /// socket or directory) of at most [`MAX_CA_FILE`] bytes, else building the client
     /// fails with `InvalidArgument` naming the path, at once and with nothing sent.

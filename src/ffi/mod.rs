@@ -14,7 +14,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tryvox_core::{Client, Error, LogFn, LogLevel, Options};
+use tryvox_core::{Client, Error, LogFn, LogLevel, Options, TrustStore};
 
 use boundary::{invalid, CallId};
 
@@ -1143,8 +1143,56 @@ pub unsafe extern "C" fn tryvox_options_set_user_agent(
     unsafe { set_str(o, "user agent", product, Options::set_user_agent) }
 }
 
-/// Trusts the certificates in the PEM file at `pem_path` instead of the built-in roots
-/// (Mozilla's). The path is copied; the file is read by `tryvox_client_new_with_options`,
+/// Which roots `tryvox_options_set_trust_store` selects (values of its `store`): part of
+/// the ABI.
+#[repr(C)]
+#[allow(non_camel_case_types, clippy::enum_variant_names)]
+pub enum tryvox_trust_store {
+    /// The default: the system's trust store, as OpenSSL finds it (`SSL_CERT_FILE`,
+    /// `SSL_CERT_DIR`, else the distribution's bundle, e.g. Debian's
+    /// /etc/ssl/certs/ca-certificates.crt, which `update-ca-certificates` writes); where
+    /// the system has none, the roots compiled into the library (Mozilla's).
+    TRYVOX_TRUST_SYSTEM_OR_BUNDLED = 0,
+    /// The system's trust store only: `tryvox_client_new_with_options` fails with
+    /// TRYVOX_TLS_ERROR, its last error saying why, if it holds no usable certificate.
+    TRYVOX_TRUST_SYSTEM = 1,
+    /// Only the roots compiled into the library (Mozilla's, as of its build): the
+    /// system's store is not read.
+    TRYVOX_TRUST_BUNDLED = 2,
+}
+
+/// Chooses the roots trusted for the API's certificate when no CA file is set (a CA file
+/// replaces them all): one of the tryvox_trust_store values; the default is
+/// TRYVOX_TRUST_SYSTEM_OR_BUNDLED. The roots are read once, by
+/// `tryvox_client_new*` for an https base URL (a certificate installed later
+/// counts for clients built later); the options' log callback, if any, receives one
+/// info line (level 2) then saying which roots the client trusts and how many. Returns
+/// TRYVOX_OK, or TRYVOX_INVALID_ARGUMENT for another value (nothing changed).
+#[no_mangle]
+pub unsafe extern "C" fn tryvox_options_set_trust_store(
+    o: *mut tryvox_options,
+    store: c_int,
+) -> c_int {
+    // SAFETY: the caller's options pointer, NULL-checked by with_options.
+    unsafe {
+        with_options(o, |opts| {
+            opts.set_trust_store(match store {
+                0 => TrustStore::SystemOrBundled,
+                1 => TrustStore::System,
+                2 => TrustStore::Bundled,
+                _ => {
+                    return Err(invalid(format!(
+                        "trust store must be 0, 1 or 2 (tryvox_trust_store), not {store}"
+                    )))
+                }
+            });
+            Ok(())
+        })
+    }
+}
+
+/// Trusts the certificates in the PEM file at `pem_path` instead of any trust store (see
+/// `tryvox_options_set_trust_store`). The path is copied; the file is read by `tryvox_client_new_with_options`,
 /// which fails at once with TRYVOX_INVALID_ARGUMENT, nothing sent and the last error
 /// naming the path, if it is not a regular file (a FIFO, device, socket or directory is
 /// refused, never waited on or read), is larger than 1 MiB (a bundle of every public CA

@@ -869,3 +869,85 @@ impl Drop for SweepAtPageEnd {
         unsafe { libc::munmap(self.base, 2 * self.page) };
     }
 }
+
+/// The test TLS material: `ca.pem` (a private CA whose key was discarded), `server.pem`
+/// for localhost, 127.0.0.1 and ::1, and more (see its README).
+pub fn tls_fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls")
+}
+
+/// A rustls server configuration (aws-lc-rs) with the fixtures' `server` certificate,
+/// these protocol versions and, if given, only these key-exchange groups.
+pub fn tls_server_config(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    groups: Option<Vec<&'static dyn rustls::crypto::SupportedKxGroup>>,
+) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let d = tls_fixtures();
+    let pem = std::fs::read(d.join("server.pem")).unwrap();
+    let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(&std::fs::read(d.join("server.key")).unwrap()).unwrap();
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if let Some(g) = groups {
+        provider.kx_groups = g;
+    }
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    )
+}
+
+/// What a [`tls_204_server`] saw: per DELETE, its connection's protocol version and key
+/// exchange group.
+pub type TlsSeen = Arc<Mutex<Vec<(rustls::ProtocolVersion, rustls::NamedGroup)>>>;
+
+/// A TLS server on 127.0.0.1 answering every DELETE with 204 (keep-alive), one thread a
+/// connection, for as long as the test process runs.
+pub fn tls_204_server(cfg: Arc<rustls::ServerConfig>) -> (u16, TlsSeen) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen: TlsSeen = Arc::default();
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for sock in l.incoming() {
+            let Ok(sock) = sock else { continue };
+            let (cfg, seen) = (cfg.clone(), seen2.clone());
+            std::thread::spawn(move || {
+                let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+                let conn = rustls::ServerConnection::new(cfg).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, sock);
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while let Ok(1) = tls.read(&mut b) {
+                    head.push(b[0]);
+                    if !head.ends_with(b"\r\n\r\n") {
+                        continue;
+                    }
+                    if !head.starts_with(b"DELETE ") {
+                        return;
+                    }
+                    if let (Some(v), Some(g)) = (
+                        tls.conn.protocol_version(),
+                        tls.conn.negotiated_key_exchange_group(),
+                    ) {
+                        seen.lock().unwrap().push((v, g.name()));
+                    }
+                    head.clear();
+                    let answer = b"HTTP/1.1 204 No Content\r\n\r\n";
+                    if tls.write_all(answer).and_then(|_| tls.flush()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
