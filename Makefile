@@ -47,6 +47,7 @@ test:
 test-suites:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	tools/newest-deps.sh
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc -p tryvox-core --no-deps

@@ -154,7 +154,7 @@ fn child_no_system_store() {
     assert_eq!(hangup(port, &seen, None), (Status::TlsError, 0));
     // System only: the client is refused at once, saying why.
     let (c, _) = client(port, Some(TrustStore::System));
-    let e = c.err().expect("refused");
+    let Err(e) = c else { panic!("refused") };
     assert_eq!(e.status(), Status::TlsError, "{e}");
     assert!(
         e.message()
