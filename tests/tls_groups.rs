@@ -19,6 +19,7 @@ mod support;
 const X25519MLKEM768: u16 = 0x11ec;
 const X25519: u16 = 0x001d;
 const SECP256R1: u16 = 0x0017;
+const SECP384R1: u16 = 0x0018;
 /// ML-KEM-768's encapsulation key (1184 bytes) and an X25519 share (32).
 const HYBRID_SHARE_LEN: usize = 1184 + 32;
 
@@ -162,9 +163,11 @@ fn the_client_hello_offers_x25519mlkem768_first_with_classical_fallbacks() {
             .chunks(2)
             .map(|c| u16::from_be_bytes([c[0], c[1]]))
             .collect();
-        assert_eq!(groups[0], X25519MLKEM768, "hybrid first: {groups:04x?}");
-        assert!(
-            groups.contains(&X25519) && groups.contains(&SECP256R1),
+        // The hybrid first, then the classical groups, the cheapest first (not rustls
+        // 0.23.48's default, which ranks P-384 second).
+        assert_eq!(
+            groups,
+            [X25519MLKEM768, X25519, SECP256R1, SECP384R1],
             "{groups:04x?}"
         );
         // key_share (51): a u16 length, then (group, u16 length, key) entries.

@@ -113,11 +113,27 @@ impl Route {
     }
 }
 
-/// rustls with aws-lc-rs, TLS 1.2 and 1.3, the hybrid post-quantum X25519MLKEM768 key
-/// exchange first and the classical groups after it (a server that knows only those
-/// answers with one of them: one round trip more when the first key share is refused).
+/// The key-exchange groups offered, in order: the hybrid post-quantum X25519MLKEM768
+/// first (its key share goes with X25519's), then the classical ones, cheapest first.
+/// Spelled out rather than rustls's default, which from 0.23.48 ranks P-384 second: a
+/// classical server that takes the client's order then asks for a P-384 share (one round
+/// trip more) and the handshake costs the client about four times the CPU of X25519
+/// (`cargo run --release --example handshake`, BENCHMARKS.md).
+const KX_GROUPS: [&dyn rustls::crypto::SupportedKxGroup; 4] = {
+    use rustls::crypto::aws_lc_rs::kx_group;
+    [
+        kx_group::X25519MLKEM768,
+        kx_group::X25519,
+        kx_group::SECP256R1,
+        kx_group::SECP384R1,
+    ]
+};
+
+/// rustls with aws-lc-rs (TLS 1.2 and 1.3, [`KX_GROUPS`]) and these roots.
 fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = KX_GROUPS.to_vec();
+    let provider = Arc::new(provider);
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::internal(format!("TLS set-up failed: {e}")))?
