@@ -65,7 +65,20 @@ fn hangup(port: u16, seen: &support::TlsSeen, store: Option<TrustStore>) -> (Sta
 /// Runs the ignored test `name` of this binary in a child with this environment for
 /// OpenSSL's trust-store lookup (None: removed), and asserts that it passed.
 fn in_child(name: &str, cert_file: Option<&Path>, cert_dir: Option<&Path>) {
+    in_child_with(name, cert_file, cert_dir, None)
+}
+
+/// As [`in_child`], telling the child where the CA made for it is.
+fn in_child_with(
+    name: &str,
+    cert_file: Option<&Path>,
+    cert_dir: Option<&Path>,
+    made_ca: Option<&Path>,
+) {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
+    if let Some(d) = made_ca {
+        cmd.env(MADE_CA, d);
+    }
     cmd.args([
         "--ignored",
         "--exact",
@@ -173,16 +186,90 @@ fn child_no_system_store() {
     assert!(c.hangup("trust-ca-file").is_ok());
 }
 
-/// Installs the private CA into the system's store, and removes it when dropped.
+/// The environment variable naming, to a child, the directory of a CA made for it.
+const MADE_CA: &str = "TRYVOX_TEST_MADE_CA";
+
+/// A CA made for this run (its key deleted with the directory), and a certificate it
+/// signed for localhost: installing the fixtures' CA instead would make it trusted, for a
+/// moment, by tests in other binaries that expect it not to be (e2e_sim, engine_hostile)
+/// under a runner that runs binaries at once.
+fn make_ca(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+            &["-subj", "/CN=libtryvox trust-store test CA (temporary)"],
+            &["-addext", "basicConstraints=critical,CA:TRUE"],
+            &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    std::fs::remove_file(dir.join("ca.key")).unwrap();
+}
+
+/// Installs a CA into the system's store, and removes it when dropped.
 struct InstalledCa(PathBuf);
 
 impl InstalledCa {
-    fn install() -> InstalledCa {
+    fn install(ca: &Path) -> InstalledCa {
         let to = PathBuf::from(format!(
-            "/usr/local/share/ca-certificates/tryvox-test-ca-{}.crt",
+            "/usr/local/share/ca-certificates/libtryvox-test-ca-{}.crt",
             std::process::id()
         ));
-        std::fs::copy(support::tls_fixtures().join("ca.pem"), &to).unwrap();
+        std::fs::copy(ca, &to).unwrap();
         let installed = InstalledCa(to);
         update_ca_certificates(false);
         installed
@@ -208,28 +295,43 @@ fn update_ca_certificates(fresh: bool) {
 
 #[test]
 fn a_ca_installed_with_update_ca_certificates_is_trusted_until_removed() {
-    // Root, and Debian's ca-certificates: what CI has (.ci/run). Elsewhere it says why.
+    // Root, Debian's ca-certificates and openssl: what CI has (.ci/run). Elsewhere it
+    // says why it did not run.
     let root = unsafe { libc::geteuid() } == 0;
-    if !root || !support::have_tool("update-ca-certificates") {
+    if !root || !support::have_tool("update-ca-certificates") || !support::have_tool("openssl") {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI must run this test: as root, with update-ca-certificates"
+            "CI must run this test: as root, with update-ca-certificates and openssl"
         );
-        eprintln!("SKIPPED: needs root and update-ca-certificates");
+        eprintln!("SKIPPED: needs root, update-ca-certificates and openssl");
         return;
     }
+    let dir = support::scratch("trust", "made-ca");
+    make_ca(&dir);
     // The children read the distribution's store: nothing in the environment redirects it.
-    in_child("child_private_ca_not_yet_installed", None, None);
-    let installed = InstalledCa::install();
-    in_child("child_private_ca_installed", None, None);
+    let child = |name: &str| in_child_with(name, None, None, Some(&dir));
+    child("child_made_ca_not_installed");
+    let installed = InstalledCa::install(&dir.join("ca.pem"));
+    child("child_made_ca_installed");
     drop(installed);
-    in_child("child_private_ca_not_yet_installed", None, None);
+    child("child_made_ca_not_installed");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// In a child: a server with the certificate the parent's CA signed.
+fn made_ca_server() -> (u16, support::TlsSeen) {
+    let dir = PathBuf::from(std::env::var_os(MADE_CA).expect("run by the parent test"));
+    support::tls_204_server(support::tls_server_config_in(
+        &dir,
+        &[&rustls::version::TLS13],
+        None,
+    ))
 }
 
 #[test]
 #[ignore = "run by a_ca_installed_with_update_ca_certificates_is_trusted_until_removed"]
-fn child_private_ca_not_yet_installed() {
-    let (port, seen) = server();
+fn child_made_ca_not_installed() {
+    let (port, seen) = made_ca_server();
     assert_eq!(hangup(port, &seen, None), (Status::TlsError, 0));
     assert_eq!(
         hangup(port, &seen, Some(TrustStore::System)),
@@ -239,8 +341,8 @@ fn child_private_ca_not_yet_installed() {
 
 #[test]
 #[ignore = "run by a_ca_installed_with_update_ca_certificates_is_trusted_until_removed"]
-fn child_private_ca_installed() {
-    let (port, seen) = server();
+fn child_made_ca_installed() {
+    let (port, seen) = made_ca_server();
     assert_eq!(hangup(port, &seen, None), (Status::Ok, 1));
     assert_eq!(
         hangup(port, &seen, Some(TrustStore::System)),

@@ -882,9 +882,17 @@ pub fn tls_server_config(
     versions: &[&'static rustls::SupportedProtocolVersion],
     groups: Option<Vec<&'static dyn rustls::crypto::SupportedKxGroup>>,
 ) -> Arc<rustls::ServerConfig> {
+    tls_server_config_in(&tls_fixtures(), versions, groups)
+}
+
+/// As [`tls_server_config`], with `server.pem` and `server.key` from the directory `d`.
+pub fn tls_server_config_in(
+    d: &std::path::Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    groups: Option<Vec<&'static dyn rustls::crypto::SupportedKxGroup>>,
+) -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let d = tls_fixtures();
     let pem = std::fs::read(d.join("server.pem")).unwrap();
     let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&pem)
         .map(|c| c.unwrap())
