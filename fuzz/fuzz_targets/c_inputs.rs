@@ -60,7 +60,7 @@ unsafe fn messages(
     call: &CString,
 ) -> (String, String) {
     let key = CString::new(key.to_vec()).unwrap();
-    let o = unsafe { tryvox_options_new() };
+    let o = tryvox_options_new();
     unsafe {
         tryvox_options_set_base_url(o, dead_base().as_ptr());
         tryvox_options_set_tenant_id(o, tenant.as_ptr());
