@@ -813,11 +813,16 @@ int tryvox_options_set_ca_file(struct tryvox_options *o,
                                const char *pem_path);
 
 /**
- * Sends requests through the HTTP proxy `proxy_url` ("http://host:port"); https
- * requests are tunnelled with CONNECT, so the proxy never sees the key. Environment
- * variables such as HTTPS_PROXY are never consulted. Copied. Returns TRYVOX_OK or
+ * Sends requests through the HTTP proxy `proxy_url` ("http://host:port", or
+ * "http://user:password@host:port" for Basic `Proxy-Authorization`, percent-encoded
+ * as in any URL). https requests are tunnelled with CONNECT, so the proxy never sees
+ * the key; plain-http requests go to the proxy itself in absolute form
+ * (`DELETE http://host:port/path HTTP/1.1`, as libcurl sends them: proxies such as
+ * Squid allow CONNECT to port 443 only), key included. Environment variables such as
+ * HTTPS_PROXY are never consulted. Copied. Returns TRYVOX_OK or
  * TRYVOX_INVALID_ARGUMENT. A proxy that cannot be reached gives TRYVOX_NETWORK_ERROR
- * at hangup time.
+ * at hangup time, with a message naming the proxy's host and port (never its
+ * credentials).
  */
 int tryvox_options_set_proxy(struct tryvox_options *o, const char *proxy_url);
 

@@ -405,7 +405,7 @@ fn bulk_max_parallel_1_is_one_request_at_a_time_and_a_retry_wait_gives_its_slot_
 }
 
 // ---------------------------------------------------------------------------------------
-// Proxy tunnel (tinyproxy) on the async and bulk paths, http and https.
+// Through a proxy (tinyproxy) on the async and bulk paths: https tunnelled, http forwarded.
 // ---------------------------------------------------------------------------------------
 
 struct Proc(Child);
@@ -516,6 +516,13 @@ fn proxy_tunnel_on_the_async_and_bulk_paths() {
     assert!(
         text.contains(&format!("CONNECT 127.0.0.1:{} HTTP/1.1", tls.addr.port())),
         "went through the proxy:\n{text}"
+    );
+    // Plain http: the requests themselves, in absolute form, and no tunnel.
+    let plain_at = format!("127.0.0.1:{}", plain.addr.port());
+    assert!(
+        text.contains(&format!("DELETE http://{plain_at}/v1/voice/accounts/"))
+            && !text.contains(&format!("CONNECT {plain_at} ")),
+        "plain http went through the proxy in absolute form:\n{text}"
     );
 }
 

@@ -420,8 +420,10 @@ fn no_descriptor_outlives_the_client() {
     );
 }
 
-/// A CONNECT proxy whose first connection stalls; later ones open the tunnel and answer
-/// every request in it with 204. Records the Proxy-Authorization headers it saw.
+/// A CONNECT proxy whose first connection stalls; later ones open the tunnel to the
+/// CONNECT's target (502 when nothing listens there) and relay it. Records the
+/// Proxy-Authorization headers it saw. (CONNECT is for https: plain http goes to a
+/// proxy in absolute form, with no setup for a connect timeout to cover.)
 fn stalling_proxy() -> (u16, Arc<std::sync::Mutex<Vec<String>>>, Arc<AtomicBool>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
@@ -460,38 +462,85 @@ fn stalling_proxy() -> (u16, Arc<std::sync::Mutex<Vec<String>>>, Arc<AtomicBool>
                         a3.lock().unwrap().push(line.to_owned());
                     }
                 }
+                let target = text.split(' ').nth(1).unwrap_or_default().to_owned();
+                let Ok(mut up) = TcpStream::connect(target) else {
+                    let _ = s.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+                    return;
+                };
                 let _ = s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
-                while read_head(&mut s) {
-                    let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
-                }
+                let _ = s.set_read_timeout(None);
+                let (mut s2, mut up2) = (s.try_clone().unwrap(), up.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut up2, &mut s2);
+                    let _ = s2.shutdown(std::net::Shutdown::Both);
+                });
+                let _ = std::io::copy(&mut s, &mut up);
+                let _ = up.shutdown(std::net::Shutdown::Both);
             });
         }
     });
     (port, auth, stop)
 }
 
+/// A simulator over TLS (the fixtures' private CA) with this file's account and key,
+/// and `n` live calls in it.
+fn tls_sim_with_calls(n: usize) -> (tryvox_sim::Running, Vec<String>) {
+    let fx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let sim = tryvox_sim::spawn(tryvox_sim::Config {
+        tls: Some((fx.join("server.pem"), fx.join("server.key"))),
+        account: AUTH_ID.into(),
+        api_key: API_KEY.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let ca = ureq::tls::Certificate::from_pem(&std::fs::read(fx.join("ca.pem")).unwrap())
+        .unwrap()
+        .to_owned();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca]))
+        .build();
+    let a: ureq::Agent = ureq::Agent::config_builder().tls_config(tls).build().into();
+    let mut r = a
+        .post(format!("{}/_sim/seed", sim.base_url))
+        .header("content-type", "application/json")
+        .send(format!(r#"{{"count":{n}}}"#).as_bytes())
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    let ids = v["call_uuids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect();
+    (sim, ids)
+}
+
 #[test]
 fn the_connect_timeout_covers_a_stuck_proxy_connect_and_a_fresh_connection_follows() {
     let mut bad = Vec::new();
-    for path in ["sync", "async", "bulk"] {
+    let (sim, ids) = tls_sim_with_calls(3);
+    let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem");
+    for (path, id) in ["sync", "async", "bulk"].into_iter().zip(ids) {
         let (pport, _, stop) = stalling_proxy();
-        let c = client("http://127.0.0.1:9", |o| {
+        let c = client(&sim.base_url, |o| {
             o.set_timeout(Duration::from_secs(4)).unwrap();
             o.set_connect_timeout(Duration::from_millis(500)).unwrap();
             o.set_proxy(&format!("http://127.0.0.1:{pport}")).unwrap();
+            o.set_ca_file(ca.to_str().unwrap()).unwrap();
         });
         let t = Instant::now();
         let r = match path {
-            "sync" => c.hangup("call-x"),
+            "sync" => c.hangup(&id),
             "async" => {
                 let (tx, rx) = mpsc::channel();
-                c.hangup_async("call-x", move |_, r| {
+                c.hangup_async(id, move |_, r| {
                     let _ = tx.send(r);
                 })
                 .unwrap();
                 rx.recv_timeout(Duration::from_secs(30)).unwrap()
             }
-            _ => c.hangup_many(&["call-x"], 1).unwrap().pop().unwrap(),
+            _ => c.hangup_many(&[id], 1).unwrap().pop().unwrap(),
         };
         let d = t.elapsed();
         eprintln!(
@@ -522,7 +571,8 @@ fn proxy_credentials_are_percent_decoded() {
     // Burn the stalling first connection.
     let _ = TcpStream::connect(("127.0.0.1", pport));
     std::thread::sleep(Duration::from_millis(50));
-    let c = client("http://127.0.0.1:9", |o| {
+    // https: the credentials go on the CONNECT (tests/proxy_forms.rs has plain http's).
+    let c = client("https://127.0.0.1:9", |o| {
         o.set_proxy(&format!("http://us%40er:p%3Ass@127.0.0.1:{pport}"))
             .unwrap();
     });

@@ -9,7 +9,7 @@ use ureq_proto::http::{Method, Request, Uri};
 
 use crate::blocking::AttemptError;
 use crate::client::Core;
-use crate::conn::Fail;
+use crate::conn::{Fail, Via};
 use crate::error::{Error, Status};
 use crate::options::LogLevel;
 use crate::resolve::ResolveError;
@@ -113,7 +113,7 @@ impl Core {
         uri: &Uri,
         e: &AttemptError,
     ) -> Attempt<T> {
-        let (status, failure, msg) = describe(e);
+        let (status, failure, msg) = describe(e, self.route.via());
         let msg = self.key.redact(&msg);
         self.log(LogLevel::Debug, || format!("{method} {uri}: {msg}"));
         Attempt {
@@ -124,12 +124,28 @@ impl Core {
 }
 
 /// Maps a failure before any response to a status, a retry class and a description.
-pub(crate) fn describe(e: &AttemptError) -> (Status, Failure, String) {
+/// Through a proxy, what may be the proxy's failure names it (`host:port`: the proxy
+/// URL's credentials never appear), so that a dead proxy is not taken for the server.
+pub(crate) fn describe(e: &AttemptError, via: Via) -> (Status, Failure, String) {
+    let proxy = match via {
+        Via::Direct => None,
+        Via::Forward(p) | Via::Tunnel(p) => Some(p),
+    };
+    // Whose host name, whose connection.
+    let host = match proxy {
+        None => "the server's host name".to_owned(),
+        Some(p) => format!("the proxy's host name ({p})"),
+    };
     let (status, failure, what): (Status, Failure, String) = match e {
         AttemptError::ConnectTimeout => (
             Status::Timeout,
             Failure::Connection,
-            "timed out connecting to the server".into(),
+            match via {
+                Via::Direct => "timed out connecting to the server".into(),
+                Via::Forward(p) => format!("timed out connecting to the proxy {p}"),
+                // The tunnel and the TLS handshake in it count as connecting.
+                Via::Tunnel(p) => format!("timed out connecting through the proxy {p}"),
+            },
         ),
         AttemptError::Deadline => (
             Status::Timeout,
@@ -144,17 +160,22 @@ pub(crate) fn describe(e: &AttemptError) -> (Status, Failure, String) {
         AttemptError::Resolve(ResolveError::Timeout) => (
             Status::Timeout,
             Failure::Connection,
-            "timed out resolving the server's host name".into(),
+            format!("timed out resolving {host}"),
         ),
         AttemptError::Resolve(ResolveError::NotFound) => (
             Status::NetworkError,
             Failure::Final,
-            "the server's host name did not resolve".into(),
+            match proxy {
+                None => "the server's host name did not resolve".into(),
+                Some(p) => {
+                    format!("could not connect to the proxy {p}: its host name did not resolve")
+                }
+            },
         ),
         AttemptError::Resolve(ResolveError::Spawn(e)) => (
             Status::Busy,
             Failure::Connection,
-            format!("no thread could be started to resolve the server's host name ({e})"),
+            format!("no thread could be started to resolve {host} ({e})"),
         ),
         AttemptError::Conn(Fail::Io(io)) if crate::transport::is_out_of_descriptors(io) => (
             Status::Busy,
@@ -166,17 +187,30 @@ pub(crate) fn describe(e: &AttemptError) -> (Status, Failure, String) {
         AttemptError::Conn(Fail::Io(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => (
             Status::NetworkError,
             Failure::Connection,
-            "could not connect to the server: connection refused".into(),
+            match proxy {
+                None => "could not connect to the server: connection refused".into(),
+                Some(p) => format!("could not connect to the proxy {p}: connection refused"),
+            },
         ),
         AttemptError::Conn(Fail::Io(io)) => (
             Status::NetworkError,
             Failure::Connection,
-            format!("the connection failed before a response arrived ({io})"),
+            match proxy {
+                None => format!("the connection failed before a response arrived ({io})"),
+                Some(p) => format!(
+                    "the connection to the proxy {p} failed before a response arrived ({io})"
+                ),
+            },
         ),
         AttemptError::Conn(Fail::Closed) => (
             Status::NetworkError,
             Failure::Connection,
-            "the server closed the connection before a response arrived".into(),
+            match via {
+                Via::Forward(p) => {
+                    format!("the proxy {p} closed the connection before a response arrived")
+                }
+                _ => "the server closed the connection before a response arrived".into(),
+            },
         ),
         AttemptError::Conn(Fail::Tls(e)) => (
             Status::TlsError,
@@ -194,7 +228,10 @@ pub(crate) fn describe(e: &AttemptError) -> (Status, Failure, String) {
         AttemptError::Conn(Fail::Proxy(why)) => (
             Status::NetworkError,
             Failure::Final,
-            format!("the proxy refused or failed the connection ({why})"),
+            format!(
+                "the proxy {} refused or failed the connection ({why})",
+                proxy.unwrap_or_default()
+            ),
         ),
         AttemptError::Conn(Fail::Wire(WireError::HeadTooLarge)) => (
             Status::ProtocolError,
@@ -218,12 +255,35 @@ mod tests {
     fn out_of_descriptors_is_busy_and_retried() {
         for errno in [libc::EMFILE, libc::ENFILE] {
             let e = AttemptError::Conn(Fail::Io(std::io::Error::from_raw_os_error(errno)));
-            let (status, failure, what) = describe(&e);
+            let (status, failure, what) = describe(&e, Via::Direct);
             assert_eq!(status, Status::Busy);
             assert_eq!(failure, Failure::Connection);
             assert!(what.contains("file descriptor"));
         }
         let refused = AttemptError::Conn(Fail::Io(std::io::ErrorKind::ConnectionRefused.into()));
-        assert_eq!(describe(&refused).0, Status::NetworkError);
+        assert_eq!(describe(&refused, Via::Direct).0, Status::NetworkError);
+    }
+
+    #[test]
+    fn a_failure_to_reach_a_proxy_names_it() {
+        let refused = || AttemptError::Conn(Fail::Io(std::io::ErrorKind::ConnectionRefused.into()));
+        let (status, _, what) = describe(&refused(), Via::Forward("127.0.0.1:3128"));
+        assert_eq!(status, Status::NetworkError);
+        assert_eq!(
+            what,
+            "could not connect to the proxy 127.0.0.1:3128: connection refused"
+        );
+        let (_, _, what) = describe(&refused(), Via::Tunnel("[::1]:8080"));
+        assert_eq!(
+            what,
+            "could not connect to the proxy [::1]:8080: connection refused"
+        );
+        let (_, _, what) = describe(&refused(), Via::Direct);
+        assert_eq!(what, "could not connect to the server: connection refused");
+        let gone = AttemptError::Resolve(ResolveError::NotFound);
+        let (_, _, what) = describe(&gone, Via::Forward("proxy.invalid:3128"));
+        assert!(what.contains("proxy proxy.invalid:3128"), "{what}");
+        let (_, _, what) = describe(&AttemptError::ConnectTimeout, Via::Forward("10.9.9.9:3128"));
+        assert_eq!(what, "timed out connecting to the proxy 10.9.9.9:3128");
     }
 }

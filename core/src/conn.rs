@@ -1,4 +1,5 @@
-//! One connection to the API (directly or through a CONNECT proxy, in clear or over TLS)
+//! One connection to the API (directly, or through a proxy: a CONNECT tunnel for https,
+//! requests in absolute form for plain http; in clear or over TLS)
 //! as a non-blocking state machine: the caller's thread drives it with `poll()`
 //! (`blocking.rs`), the engine with its event loop (`engine.rs`). Neither waits inside:
 //! [`Conn::drive`] does what the socket allows and says whether the answer is complete.
@@ -10,7 +11,8 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use rustls::pki_types::ServerName;
-use ureq_proto::http::{Request, Uri};
+use ureq_proto::http::header::PROXY_AUTHORIZATION;
+use ureq_proto::http::{HeaderValue, Request, Uri};
 
 use crate::error::Error;
 use crate::process::PerProcess;
@@ -22,10 +24,23 @@ pub(crate) struct Route {
     /// The host and port to resolve and connect to: the proxy's, or the API's.
     pub(crate) dial_host: String,
     pub(crate) dial_port: u16,
+    /// The proxy as messages name it (`host:port`, never its credentials).
+    pub(crate) proxy: Option<String>,
     /// TLS to the API: its configuration and the name its certificate must carry.
     tls: Option<(Tls, ServerName<'static>)>,
-    /// The CONNECT request sent to a proxy first, built once.
+    /// https through a proxy: the CONNECT request sent to it first, built once.
     connect: Option<Vec<u8>>,
+    /// Plain http through a proxy: each request goes to it in absolute form.
+    forward: Option<Forward>,
+}
+
+/// How plain-http requests go to a proxy: no tunnel (proxies as deployed, Debian's
+/// Squid for one, allow CONNECT to port 443 only), the request itself in absolute form
+/// (RFC 9112 3.2.2), as libcurl sends it.
+#[derive(Clone)]
+struct Forward {
+    /// `Proxy-Authorization`, sent with every request: no CONNECT carries it.
+    auth: Option<HeaderValue>,
 }
 
 impl Route {
@@ -63,31 +78,74 @@ impl Route {
         } else {
             None
         };
-        let (dial_host, dial_port, connect) = match proxy {
-            None => (host, port, None),
-            Some(p) => {
-                let target = format!("{host}:{port}");
-                let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
-                // Credentials in the proxy URL (user:password@) go as Basic auth.
-                if let Some((userinfo, _)) = p.authority().and_then(|a| a.as_str().rsplit_once('@'))
-                {
-                    // Userinfo is percent-encoded in a URL ("p%40ss" for "p@ss").
-                    let token =
-                        base64::engine::general_purpose::STANDARD.encode(percent_decode(userinfo));
-                    req.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
-                }
-                req.push_str("\r\n");
-                let phost = p.host().unwrap_or_default().to_owned();
-                (phost, p.port_u16().unwrap_or(80), Some(req.into_bytes()))
-            }
+        let Some(p) = proxy else {
+            return Ok(Route {
+                dial_host: host,
+                dial_port: port,
+                proxy: None,
+                tls,
+                connect: None,
+                forward: None,
+            });
         };
+        // Credentials in the proxy URL (user:password@) go as Basic auth; userinfo is
+        // percent-encoded in a URL ("p%40ss" for "p@ss").
+        let token = p
+            .authority()
+            .and_then(|a| a.as_str().rsplit_once('@'))
+            .map(|(userinfo, _)| {
+                base64::engine::general_purpose::STANDARD.encode(percent_decode(userinfo))
+            });
+        let (connect, forward) = if https {
+            let target = format!("{host}:{port}");
+            let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+            if let Some(token) = &token {
+                req.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
+            }
+            req.push_str("\r\n");
+            (Some(req.into_bytes()), None)
+        } else {
+            let auth = match &token {
+                Some(token) => {
+                    let mut v = HeaderValue::from_str(&format!("Basic {token}"))
+                        .map_err(|_| Error::invalid("bad proxy URL"))?;
+                    v.set_sensitive(true);
+                    Some(v)
+                }
+                None => None,
+            };
+            (None, Some(Forward { auth }))
+        };
+        let phost = p.host().unwrap_or_default().to_owned();
+        let pport = p.port_u16().unwrap_or(80);
         Ok(Route {
-            dial_host,
-            dial_port,
+            proxy: Some(format!("{phost}:{pport}")),
+            dial_host: phost,
+            dial_port: pport,
             tls,
             connect,
+            forward,
         })
     }
+
+    /// How connections go, for the messages that describe their failures.
+    pub(crate) fn via(&self) -> Via<'_> {
+        match (&self.proxy, &self.forward) {
+            (None, _) => Via::Direct,
+            (Some(p), Some(_)) => Via::Forward(p),
+            (Some(p), None) => Via::Tunnel(p),
+        }
+    }
+}
+
+/// How a route's connections go, each proxy named as `host:port`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Via<'a> {
+    Direct,
+    /// Plain http: requests go to the proxy, in absolute form.
+    Forward(&'a str),
+    /// https: a CONNECT tunnel through the proxy.
+    Tunnel(&'a str),
 }
 
 /// The route's TLS configuration, of this process: its session-resumption store is a
@@ -204,6 +262,8 @@ pub(crate) struct Conn {
     tls_pending: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     /// A request queued before the tunnel opened.
     queued: Vec<u8>,
+    /// Requests go to a proxy in absolute form.
+    forward: Option<Forward>,
     exchange: Option<Exchange>,
     /// A hangup's 2xx answer, decided at its head, held while the rest of its body is
     /// read within [`BODY_GRACE`] of this instant (see [`Conn::grace_until`]).
@@ -241,6 +301,7 @@ impl Conn {
             tunnelling: route.connect.is_some(),
             tls_pending: route.tls(),
             queued: Vec::new(),
+            forward: route.forward.clone(),
             exchange: None,
             decided: None,
             grace_told: false,
@@ -331,7 +392,11 @@ impl Conn {
     /// Starts an exchange of `request` (its response body read up to `body_limit`).
     pub(crate) fn start(&mut self, request: Request<()>, body_limit: usize) -> Result<(), Fail> {
         let mut bytes = Vec::with_capacity(512);
-        let x = Exchange::start(request, body_limit, &mut bytes).map_err(Fail::Wire)?;
+        let x = match &self.forward {
+            None => Exchange::start(request, body_limit, &mut bytes),
+            Some(forward) => forwarded(request, forward, body_limit, &mut bytes),
+        }
+        .map_err(Fail::Wire)?;
         self.exchange = Some(x);
         self.decided = None;
         self.grace_told = false;
@@ -605,6 +670,40 @@ impl Conn {
     }
 }
 
+/// Starts an exchange of `request` as sent to a forwarding proxy: with its
+/// `Proxy-Authorization`, and its request line in absolute form. ureq-proto writes only
+/// origin-form (`DELETE /path HTTP/1.1`): the scheme and authority go in before the path.
+fn forwarded(
+    mut request: Request<()>,
+    forward: &Forward,
+    body_limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<Exchange, WireError> {
+    let uri = request.uri();
+    let origin = match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+        _ => return Err(WireError::Invalid("the request has no absolute URL".into())),
+    };
+    if let Some(auth) = &forward.auth {
+        request
+            .headers_mut()
+            .insert(PROXY_AUTHORIZATION, auth.clone());
+    }
+    let from = out.len();
+    let x = Exchange::start(request, body_limit, out)?;
+    let line = &out[from..];
+    let at = line.iter().position(|&b| b == b' ').map(|i| from + i + 1);
+    match at {
+        Some(at) if out.get(at) == Some(&b'/') => {
+            out.splice(at..at, origin.into_bytes());
+            Ok(x)
+        }
+        _ => Err(WireError::Invalid(
+            "the request line is not in origin form".into(),
+        )),
+    }
+}
+
 /// Decodes %XX escapes (anything else, a malformed escape included, is kept as it is).
 fn percent_decode(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
@@ -627,6 +726,8 @@ fn percent_decode(s: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use ureq_proto::http::Request;
+
     #[test]
     fn only_whole_tls_records_are_counted() {
         use super::whole_records;
@@ -649,6 +750,59 @@ mod tests {
         let mut long = vec![23, 3, 3, 0xff, 0xff];
         long.extend([0; 10]);
         assert_eq!(whole_records(&long), long.len());
+    }
+
+    #[test]
+    fn plain_http_goes_to_a_proxy_in_absolute_form_and_https_through_connect() {
+        use super::{forwarded, Route, Via};
+        use ureq_proto::http::Uri;
+        let proxy: Uri = "http://us%40er:pw@[::1]:3128".parse().unwrap();
+        let base: Uri = "http://127.0.0.1:8080/prefix".parse().unwrap();
+        let route = Route::new(&base, Some(&proxy), None).unwrap();
+        assert!(matches!(route.via(), Via::Forward("[::1]:3128")));
+        assert!(route.connect.is_none() && !route.needs_setup());
+        let forward = route.forward.as_ref().unwrap();
+        let req = Request::delete("http://127.0.0.1:8080/prefix/v1/calls/c1?x=1")
+            .body(())
+            .unwrap();
+        let mut out = b"left as it was".to_vec();
+        forwarded(req, forward, 100, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let (before, head) = text.split_at("left as it was".len());
+        assert_eq!(before, "left as it was");
+        assert!(
+            head.starts_with("DELETE http://127.0.0.1:8080/prefix/v1/calls/c1?x=1 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("\r\nhost: 127.0.0.1:8080\r\n"), "{head}");
+        // base64("us@er:pw")
+        assert!(
+            lower.contains("\r\nproxy-authorization: basic dxnazxi6chc=\r\n"),
+            "{head}"
+        );
+
+        // Without credentials, no Proxy-Authorization.
+        let proxy: Uri = "http://127.0.0.1:3128".parse().unwrap();
+        let route = Route::new(&base, Some(&proxy), None).unwrap();
+        let req = Request::delete("http://127.0.0.1:8080/v1/c")
+            .body(())
+            .unwrap();
+        let mut out = Vec::new();
+        forwarded(req, route.forward.as_ref().unwrap(), 100, &mut out).unwrap();
+        let head = String::from_utf8(out).unwrap();
+        assert!(head.starts_with("DELETE http://127.0.0.1:8080/v1/c HTTP/1.1\r\n"));
+        assert!(!head.to_ascii_lowercase().contains("proxy-authorization"));
+
+        // https: a tunnel, requests in origin form inside it.
+        let base: Uri = "https://api.example:8443".parse().unwrap();
+        let proxy: Uri = "http://u:p@127.0.0.1:3128".parse().unwrap();
+        let route = Route::new(&base, Some(&proxy), None).unwrap();
+        assert!(matches!(route.via(), Via::Tunnel("127.0.0.1:3128")));
+        assert!(route.forward.is_none());
+        let connect = String::from_utf8(route.connect.clone().unwrap()).unwrap();
+        assert!(connect.starts_with("CONNECT api.example:8443 HTTP/1.1\r\n"));
+        assert!(connect.contains("Proxy-Authorization: Basic dTpw\r\n"));
     }
 
     #[test]

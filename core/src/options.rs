@@ -246,10 +246,14 @@ impl Options {
         Ok(())
     }
 
-    /// An HTTP proxy, `http://host:port`; https requests go through it with CONNECT, so
-    /// the proxy never sees the key. A plain-http base URL sends the request, key
-    /// included, to the proxy in clear text: the client then refuses a proxy whose host,
-    /// as written, is not loopback, unless insecure http is allowed.
+    /// An HTTP proxy, `http://host:port` (`http://user:password@host:port` for Basic
+    /// `Proxy-Authorization`); https requests go through it with CONNECT, so the proxy
+    /// never sees the key. A plain-http request goes to the proxy itself in absolute form
+    /// (`DELETE http://host:port/path HTTP/1.1`, as libcurl sends it: proxies as deployed,
+    /// Squid for one, allow CONNECT to port 443 only), key included, in clear text: the
+    /// client then refuses a proxy whose host, as written, is not loopback, unless
+    /// insecure http is allowed. A proxy that cannot be reached is named (host and port,
+    /// never its credentials) in the hangup's `NetworkError` or `Timeout`.
     pub fn set_proxy(&mut self, proxy_url: &str) -> Result<(), Error> {
         let uri: Uri = proxy_url
             .parse()
