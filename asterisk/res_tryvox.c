@@ -106,6 +106,21 @@ struct tv_settings {
 	unsigned int connect_timeout_ms;
 	unsigned int max_retries;
 	unsigned int max_connections;
+	int trust_store; /*!< a tryvox_trust_store value */
+};
+
+/*! trust_store's values in tryvox.conf, indexed by tryvox_trust_store. */
+static const char *const trust_store_names[] = {
+	[TRYVOX_TRUST_SYSTEM_OR_BUNDLED] = "system",
+	[TRYVOX_TRUST_SYSTEM] = "system-only",
+	[TRYVOX_TRUST_BUNDLED] = "bundled",
+};
+
+/*! What each trust_store value trusts, for `tryvox show status`. */
+static const char *const trust_store_shown[] = {
+	[TRYVOX_TRUST_SYSTEM_OR_BUNDLED] = "system (the system's trust store, else the bundled roots)",
+	[TRYVOX_TRUST_SYSTEM] = "system-only (the system's trust store)",
+	[TRYVOX_TRUST_BUNDLED] = "bundled (the roots built into libtryvox)",
 };
 
 /* ---- the client, counted by its users ---- */
@@ -247,6 +262,23 @@ static struct tv_client *client_from_config(void)
 			bad = parse_uint(v, 1, 1024, &s->max_connections);
 		} else if (!strcasecmp(v->name, "max_retries")) {
 			bad = parse_uint(v, 0, 100, &s->max_retries);
+		} else if (!strcasecmp(v->name, "trust_store")) {
+			size_t i;
+
+			/* Checked here, as the numbers are: the library would only name its enum. */
+			for (i = 0; i < ARRAY_LEN(trust_store_names); i++) {
+				if (!strcasecmp(v->value, trust_store_names[i])) {
+					break;
+				}
+			}
+			if (i == ARRAY_LEN(trust_store_names)) {
+				ast_log(LOG_ERROR, "%s line %d: trust_store = '%s' is not system, "
+					"system-only or bundled\n", CONFIG_FILE, v->lineno, v->value);
+				bad = 1;
+			} else {
+				s->trust_store = (int) i;
+				rc = tryvox_options_set_trust_store(o, s->trust_store);
+			}
 		} else if (!strcasecmp(v->name, "ca_file")) {
 			ast_copy_string(s->ca_file, v->value, sizeof(s->ca_file));
 			rc = tryvox_options_set_ca_file(o, v->value);
@@ -890,8 +922,10 @@ static char *cli_show_status(struct ast_cli_entry *e, int cmd, struct ast_cli_ar
 	ast_cli(a->fd, "  Timeout:             %u ms\n", c->settings.timeout_ms);
 	ast_cli(a->fd, "  Connect timeout:     %u ms\n", c->settings.connect_timeout_ms);
 	ast_cli(a->fd, "  Max retries:         %u\n", c->settings.max_retries);
-	ast_cli(a->fd, "  CA file:             %s\n", S_OR(c->settings.ca_file,
-		"(built-in roots)"));
+	ast_cli(a->fd, "  CA file:             %s\n", S_OR(c->settings.ca_file, "(none)"));
+	/* A CA file replaces every trust store: say so rather than show one not used. */
+	ast_cli(a->fd, "  Trust store:         %s\n", ast_strlen_zero(c->settings.ca_file)
+		? trust_store_shown[c->settings.trust_store] : "(not used: the CA file replaces it)");
 	ast_cli(a->fd, "  Proxy:               %s\n", S_OR(proxy, "(none)"));
 	ast_cli(a->fd, "Hangups by status:\n");
 	for (i = 0; i < ARRAY_LEN(status_names); i++) {

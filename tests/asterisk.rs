@@ -725,6 +725,13 @@ fn dialplan_cli_and_ami_against_the_simulator() {
         "{st}"
     );
     assert!(st.contains("Scheduled hangups pending: 0"), "{st}");
+    assert!(st.contains("CA file:             (none)\n"), "{st}");
+    assert!(
+        st.contains(
+            "Trust store:         system (the system's trust store, else the bundled roots)\n"
+        ),
+        "{st}"
+    );
     let ok: u64 = st
         .lines()
         .find_map(|l| l.trim().strip_prefix("OK "))
@@ -737,6 +744,33 @@ fn dialplan_cli_and_ami_against_the_simulator() {
     let out = a.rx("module reload res_tryvox.so");
     assert!(!out.contains("reloaded successfully"), "{out}");
     assert!(a.log_shows("max_retries = 'lots' is not a whole number"));
+    a.set_conf(&conf(&s.base_url, KEY, "trust_store = everywhere\n"));
+    let out = a.rx("module reload res_tryvox.so");
+    assert!(!out.contains("reloaded successfully"), "{out}");
+    assert!(a.log_shows("trust_store = 'everywhere' is not system, system-only or bundled"));
+    let id = seed_calls(&s, 1).remove(0);
+    assert_eq!(dialplan_hangup(&mut ami, &id).0, "OK");
+    // A valid trust_store is kept and shown; a CA file replaces it (and says so).
+    a.set_conf(&conf(&s.base_url, KEY, "trust_store = bundled\n"));
+    a.rx("module reload res_tryvox.so");
+    let st = a.rx("tryvox show status");
+    assert!(
+        st.contains("Trust store:         bundled (the roots built into libtryvox)\n"),
+        "{st}"
+    );
+    let ca = root().join("tests/fixtures/tls/ca.pem");
+    a.set_conf(&conf(
+        &s.base_url,
+        KEY,
+        &format!("trust_store = system-only\nca_file = {}\n", ca.display()),
+    ));
+    a.rx("module reload res_tryvox.so");
+    let st = a.rx("tryvox show status");
+    assert!(
+        st.contains(&format!("CA file:             {}\n", ca.display()))
+            && st.contains("Trust store:         (not used: the CA file replaces it)\n"),
+        "{st}"
+    );
     let id = seed_calls(&s, 1).remove(0);
     assert_eq!(dialplan_hangup(&mut ami, &id).0, "OK");
 

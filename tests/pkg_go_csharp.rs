@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{have_tool, seed_calls, target_dir};
+use support::{have_tool, seed_calls, target_dir, tls_sim, tls_trust_env};
 use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
 use tryvox_sim::{spawn, Config, Running};
 
@@ -154,9 +154,10 @@ fn go_vet_race_tests_and_example_in_tree() {
     let limit = Duration::from_secs(85);
     run("go vet", go(&module, &pc).args(["vet", "./..."]), limit);
     let s = spawn(Config::default()).unwrap();
+    let tls = tls_sim();
     let text = run(
         "go test -race",
-        sim_env(&mut go(&module, &pc), &s).args([
+        tls_trust_env(sim_env(&mut go(&module, &pc), &s), &tls, "pkg_go").args([
             "test",
             "-race",
             "-count=1",
@@ -172,6 +173,7 @@ fn go_vet_race_tests_and_example_in_tree() {
         "TestHangupContext",
         "TestEveryOption",
         "TestStats",
+        "TestTrustStore",
     ] {
         assert!(text.contains(&format!("--- PASS: {t}")), "{t} did not pass");
     }
@@ -311,19 +313,25 @@ fn csharp_mono_package_layout_async_and_options() {
     );
 
     let s = spawn(Config::default()).unwrap();
+    let tls = tls_sim();
     let text = run(
         "C# tests",
-        sim_env(&mut Command::new("mono"), &s)
+        tls_trust_env(sim_env(&mut Command::new("mono"), &s), &tls, "pkg_csharp")
             .arg("--debug")
             .arg(out.join("Tryvox.Tests.exe")),
         Duration::from_secs(60),
     );
     assert!(text.contains("C# tests: ok"));
+    assert!(
+        !text.contains("trust store: SKIPPED"),
+        "the trust-store test must run whole here"
+    );
     for t in [
         "HangupAsync, many at once",
         "HangupAsync cancellation",
         "every option",
         "stats",
+        "trust store",
     ] {
         assert!(text.contains(&format!("ok   {t}")), "{t} did not pass");
     }

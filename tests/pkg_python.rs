@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{have_tool, seed_calls, target_dir};
+use support::{have_tool, seed_calls, target_dir, tls_sim, tls_trust_env};
 use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
 use tryvox_sim::{spawn, Config};
 
@@ -498,8 +498,11 @@ fn wheel_installs_into_a_fresh_venv_and_runs_example_and_async_tests() {
         "{text}"
     );
 
+    // Its trust-store test also needs an https simulator and the CA as the system's store.
+    let tls = tls_sim();
     let mut cmd = clean(&python, &work);
     with_env(&mut cmd);
+    tls_trust_env(&mut cmd, &tls, "pkg_python");
     let text = run(
         "tests/test_async.py",
         cmd.arg(root().join("bindings/python/tests/test_async.py")),
@@ -507,6 +510,10 @@ fn wheel_installs_into_a_fresh_venv_and_runs_example_and_async_tests() {
         60,
     );
     assert!(text.contains("async tests: ok"), "{text}");
+    assert!(
+        !text.contains("trust store: SKIPPED"),
+        "the trust-store test must run whole here:\n{text}"
+    );
     for bad in [
         "Traceback",
         "Exception ignored",

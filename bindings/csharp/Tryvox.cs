@@ -54,6 +54,21 @@ namespace Tryvox
         public bool CallIsGone => Status == Status.NotFound || Status == Status.AlreadyEnded;
     }
 
+    /// <summary>
+    /// The roots that verify the API's certificate when no CaFile is set (the C
+    /// tryvox_trust_store; TryvoxOptions.TrustStore). The client's Log gets an info line
+    /// saying which roots it trusts and how many.
+    /// </summary>
+    public enum TrustStore
+    {
+        /// <summary>The default: the system's trust store (SSL_CERT_FILE, SSL_CERT_DIR, else the distribution's bundle), else the roots compiled into the library (Mozilla's).</summary>
+        SystemOrBundled = 0,
+        /// <summary>The system's trust store only: creating the client throws TryvoxException (Status.TlsError) if it has none.</summary>
+        System = 1,
+        /// <summary>Only the roots compiled into the library (Mozilla's); the system's store is not read.</summary>
+        Bundled = 2,
+    }
+
     /// <summary>Severity of a library log line (the C callback's level).</summary>
     public enum LogLevel
     {
@@ -162,6 +177,7 @@ namespace Tryvox
         [DllImport(Lib)] internal static extern int tryvox_options_set_max_retries(IntPtr o, uint v);
         [DllImport(Lib)] internal static extern int tryvox_options_set_tenant_id(IntPtr o, [MarshalAs(UnmanagedType.LPStr)] string v);
         [DllImport(Lib)] internal static extern int tryvox_options_set_user_agent(IntPtr o, [MarshalAs(UnmanagedType.LPStr)] string v);
+        [DllImport(Lib)] internal static extern int tryvox_options_set_trust_store(IntPtr o, int store);
         [DllImport(Lib)] internal static extern int tryvox_options_set_ca_file(IntPtr o, [MarshalAs(UnmanagedType.LPStr)] string v);
         [DllImport(Lib)] internal static extern int tryvox_options_set_proxy(IntPtr o, [MarshalAs(UnmanagedType.LPStr)] string v);
         [DllImport(Lib)] internal static extern int tryvox_options_allow_insecure_http(IntPtr o, int allow);
@@ -228,8 +244,10 @@ namespace Tryvox
         public string TenantId;
         /// <summary>Appended to the library's User-Agent, e.g. "my-pbx/2.3".</summary>
         public string UserAgent;
-        /// <summary>PEM file of roots to trust instead of the built-in ones.</summary>
+        /// <summary>PEM file of roots to trust instead of any trust store.</summary>
         public string CaFile;
+        /// <summary>The roots trusted when CaFile is null (default TrustStore.SystemOrBundled); a value outside the enum throws TryvoxException (Status.InvalidArgument).</summary>
+        public TrustStore TrustStore;
         /// <summary>HTTP proxy, "http://host:port" (CONNECT for https).</summary>
         public string Proxy;
         /// <summary>Allows a plain-http base URL to a host that is not loopback: the key then crosses the network in clear text.</summary>
@@ -268,6 +286,7 @@ namespace Tryvox
                     if (options.MaxRetries.HasValue) Native.Check(Native.tryvox_options_set_max_retries(o, options.MaxRetries.Value));
                     if (options.TenantId != null) Native.Check(Native.tryvox_options_set_tenant_id(o, options.TenantId));
                     if (options.UserAgent != null) Native.Check(Native.tryvox_options_set_user_agent(o, options.UserAgent));
+                    if (options.TrustStore != TrustStore.SystemOrBundled) Native.Check(Native.tryvox_options_set_trust_store(o, (int)options.TrustStore));
                     if (options.CaFile != null) Native.Check(Native.tryvox_options_set_ca_file(o, options.CaFile));
                     if (options.Proxy != null) Native.Check(Native.tryvox_options_set_proxy(o, options.Proxy));
                     if (options.AllowInsecureHttp) Native.Check(Native.tryvox_options_allow_insecure_http(o, 1));

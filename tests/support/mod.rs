@@ -959,3 +959,31 @@ pub fn tls_204_server(cfg: Arc<rustls::ServerConfig>) -> (u16, TlsSeen) {
     });
     (port, seen)
 }
+
+/// A simulator serving https with the fixtures' `server` certificate (signed by the
+/// private CA `ca.pem`), for the bindings' trust-store tests.
+pub fn tls_sim() -> tryvox_sim::Running {
+    let f = tls_fixtures();
+    tryvox_sim::spawn(tryvox_sim::Config {
+        tls: Some((f.join("server.pem"), f.join("server.key"))),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// The environment of a bindings' test program for its trust-store tests: the https
+/// simulator `s` and the CA that signed its certificate, and that CA as the system's
+/// whole trust store (SSL_CERT_FILE, and an empty SSL_CERT_DIR: OpenSSL's lookup, which
+/// the library follows), so that "the system's store" is known and differs from the
+/// bundled roots. Set on the child only: this process's environment stays untouched.
+pub fn tls_trust_env<'a>(
+    cmd: &'a mut std::process::Command,
+    s: &tryvox_sim::Running,
+    group: &str,
+) -> &'a mut std::process::Command {
+    let ca = tls_fixtures().join("ca.pem");
+    cmd.env("TRYVOX_TLS_BASE_URL", &s.base_url)
+        .env("TRYVOX_TLS_CA", &ca)
+        .env("SSL_CERT_FILE", &ca)
+        .env("SSL_CERT_DIR", scratch(group, "empty-cert-dir"))
+}

@@ -1,7 +1,9 @@
 // Tests for the C# binding against a TryVox simulator (tryvox-sim): HangupAsync under
 // load, cancellation, refusals, Dispose with hangups in flight, every option setter, and
 // Stats (counts equal to the outcomes seen, read from other threads during a bulk run).
-// usage: mono Tryvox.Tests.exe (env TRYVOX_BASE_URL, TRYVOX_ACCOUNT_ID, TRYVOX_API_KEY)
+// usage: mono Tryvox.Tests.exe (env TRYVOX_BASE_URL, TRYVOX_ACCOUNT_ID, TRYVOX_API_KEY;
+// optional TRYVOX_TLS_BASE_URL and TRYVOX_TLS_CA: a simulator serving https with a
+// certificate of that private CA, for the trust store test)
 // Exit code 0 when every check passed; `make csharp-test` and tests/pkg_go_csharp.rs run it.
 using System;
 using System.Collections.Generic;
@@ -110,6 +112,7 @@ static class TryvoxTests
             { "Dispose completes pending tasks", DisposeCompletesPending },
             { "every option", EveryOption },
             { "bad option values", BadOptions },
+            { "trust store", TrustStores },
             { "stats", StatsCounts },
         };
         foreach (var t in tests)
@@ -414,6 +417,63 @@ SepobECDyDVlrEDEsV0VP4jb6yIZkaFK6kVk
         using (Client(new TryvoxOptions { BaseUrl = "http://192.0.2.1:8080", AllowInsecureHttp = true })) { }
         try { new TryvoxClient("AC1", "bad key").Dispose(); Expect(false, "bad key must throw"); }
         catch (TryvoxException e) { Expect(e.Status == Status.InvalidArgument, "bad key"); }
+    }
+
+    /// <summary>
+    /// TrustStore chooses the roots a client trusts (its log says which), CaFile replaces
+    /// them, a value outside the enum is refused. tests/pkg_go_csharp.rs sets
+    /// TRYVOX_TLS_BASE_URL, TRYVOX_TLS_CA and SSL_CERT_FILE (the CA as the system's store).
+    /// </summary>
+    static void TrustStores()
+    {
+        try { Client(new TryvoxOptions { TrustStore = (TrustStore)3 }).Dispose(); Expect(false, "TrustStore 3 must be refused"); }
+        catch (TryvoxException e) { Expect(e.Status == Status.InvalidArgument, "TrustStore 3: " + e.Status); }
+        string tlsBase = Environment.GetEnvironmentVariable("TRYVOX_TLS_BASE_URL");
+        string ca = Environment.GetEnvironmentVariable("TRYVOX_TLS_CA");
+        if (string.IsNullOrEmpty(tlsBase) || string.IsNullOrEmpty(ca))
+        {
+            Console.WriteLine("trust store: SKIPPED the https part (no TRYVOX_TLS_BASE_URL, TRYVOX_TLS_CA)");
+            return;
+        }
+        // The outcome of one hangup by a client with these roots, and its "TLS: trusting" lines.
+        Func<TrustStore, string, Tuple<Status, List<string>>> hangup = (store, caFile) =>
+        {
+            var said = new List<string>();
+            var o = new TryvoxOptions
+            {
+                BaseUrl = tlsBase, TrustStore = store, CaFile = caFile, MaxRetries = 0,
+                Log = (level, msg) =>
+                {
+                    if (msg.Contains(key)) Expect(false, "a log line holds the key");
+                    if (level == LogLevel.Info && msg.StartsWith("TLS: trusting ", StringComparison.Ordinal))
+                        lock (said) said.Add(msg);
+                },
+            };
+            Status st;
+            using (var c = new TryvoxClient(account, key, o)) st = c.TryHangup("cs-trust-call");
+            lock (said) return Tuple.Create(st, new List<string>(said));
+        };
+        // Mozilla's roots do not know the private CA: the handshake fails, nothing is sent.
+        var r = hangup(TrustStore.Bundled, null);
+        Expect(r.Item1 == Status.TlsError && r.Item2.Count == 1 && r.Item2[0].Contains(" bundled roots (Mozilla's)"),
+            "bundled: " + r.Item1 + " " + string.Join(" | ", r.Item2));
+        // A CA file replaces every store: the request reaches the simulator (no such call).
+        r = hangup(TrustStore.Bundled, ca);
+        Expect(r.Item1 == Status.NotFound && r.Item2.Count == 1 && r.Item2[0].Contains("of the CA file"),
+            "CA file: " + r.Item1 + " " + string.Join(" | ", r.Item2));
+        if (Environment.GetEnvironmentVariable("SSL_CERT_FILE") != ca)
+        {
+            Console.WriteLine("trust store: SKIPPED the system part (SSL_CERT_FILE is not TRYVOX_TLS_CA)");
+            return;
+        }
+        // The system's store is the private CA: trusted by default and by System.
+        foreach (var store in new[] { TrustStore.SystemOrBundled, TrustStore.System })
+        {
+            r = hangup(store, null);
+            Expect(r.Item1 == Status.NotFound && r.Item2.Count == 1 &&
+                   r.Item2[0] == "TLS: trusting 1 roots of the system's trust store",
+                store + ": " + r.Item1 + " " + string.Join(" | ", r.Item2));
+        }
     }
 
     /// <summary>A proxy on loopback (CONNECT tunnels and absolute-form requests)

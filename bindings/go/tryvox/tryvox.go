@@ -136,6 +136,34 @@ func (l LogLevel) String() string {
 	return fmt.Sprintf("level(%d)", int(l))
 }
 
+// TrustStore chooses the roots that verify the API's certificate when no CAFile is set
+// (tryvox_options_set_trust_store). The zero value is the library's default.
+type TrustStore int
+
+const (
+	// TrustSystemOrBundled: the system's trust store (SSL_CERT_FILE, SSL_CERT_DIR, else
+	// the distribution's bundle, where update-ca-certificates installs a company CA),
+	// else the roots compiled into the library (Mozilla's). The default.
+	TrustSystemOrBundled TrustStore = C.TRYVOX_TRUST_SYSTEM_OR_BUNDLED
+	// TrustSystem: the system's trust store only; NewClient fails with ErrTLS if it
+	// holds no usable certificate.
+	TrustSystem TrustStore = C.TRYVOX_TRUST_SYSTEM
+	// TrustBundled: only the roots compiled into the library; the system's are not read.
+	TrustBundled TrustStore = C.TRYVOX_TRUST_BUNDLED
+)
+
+func (t TrustStore) String() string {
+	switch t {
+	case TrustSystemOrBundled:
+		return "system-or-bundled"
+	case TrustSystem:
+		return "system"
+	case TrustBundled:
+		return "bundled"
+	}
+	return fmt.Sprintf("TrustStore(%d)", int(t))
+}
+
 // Options configure a Client; zero values mean the library's defaults. Each field maps
 // to one tryvox_options_* setter of include/tryvox.h, whose comment says what it does.
 type Options struct {
@@ -145,9 +173,13 @@ type Options struct {
 	MaxRetries        *uint32 // nil: the default (2); a pointer to 0 disables retries
 	TenantID          string  // sent as X-Tenant-ID
 	UserAgent         string  // appended to the library's User-Agent, e.g. "my-pbx/2.3"
-	CAFile            string  // PEM roots to trust instead of the built-in ones
+	CAFile            string  // PEM roots to trust instead of any trust store
 	Proxy             string  // http://host:port
 	AllowInsecureHTTP bool    // plain http to a host that is not loopback
+	// TrustStore: the roots trusted when CAFile is empty (zero: TrustSystemOrBundled).
+	// Another value than the constants makes NewClient fail with ErrInvalidArgument.
+	// The client's Log gets an info line saying which roots it trusts and how many.
+	TrustStore TrustStore
 	// Log receives the library's log lines (never the API key). It runs on library
 	// threads, possibly on several at once, so it must be safe for concurrent use, and
 	// it should return quickly. It must not call Close on the client.
@@ -237,6 +269,16 @@ func applyOptions(opts *C.tryvox_options, o *Options) (cgo.Handle, error) {
 		},
 		func() error {
 			return str(o.UserAgent, func(s *C.char) C.int { return C.tryvox_options_set_user_agent(opts, s) })
+		},
+		func() error {
+			if o.TrustStore == TrustSystemOrBundled {
+				return nil
+			}
+			if int64(o.TrustStore) != int64(C.int(o.TrustStore)) {
+				// Truncated to a C int it could become a valid store: refused here.
+				return &Error{Status: InvalidArgument, Message: fmt.Sprintf("trust store %d is not a TrustStore", int(o.TrustStore))}
+			}
+			return lastError(C.tryvox_options_set_trust_store(opts, C.int(o.TrustStore)))
 		},
 		func() error {
 			return str(o.CAFile, func(s *C.char) C.int { return C.tryvox_options_set_ca_file(opts, s) })

@@ -653,3 +653,71 @@ func TestStats(t *testing.T) {
 		t.Error("Stats on a closed client:", err)
 	}
 }
+
+// TrustStore chooses the roots a client trusts (its Log says which), CAFile replaces
+// them, and a value other than the constants is refused. The https part needs
+// TRYVOX_TLS_BASE_URL, a simulator serving a certificate of the private CA
+// TRYVOX_TLS_CA (tests/pkg_go_csharp.rs sets both, and SSL_CERT_FILE to that CA).
+func TestTrustStore(t *testing.T) {
+	s := simulator(t)
+	for _, bad := range []tryvox.TrustStore{3, -1, 1<<32 + 1} {
+		_, err := tryvox.NewClient(s.account, s.key, &tryvox.Options{BaseURL: s.base, TrustStore: bad})
+		if !errors.Is(err, tryvox.ErrInvalidArgument) {
+			t.Errorf("TrustStore %v: %v", bad, err)
+		}
+	}
+	if tryvox.TrustBundled.String() != "bundled" || tryvox.TrustStore(7).String() != "TrustStore(7)" {
+		t.Error("TrustStore.String")
+	}
+	base, ca := os.Getenv("TRYVOX_TLS_BASE_URL"), os.Getenv("TRYVOX_TLS_CA")
+	if base == "" || ca == "" {
+		t.Skip("SKIPPED the https part: set TRYVOX_TLS_BASE_URL and TRYVOX_TLS_CA (tests/pkg_go_csharp.rs does)")
+	}
+	// hangup returns the "TLS: trusting" log lines of a client and its one hangup's outcome.
+	hangup := func(store tryvox.TrustStore, caFile string) ([]string, error) {
+		t.Helper()
+		var mu sync.Mutex
+		var said []string
+		c, err := tryvox.NewClient(s.account, s.key, &tryvox.Options{
+			BaseURL: base, TrustStore: store, CAFile: caFile, MaxRetries: tryvox.Uint32(0),
+			Log: func(level tryvox.LogLevel, msg string) {
+				if strings.Contains(msg, s.key) {
+					t.Error("a log line holds the key")
+				}
+				if level == tryvox.LogInfo && strings.HasPrefix(msg, "TLS: trusting ") {
+					mu.Lock()
+					said = append(said, msg)
+					mu.Unlock()
+				}
+			},
+		})
+		if err != nil {
+			t.Fatalf("%v: %v", store, err)
+		}
+		err = c.Hangup("go-trust-call")
+		c.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		return said, err
+	}
+	// Mozilla's roots do not know the private CA: the handshake fails, nothing is sent.
+	said, err := hangup(tryvox.TrustBundled, "")
+	if !errors.Is(err, tryvox.ErrTLS) || len(said) != 1 || !strings.Contains(said[0], " bundled roots (Mozilla's)") {
+		t.Errorf("bundled: %v %q", err, said)
+	}
+	// A CA file replaces every store: the request reaches the simulator (no such call).
+	said, err = hangup(tryvox.TrustBundled, ca)
+	if !errors.Is(err, tryvox.ErrNotFound) || len(said) != 1 || !strings.Contains(said[0], "of the CA file") {
+		t.Errorf("CA file: %v %q", err, said)
+	}
+	// The system's store, when it is the private CA: trusted by default and by TrustSystem.
+	if os.Getenv("SSL_CERT_FILE") != ca {
+		t.Skip("SKIPPED the system part: SSL_CERT_FILE is not TRYVOX_TLS_CA")
+	}
+	for _, store := range []tryvox.TrustStore{tryvox.TrustSystemOrBundled, tryvox.TrustSystem} {
+		said, err := hangup(store, "")
+		if !errors.Is(err, tryvox.ErrNotFound) || len(said) != 1 || said[0] != "TLS: trusting 1 roots of the system's trust store" {
+			t.Errorf("%v with the CA as the system's store: %v %q", store, err, said)
+		}
+	}
+}

@@ -1,7 +1,9 @@
 """The asyncio API of the installed tryvox package, against the TryVox simulator.
 
 usage: test_async.py (env TRYVOX_BASE_URL, TRYVOX_ACCOUNT_ID, TRYVOX_API_KEY; the base URL
-must be a tryvox-sim, whose /_sim/ endpoints seed calls and script slow answers).
+must be a tryvox-sim, whose /_sim/ endpoints seed calls and script slow answers; optional
+TRYVOX_TLS_BASE_URL and TRYVOX_TLS_CA: a tryvox-sim serving https with a certificate of
+that private CA, for the trust store tests).
 Prints "async tests: ok" and exits 0, or lists the failures and exits 1.
 """
 import asyncio
@@ -233,6 +235,57 @@ def options():
             pass
 
 
+def trust_store():
+    """trust_store chooses the roots a client trusts (its log says which); a CA file
+    replaces them; a bad value is refused before anything is built."""
+    for bad in ["System", "", 1, True]:
+        try:
+            client(trust_store=bad)
+            expect(False, f"trust_store={bad!r} must be refused")
+        except tryvox.InvalidArgument as e:
+            expect("trust_store" in str(e), f"the message names the option: {e}")
+    tls_base, ca = os.environ.get("TRYVOX_TLS_BASE_URL"), os.environ.get("TRYVOX_TLS_CA")
+    if not tls_base or not ca:
+        print("trust store: SKIPPED the https part (no TRYVOX_TLS_BASE_URL, TRYVOX_TLS_CA)")
+        return
+
+    def tls_client(**kw):
+        lines = []
+        c = tryvox.Client(ACCOUNT, KEY, base_url=tls_base, max_retries=0, timeout_ms=5000,
+                          log_callback=lambda level, msg: lines.append((level, msg)), **kw)
+        return c, lines
+
+    def tls_lines(lines):
+        return [m for lv, m in lines if lv == tryvox.LOG_INFO and m.startswith("TLS: trusting ")]
+
+    # Mozilla's roots do not know the private CA: the handshake fails, nothing is sent.
+    c, lines = tls_client(trust_store="bundled")
+    with c:
+        expect(outcome(lambda: c.hangup("trust-bundled")) == tryvox.TLS_ERROR,
+               "bundled roots must not trust the private CA")
+    said = tls_lines(lines)
+    expect(len(said) == 1 and " bundled roots (Mozilla's)" in said[0], f"bundled: {said}")
+    # A CA file replaces every store: the request reaches the simulator (no such call).
+    c, lines = tls_client(trust_store=tryvox.TRUST_BUNDLED, ca_file=ca)
+    with c:
+        expect(outcome(lambda: c.hangup("trust-ca-file")) == tryvox.NOT_FOUND, "CA file")
+    expect(any("of the CA file" in m for m in tls_lines(lines)), f"CA file: {lines}")
+    # The system's store, when it is the private CA (the Rust harness, tests/pkg_python.rs,
+    # points SSL_CERT_FILE at it): trusted by default and by "system".
+    if os.environ.get("SSL_CERT_FILE") == ca:
+        for store in [None, tryvox.TRUST_SYSTEM_OR_BUNDLED, tryvox.TRUST_SYSTEM]:
+            c, lines = tls_client(trust_store=store)
+            with c:
+                expect(outcome(lambda: c.hangup("trust-system")) == tryvox.NOT_FOUND,
+                       f"trust_store={store!r} with the CA as the system's store")
+            said = tls_lines(lines)
+            expect(said == ["TLS: trusting 1 roots of the system's trust store"],
+                   f"trust_store={store!r}: {said}")
+    else:
+        print("trust store: SKIPPED the system part (SSL_CERT_FILE is not TRYVOX_TLS_CA)")
+    expect(not any(KEY in m for _, m in lines), "a log line holds the key")
+
+
 def outcome(call):
     """The status number a blocking call ended with (OK when it returned)."""
     try:
@@ -426,6 +479,7 @@ async def main():
 here = os.path.dirname(os.path.abspath(tryvox.__file__))
 print("tryvox", tryvox.version(), "from", here, "library", tryvox.library_path())
 options()
+trust_store()
 asyncio.run(main())
 never_calls_into_a_closed_loop()
 hangup_all_ends_seeded_calls()

@@ -47,6 +47,7 @@ __all__ = [
     "Stats", "SweepResult", "SweepProgress", "STATUS_NAMES",
     "status_str", "version", "library_path", "LogCallback",
     "LOG_ERROR", "LOG_WARN", "LOG_INFO", "LOG_DEBUG",
+    "TRUST_SYSTEM_OR_BUNDLED", "TRUST_SYSTEM", "TRUST_BUNDLED",
     "OK", "NOT_FOUND", "ALREADY_ENDED", "INVALID_ARGUMENT", "UNAUTHORIZED", "FORBIDDEN",
     "RATE_LIMITED", "SERVER_ERROR", "TIMEOUT", "NETWORK_ERROR", "TLS_ERROR",
     "PROTOCOL_ERROR", "INTERNAL_ERROR", "BUSY",
@@ -64,6 +65,18 @@ STATUS_NAMES: Tuple[str, ...] = (
 
 # Log levels passed to a log callback.
 LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG = range(4)
+
+# Values of Client's trust_store: which roots verify the API's certificate when no
+# ca_file is set (include/tryvox.h's tryvox_trust_store). Strings, as hangup_all's
+# direction: a repr or a config file reads the same.
+#: The default: the system's trust store (SSL_CERT_FILE, SSL_CERT_DIR, else the
+#: distribution's bundle), else the roots compiled into the library (Mozilla's).
+TRUST_SYSTEM_OR_BUNDLED = "system_or_bundled"
+#: The system's trust store only: Client() raises TryvoxError (TLS_ERROR) if it has none.
+TRUST_SYSTEM = "system"
+#: Only the roots compiled into the library (Mozilla's); the system's store is not read.
+TRUST_BUNDLED = "bundled"
+_TRUST_STORES = {TRUST_SYSTEM_OR_BUNDLED: 0, TRUST_SYSTEM: 1, TRUST_BUNDLED: 2}
 
 #: A log callback: called with (level, message), on whichever thread does the work.
 LogCallback = Callable[[int, str], None]
@@ -173,6 +186,7 @@ def _load() -> ctypes.CDLL:
         "tryvox_options_set_max_retries": (c_int, [c_void_p, c_uint32]),
         "tryvox_options_set_tenant_id": (c_int, [c_void_p, c_char_p]),
         "tryvox_options_set_user_agent": (c_int, [c_void_p, c_char_p]),
+        "tryvox_options_set_trust_store": (c_int, [c_void_p, c_int]),
         "tryvox_options_set_ca_file": (c_int, [c_void_p, c_char_p]),
         "tryvox_options_set_proxy": (c_int, [c_void_p, c_char_p]),
         "tryvox_options_allow_insecure_http": (c_int, [c_void_p, c_int]),
@@ -446,14 +460,20 @@ class Client:
                  tenant_id: Optional[str] = None, user_agent: Optional[str] = None,
                  ca_file: Optional[str] = None, proxy: Optional[str] = None, *,
                  connect_timeout_ms: Optional[int] = None, allow_insecure_http: bool = False,
-                 log_callback: Union[LogCallback, logging.Logger, None] = None) -> None:
+                 log_callback: Union[LogCallback, logging.Logger, None] = None,
+                 trust_store: Optional[str] = None) -> None:
         """auth_id: the account id; api_key: its secret key (never logged nor kept in Python).
 
         base_url: default "https://api.tryvox.io"; plain http only to loopback unless
         allow_insecure_http=True. timeout_ms: total per hangup, retries included (default
         10000). connect_timeout_ms: per connection (default 3000). max_retries: default 2.
-        tenant_id: sent as X-Tenant-ID. user_agent: appended to the library's. ca_file: a
-        PEM file of roots to trust instead of the built-in ones. proxy: "http://host:port".
+        tenant_id: sent as X-Tenant-ID. user_agent: appended to the library's.
+        trust_store: the roots that verify the API's certificate: TRUST_SYSTEM_OR_BUNDLED
+        ("system_or_bundled", the default: the system's trust store, else Mozilla's roots
+        compiled into the library), TRUST_SYSTEM ("system": the system's only; Client()
+        raises TryvoxError, status TLS_ERROR, if it has none) or TRUST_BUNDLED ("bundled");
+        anything else raises InvalidArgument. ca_file: a PEM file of roots to trust instead
+        of any trust store. proxy: "http://host:port".
         log_callback: fn(level, message) (levels LOG_ERROR..LOG_DEBUG), or a logging.Logger;
         it runs on library threads too, must be thread-safe, and must not close this client.
         """
@@ -466,6 +486,11 @@ class Client:
         if isinstance(log_callback, logging.Logger):
             logger = log_callback
             log_callback = lambda level, msg: logger.log(_PY_LEVELS.get(level, logging.DEBUG), "%s", msg)  # noqa: E731
+        # Checked before anything is built: an unknown store is a caller's bug, never a default.
+        store = _TRUST_STORES.get(trust_store) if isinstance(trust_store, str) else None
+        if trust_store is not None and store is None:
+            raise InvalidArgument(INVALID_ARGUMENT, f"trust_store must be one of {sorted(_TRUST_STORES)}, "
+                                                    f"not {trust_store!r}")
         o = _lib.tryvox_options_new()
         if not o:
             raise MemoryError("tryvox_options_new failed")
@@ -485,6 +510,8 @@ class Client:
                     _check(setter(o, _u32(name, number)))
             if allow_insecure_http:
                 _check(_lib.tryvox_options_allow_insecure_http(o, 1))
+            if store is not None:
+                _check(_lib.tryvox_options_set_trust_store(o, store))
             if log_callback is not None:
                 # Kept on the client until tryvox_client_free has returned.
                 self._log_cb = _log_trampoline(log_callback)
