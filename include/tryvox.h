@@ -822,7 +822,9 @@ int tryvox_options_set_ca_file(struct tryvox_options *o,
  * HTTPS_PROXY are never consulted. Copied. Returns TRYVOX_OK or
  * TRYVOX_INVALID_ARGUMENT. A proxy that cannot be reached gives TRYVOX_NETWORK_ERROR
  * at hangup time, with a message naming the proxy's host and port (never its
- * credentials).
+ * credentials); so does a proxy that refuses the request: a CONNECT answered with
+ * anything but 2xx, or a 407 (Proxy Authentication Required) to a plain-http request,
+ * whose HTTP status is then 407; neither is retried.
  */
 int tryvox_options_set_proxy(struct tryvox_options *o, const char *proxy_url);
 

@@ -555,3 +555,52 @@ fn through_debians_squid_plain_http_works_and_https_meets_its_connect_rule() {
     let text = squid.logged(&[format!(" CONNECT 127.0.0.1:{} ", tls.addr.port())]);
     assert!(text.contains("TCP_DENIED/403 "), "{text}");
 }
+
+/// A proxy that wants credentials answers 407 (RFC 9110 15.5.8), which only a proxy sends:
+/// the outcome names the proxy, as its refusal of a CONNECT does, and is not retried.
+#[test]
+fn a_proxys_407_is_the_proxys_refusal_not_the_apis_answer() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let h2 = heads.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let h3 = h2.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                while let Some(head) = read_head(&mut s) {
+                    h3.lock().unwrap().push(head);
+                    let answer = "HTTP/1.1 407 Proxy Authentication Required\r\n\
+                                  Proxy-Authenticate: Basic realm=\"proxy\"\r\n\
+                                  Content-Length: 0\r\n\r\n";
+                    if s.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let sim = tryvox_sim::spawn(Default::default()).unwrap();
+    let c = client(&sim.base_url, |o| {
+        o.set_proxy(&format!("http://127.0.0.1:{port}")).unwrap();
+        o.set_max_retries(3).unwrap();
+    });
+    let ids = seed_calls(&sim, 9);
+    for (path, id, r) in every_path(&c, &ids) {
+        let e = r.unwrap_err();
+        assert_eq!(e.status(), Status::NetworkError, "{path} {id}: {e}");
+        assert_eq!(e.http_status(), 407, "{path}");
+        let msg = e.message();
+        assert!(
+            msg.contains(&format!("the proxy 127.0.0.1:{port} refused")) && msg.contains("407"),
+            "{path}: {msg}"
+        );
+        assert!(!msg.contains(KEY));
+    }
+    let heads = heads.lock().unwrap();
+    assert_eq!(heads.len(), 9, "one request per hangup, none retried");
+    assert!(heads.iter().all(|h| h.starts_with("DELETE http://")));
+    assert!(support::hangup_log(&sim).is_empty());
+}

@@ -53,8 +53,31 @@ impl Core {
         r
     }
 
+    /// A 407 on a route that sends its requests to a proxy is the proxy's answer (RFC
+    /// 9110 15.5.8: only a proxy sends it): the same outcome as the proxy refusing a
+    /// CONNECT, named as the proxy's, never retried (the credentials will not change).
+    pub(crate) fn proxy_refusal<T>(&self, answer: &Answer) -> Option<Attempt<T>> {
+        match (answer.http_status, self.route.via()) {
+            (407, Via::Forward(p)) => Some(Attempt {
+                result: Err(Error::new(
+                    Status::NetworkError,
+                    format!(
+                        "the proxy {p} refused or failed the connection (the proxy answered \
+                         407: it wants credentials, user:password@ in the proxy URL)"
+                    ),
+                )
+                .with_http(407, "")),
+                failure: Failure::Final,
+            }),
+            _ => None,
+        }
+    }
+
     /// The outcome of a hangup's response.
     pub(crate) fn hangup_outcome(&self, answer: &Answer, call_uuid: &str) -> Attempt {
+        if let Some(refused) = self.proxy_refusal(answer) {
+            return refused;
+        }
         let http_status = answer.http_status;
         let result = response::classify_with(http_status, &answer.body, call_uuid, &|s: &str| {
             self.key.redact(s)

@@ -654,6 +654,9 @@ impl Client {
             Ok(a) => a,
             Err(attempt) => return attempt,
         };
+        if let Some(refused) = core.proxy_refusal(&answer) {
+            return refused;
+        }
         let failure = answer.failure();
         let result = match response::classify_with(answer.http_status, &answer.body, "", &|s| {
             core.key.redact(s)

@@ -1215,7 +1215,9 @@ pub unsafe extern "C" fn tryvox_options_set_ca_file(
 /// HTTPS_PROXY are never consulted. Copied. Returns TRYVOX_OK or
 /// TRYVOX_INVALID_ARGUMENT. A proxy that cannot be reached gives TRYVOX_NETWORK_ERROR
 /// at hangup time, with a message naming the proxy's host and port (never its
-/// credentials).
+/// credentials); so does a proxy that refuses the request: a CONNECT answered with
+/// anything but 2xx, or a 407 (Proxy Authentication Required) to a plain-http request,
+/// whose HTTP status is then 407; neither is retried.
 #[no_mangle]
 pub unsafe extern "C" fn tryvox_options_set_proxy(
     o: *mut tryvox_options,
