@@ -758,7 +758,7 @@ mod tests {
         use ureq_proto::http::Uri;
         let proxy: Uri = "http://us%40er:pw@[::1]:3128".parse().unwrap();
         let base: Uri = "http://127.0.0.1:8080/prefix".parse().unwrap();
-        let route = Route::new(&base, Some(&proxy), None).unwrap();
+        let route = Route::new(&base, Some(&proxy), || Ok(rustls::RootCertStore::empty())).unwrap();
         assert!(matches!(route.via(), Via::Forward("[::1]:3128")));
         assert!(route.connect.is_none() && !route.needs_setup());
         let forward = route.forward.as_ref().unwrap();
@@ -784,7 +784,7 @@ mod tests {
 
         // Without credentials, no Proxy-Authorization.
         let proxy: Uri = "http://127.0.0.1:3128".parse().unwrap();
-        let route = Route::new(&base, Some(&proxy), None).unwrap();
+        let route = Route::new(&base, Some(&proxy), || Ok(rustls::RootCertStore::empty())).unwrap();
         let req = Request::delete("http://127.0.0.1:8080/v1/c")
             .body(())
             .unwrap();
@@ -797,7 +797,7 @@ mod tests {
         // https: a tunnel, requests in origin form inside it.
         let base: Uri = "https://api.example:8443".parse().unwrap();
         let proxy: Uri = "http://u:p@127.0.0.1:3128".parse().unwrap();
-        let route = Route::new(&base, Some(&proxy), None).unwrap();
+        let route = Route::new(&base, Some(&proxy), || Ok(rustls::RootCertStore::empty())).unwrap();
         assert!(matches!(route.via(), Via::Tunnel("127.0.0.1:3128")));
         assert!(route.forward.is_none());
         let connect = String::from_utf8(route.connect.clone().unwrap()).unwrap();
