@@ -2,7 +2,8 @@
 # The same hangups through two builds of libtryvox, side by side against nginx (204 for
 # everything): this tree (A) and git revision REV (B), built in a worktree. Interleaved
 # runs; prints the median rate and CPU per hangup of each and their ratio.
-# Usage: bench/ab.sh REV   (SEQ, BULK, REPEAT tune it). Needs nginx. Not part of `make test`.
+# Usage: bench/ab.sh REV   (SEQ, BULK, REPEAT tune it; TLS=1 against nginx over TLS 1.3
+# with a private CA). Needs nginx (and openssl for TLS=1). Not part of `make test`.
 # Example: the cost of the statistics: bench/ab.sh d15f148^ (the commit before them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,11 +28,28 @@ ln -sf "$PWD/target/release/libtryvox.so" "$work/libtryvox.so"
 cc -std=c99 -D_POSIX_C_SOURCE=200809L -DBENCH_NO_CURL -O2 -Wall -Wextra -Werror -Iinclude \
   bench/client.c -o "$work/client" -L"$work" -ltryvox
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-sed -e "s/PORT/$port/" -e 's/^worker_processes 1;/master_process off;/' bench/nginx.conf \
-  > "$work/nginx/nginx.conf"
+if [ "${TLS:-0}" = 1 ]; then
+  # As bench/run.sh: a private CA and an ECDSA P-256 certificate for 127.0.0.1.
+  t=$work/tls; mkdir -p "$t"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$t/ca.key" \
+    -out "$t/ca.pem" -days 2 -subj "/CN=tryvox bench CA" -addext basicConstraints=critical,CA:TRUE \
+    -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$t/server.key" \
+    -out "$t/server.csr" -subj "/CN=127.0.0.1" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$t/ext.cnf"
+  openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -set_serial 0x1234 \
+    -days 2 -extfile "$t/ext.cnf" -out "$t/server.pem" 2>/dev/null
+  sed -e "s/PORT/$port/" -e "s|CERT|$t/server.pem|" -e "s|KEY|$t/server.key|" \
+    -e 's/^worker_processes 1;/master_process off;/' bench/nginx-tls.conf > "$work/nginx/nginx.conf"
+  export BENCH_CA_FILE=$t/ca.pem
+  url="https://127.0.0.1:$port"
+else
+  sed -e "s/PORT/$port/" -e 's/^worker_processes 1;/master_process off;/' bench/nginx.conf \
+    > "$work/nginx/nginx.conf"
+  url="http://127.0.0.1:$port"
+fi
 nginx -p "$work/nginx" -c nginx.conf 2>"$work/nginx.log" &
 ngx=$!
-url="http://127.0.0.1:$port"
 for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1',$port))" 2>/dev/null && break; sleep 0.05; done
 results="$work/results.jsonl"
 for v in A B; do LD_LIBRARY_PATH="$work/$v" "$work/client" tryvox seq "$url" 2000 warm- >/dev/null; done

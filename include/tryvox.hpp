@@ -114,6 +114,10 @@ class options {
     options &user_agent(const std::string &v) { return set(tryvox_options_set_user_agent(p_, v.c_str())); }
     options &ca_file(const std::string &v) { return set(tryvox_options_set_ca_file(p_, v.c_str())); }
     options &proxy(const std::string &v) { return set(tryvox_options_set_proxy(p_, v.c_str())); }
+    /** TRYVOX_TRUST_SYSTEM_OR_BUNDLED (the default), TRYVOX_TRUST_SYSTEM or TRYVOX_TRUST_BUNDLED. */
+    options &trust_store(tryvox_trust_store v) {
+        return set(tryvox_options_set_trust_store(p_, static_cast<int>(v)));
+    }
     options &allow_insecure_http(bool v) { return set(tryvox_options_allow_insecure_http(p_, v ? 1 : 0)); }
     /** The callback and user_data must outlive every client built from these options. */
     options &log_callback(tryvox_log_callback cb, void *user_data) {

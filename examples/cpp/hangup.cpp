@@ -56,6 +56,14 @@ int main(int argc, char **argv) {
     } catch (const tryvox::error &e) {
         EXPECT(e.code() == tryvox::status::invalid_argument);
     }
+    try {
+        tryvox::options bad;
+        bad.trust_store(static_cast<tryvox_trust_store>(7));
+        EXPECT(false);
+    } catch (const tryvox::error &e) {
+        EXPECT(e.code() == tryvox::status::invalid_argument);
+    }
+    opts.trust_store(TRYVOX_TRUST_SYSTEM_OR_BUNDLED);
 
     tryvox::client c(env("TRYVOX_ACCOUNT_ID"), env("TRYVOX_API_KEY"), opts);
     EXPECT(c.stats().hangups() == 0);
