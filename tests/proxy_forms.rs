@@ -604,3 +604,31 @@ fn a_proxys_407_is_the_proxys_refusal_not_the_apis_answer() {
     assert!(heads.iter().all(|h| h.starts_with("DELETE http://")));
     assert!(support::hangup_log(&sim).is_empty());
 }
+
+/// A proxy password of thousands of characters (a token used as one): its
+/// Proxy-Authorization makes each request head larger than the usual; every path still
+/// sends it whole.
+#[test]
+fn long_proxy_credentials_go_whole_on_every_path() {
+    let sim = tryvox_sim::spawn(Default::default()).unwrap();
+    let proxy = SquidLike::start(false);
+    let password = "x".repeat(3000);
+    let c = client(&sim.base_url, |o| {
+        o.set_proxy(&proxy.url(&format!("user:{password}@")))
+            .unwrap()
+    });
+    let ids = seed_calls(&sim, 9);
+    for (path, id, r) in every_path(&c, &ids) {
+        assert_eq!(r.as_ref().ok(), Some(&204), "{path} {id}: {r:?}");
+    }
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("user:{password}"));
+    let heads = proxy.heads();
+    assert_eq!(heads.len(), 9);
+    for (_, h) in heads {
+        assert_eq!(
+            header(&h, "proxy-authorization"),
+            Some(format!("Basic {token}").as_str())
+        );
+    }
+}

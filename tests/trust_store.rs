@@ -92,10 +92,14 @@ fn in_child_with(
             None => cmd.env_remove(var),
         };
     }
-    let out = cmd.output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{name} failed:\n{text}");
+    // Bounded: a child stuck building a client (a FIFO's open, an endless read) fails here.
+    let dir = support::scratch("trust-out", name);
+    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+    cmd.stdout(std::fs::File::create(&out).unwrap());
+    cmd.stderr(std::fs::File::create(&err).unwrap());
+    let status = support::wait_bounded(&mut cmd.spawn().unwrap(), name, Duration::from_secs(120));
+    let text = std::fs::read_to_string(&out).unwrap() + &std::fs::read_to_string(&err).unwrap();
+    assert!(status.success(), "{name} failed:\n{text}");
     assert!(text.contains("1 passed"), "{name} ran:\n{text}");
 }
 
@@ -184,6 +188,87 @@ fn child_no_system_store() {
         .unwrap();
     let c = Client::with_options("AC123456", KEY, &o).unwrap();
     assert!(c.hangup("trust-ca-file").is_ok());
+}
+
+#[test]
+fn a_stray_store_path_never_hangs_or_exhausts_the_host() {
+    let dir = support::scratch("trust", "stray");
+    let fifo = dir.join("fifo.pem");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let huge = dir.join("huge.pem");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let empty = dir.join("empty-dir");
+    std::fs::create_dir_all(&empty).unwrap();
+    // A FIFO nobody writes to (open would wait for a writer forever), a device read until
+    // memory ran out, a 64 MiB file: each is refused unread, and the bundled roots serve.
+    for (file, why) in [
+        (fifo.as_path(), "not a regular file"),
+        (Path::new("/dev/zero"), "not a regular file"),
+        (huge.as_path(), "bytes or more"),
+    ] {
+        in_child_with_why("child_stray_store", file, &empty, why);
+    }
+    // A file of no certificate: said so, with its path.
+    in_child_with_why(
+        "child_stray_store",
+        &garbage,
+        &empty,
+        "no usable certificate in",
+    );
+    // A directory holding the FIFO and the huge file: skipped or refused, never waited on.
+    in_child_with_why("child_stray_store", &garbage, &dir, "bytes or more");
+}
+
+/// Runs `child_stray_store` with this store, expecting `why` in the reason given.
+fn in_child_with_why(name: &str, file: &Path, dir: &Path, why: &str) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--ignored",
+        "--exact",
+        name,
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("SSL_CERT_FILE", file)
+    .env("SSL_CERT_DIR", dir)
+    .env("TRYVOX_TEST_WHY", why)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let status = support::wait_bounded(
+        &mut cmd.spawn().unwrap(),
+        &format!("a client with SSL_CERT_FILE={}", file.display()),
+        Duration::from_secs(60),
+    );
+    assert!(
+        status.success(),
+        "{name} with {}: {status:?}",
+        file.display()
+    );
+}
+
+#[test]
+#[ignore = "run by a_stray_store_path_never_hangs_or_exhausts_the_host, in its environment"]
+fn child_stray_store() {
+    let why = std::env::var("TRYVOX_TEST_WHY").unwrap();
+    let (port, _seen) = server();
+    let (c, lines) = client(port, None);
+    assert!(c.is_ok());
+    let lines = lines.lock().unwrap().join("\n");
+    assert!(
+        lines.contains("bundled roots (Mozilla's): the system's trust store has none")
+            && lines.contains(&why),
+        "{lines}"
+    );
+    let (c, _) = client(port, Some(TrustStore::System));
+    let Err(e) = c else { panic!("refused") };
+    assert_eq!(e.status(), Status::TlsError);
+    assert!(e.message().contains(&why), "{e}");
 }
 
 /// The environment variable naming, to a child, the directory of a CA made for it.

@@ -30,12 +30,17 @@ pub const MAX_CONNECTIONS: usize = crate::engine::ASYNC_PARALLEL;
 pub const MAX_CA_FILE: u64 = 1 << 20;
 
 /// Reads the CA file of [`Options::set_ca_file`], bounded in time and size: only a regular
-/// file of at most [`MAX_CA_FILE`] bytes. A FIFO would block `open` until a writer came
-/// and a device (`/dev/zero`) would be read until memory ran out, inside the caller's
-/// client constructor.
+/// file of at most [`MAX_CA_FILE`] bytes (see [`read_bounded`]).
 pub(crate) fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, Error> {
+    read_bounded(path, MAX_CA_FILE)
+        .map_err(|why| Error::invalid(format!("cannot use CA file {}: {why}", path.display())))
+}
+
+/// Reads a certificate file of at most `max` bytes, or says why not. Only a regular file:
+/// a FIFO would block `open` until a writer came and a device (`/dev/zero`) would be read
+/// until memory ran out, inside the caller's client constructor.
+pub(crate) fn read_bounded(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
     use std::io::Read;
-    let bad = |why: String| Error::invalid(format!("cannot use CA file {}: {why}", path.display()));
     let mut open = std::fs::OpenOptions::new();
     open.read(true);
     #[cfg(unix)]
@@ -48,31 +53,29 @@ pub(crate) fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, Error> {
     }
     let file = open
         .open(path)
-        .map_err(|e| bad(format!("cannot open it: {e}")))?;
+        .map_err(|e| format!("cannot open it: {e}"))?;
     // fstat of the descriptor opened, not a stat of the path: nothing can be swapped in
     // between the check and the read.
     let meta = file
         .metadata()
-        .map_err(|e| bad(format!("cannot stat it: {e}")))?;
+        .map_err(|e| format!("cannot stat it: {e}"))?;
     if !meta.is_file() {
-        return Err(bad(
-            "not a regular file (a directory, FIFO, device or socket is refused)".into(),
-        ));
+        return Err("not a regular file (a directory, FIFO, device or socket is refused)".into());
     }
     let too_big = |len: u64| {
-        bad(format!(
-            "{len} bytes or more; at most {MAX_CA_FILE} are read (a bundle of every public CA is about 220 KiB)"
-        ))
+        format!(
+            "{len} bytes or more; at most {max} are read (a bundle of every public CA is about 220 KiB)"
+        )
     };
-    if meta.len() > MAX_CA_FILE {
+    if meta.len() > max {
         return Err(too_big(meta.len()));
     }
     let mut pem = Vec::with_capacity(meta.len() as usize);
     // One byte past the bound tells a file that grew since the fstat.
-    file.take(MAX_CA_FILE + 1)
+    file.take(max + 1)
         .read_to_end(&mut pem)
-        .map_err(|e| bad(format!("cannot read it: {e}")))?;
-    if pem.len() as u64 > MAX_CA_FILE {
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if pem.len() as u64 > max {
         return Err(too_big(pem.len() as u64));
     }
     Ok(pem)

@@ -87,15 +87,87 @@ pub(crate) fn roots(store: TrustStore, ca_pem: Option<&[u8]>) -> Result<Roots, E
     })
 }
 
-/// The system's roots, and why there are none when so. A certificate rustls cannot use
-/// (an expired or odd one a distribution still ships) is skipped, as OpenSSL would.
+/// The largest file of the system's store read: Debian's bundle is about 220 KiB.
+const MAX_STORE_FILE: u64 = 4 << 20;
+/// The most entries of a certificate directory looked at (Debian's has about 300).
+const MAX_DIR_ENTRIES: usize = 10_000;
+
+/// The system's roots as OpenSSL finds them (`SSL_CERT_FILE`, `SSL_CERT_DIR` split on
+/// ':', else the distribution's bundle and directory), and why there are none when so.
+/// Every file is read bounded, as a CA file is (a FIFO or `/dev/zero` named by a stray
+/// `SSL_CERT_FILE` must not hang or exhaust the host building a client); a directory is
+/// read one level deep, each file once (its entries are mostly links to one bundle's
+/// certificates), and a certificate rustls cannot use is skipped, as OpenSSL would.
 fn system_roots() -> (RootCertStore, String) {
-    let found = rustls_native_certs::load_native_certs();
+    let env_file = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
+    let env_dirs: Vec<std::path::PathBuf> = std::env::var_os("SSL_CERT_DIR")
+        .map(|d| {
+            std::env::split_paths(&d)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (file, dirs) = if env_file.is_some() || !env_dirs.is_empty() {
+        (env_file, env_dirs)
+    } else {
+        let probed = openssl_probe::probe();
+        (probed.cert_file, probed.cert_dir)
+    };
     let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(found.certs);
-    let why = match found.errors.first() {
-        Some(e) => e.to_string(),
-        None => "no file or directory found".to_owned(),
+    let mut problems: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    // A distribution's directory holds the bundle's certificates again, one a file.
+    let mut known: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    let mut add =
+        |path: &std::path::Path, problems: &mut Vec<String>| match crate::options::read_bounded(
+            path,
+            MAX_STORE_FILE,
+        ) {
+            Ok(pem) => {
+                let certs = CertificateDer::pem_slice_iter(&pem)
+                    .flatten()
+                    .filter(|c| known.insert(c.to_vec()));
+                roots.add_parsable_certificates(certs);
+            }
+            Err(why) => problems.push(format!("{}: {why}", path.display())),
+        };
+    if let Some(f) = &file {
+        if let Ok(m) = std::fs::metadata(f) {
+            seen.insert(file_id(&m));
+        }
+        add(f, &mut problems);
+    }
+    for dir in &dirs {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(format!("{}: {e}", dir.display()));
+                continue;
+            }
+        };
+        for entry in entries.take(MAX_DIR_ENTRIES).flatten() {
+            let path = entry.path();
+            // Regular files only (links followed): no FIFO is opened, no subdirectory read.
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() && seen.insert(file_id(&m)) => add(&path, &mut problems),
+                _ => {}
+            }
+        }
+    }
+    let why = match (problems.first(), &file, dirs.is_empty()) {
+        (Some(p), _, _) => p.clone(),
+        (None, None, true) => "no certificate file or directory found".to_owned(),
+        (None, _, _) => {
+            let mut places: Vec<String> = file.iter().map(|f| f.display().to_string()).collect();
+            places.extend(dirs.iter().map(|d| d.display().to_string()));
+            format!("no usable certificate in {}", places.join(", "))
+        }
     };
     (roots, why)
+}
+
+/// A file's identity, to read each file once however many links name it.
+fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
 }

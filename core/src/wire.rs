@@ -52,6 +52,21 @@ const MAX_FRAMING: usize = MAX_HEAD;
 /// flushed a moment after its head, short enough not to be felt as a late answer.
 pub(crate) const BODY_GRACE: Duration = Duration::from_millis(250);
 
+/// An upper bound of a request head's size: its request line and every header line.
+fn head_size(request: &Request<()>) -> usize {
+    let fields: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    let uri = request.uri();
+    let uri_len = uri.scheme_str().map_or(0, str::len)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    // Method, URI (and a Host line ureq-proto may add from it), version, line ends.
+    64 + 2 * uri_len + fields
+}
+
 /// What went wrong reading a response.
 #[derive(Debug)]
 pub(crate) enum WireError {
@@ -118,10 +133,20 @@ impl Exchange {
         // Every DELETE this library sends is a hangup; a GET is a listing, whose body is
         // the point of it.
         let status_decides = request.method() == Method::DELETE;
+        // ureq-proto writes the whole head at once or not at all: room for all of it (a
+        // proxy's credentials, a long base path), on the stack in the usual case.
+        let head = head_size(&request);
         let mut call = Call::new(request).map_err(invalid)?.proceed();
-        let mut buf = [0u8; 2048];
+        let mut small = [0u8; 2048];
+        let mut large = Vec::new();
+        let buf: &mut [u8] = if head <= small.len() {
+            &mut small
+        } else {
+            large.resize(head, 0);
+            &mut large
+        };
         loop {
-            let n = call.write(&mut buf).map_err(invalid)?;
+            let n = call.write(buf).map_err(invalid)?;
             out.extend_from_slice(&buf[..n]);
             if call.can_proceed() {
                 break;
@@ -513,6 +538,23 @@ mod tests {
         let x = Exchange::start(req, limit, &mut out).unwrap();
         assert!(out.starts_with(b"DELETE /x HTTP/1.1\r\n"), "{out:?}");
         x
+    }
+
+    #[test]
+    fn a_head_larger_than_the_stack_buffer_is_written_whole() {
+        // A long base path and a long header (a proxy's credentials): 12 KiB of head.
+        let path = "p".repeat(6000);
+        let token = "t".repeat(6000);
+        let req = Request::delete(format!("http://127.0.0.1:9/{path}/x"))
+            .header("proxy-authorization", format!("Basic {token}"))
+            .body(())
+            .unwrap();
+        let mut out = Vec::new();
+        Exchange::start(req, 1024, &mut out).unwrap();
+        let head = String::from_utf8(out).unwrap();
+        assert!(head.starts_with(&format!("DELETE /{path}/x HTTP/1.1\r\n")));
+        assert!(head.contains(&format!("proxy-authorization: Basic {token}\r\n")));
+        assert!(head.ends_with("\r\n\r\n"));
     }
 
     fn feed_all(x: &mut Exchange, bytes: &[u8], eof: bool) -> Result<Fed, WireError> {
