@@ -141,4 +141,13 @@ fn main() {
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libtryvox.so.0");
     }
+
+    // aws-lc's allocator hooks, hidden inside the library (see the file).
+    println!("cargo:rerun-if-changed=src/aws_lc_mem.c");
+    cc::Build::new()
+        .file("src/aws_lc_mem.c")
+        .warnings(true)
+        .extra_warnings(true)
+        .warnings_into_errors(true)
+        .compile("tryvox_aws_lc_mem");
 }

@@ -84,3 +84,36 @@ fn only_tryvox_symbols_are_exported() {
         "SONAME"
     );
 }
+
+/// What the library takes from the process: only versioned symbols of the system's
+/// libraries, and the weak hooks of the C runtime's start files. An unversioned import
+/// is a hook a host could define by accident: aws-lc's allocator hooks were (now defined
+/// inside, src/aws_lc_mem.c); its `sdallocx` stays weak and is called only when no
+/// allocator hook is defined, which never happens now.
+#[test]
+fn imports_only_system_library_symbols() {
+    let exe = std::env::current_exe().unwrap();
+    let so = exe.parent().unwrap().parent().unwrap().join("libtryvox.so");
+    let out = Command::new("nm")
+        .args(["-D", "--undefined-only"])
+        .arg(&so)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let allowed = [
+        "_ITM_deregisterTMCloneTable",
+        "_ITM_registerTMCloneTable",
+        "__gmon_start__",
+        "sdallocx",
+    ];
+    let unversioned: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|n| !n.contains('@') && !allowed.contains(n))
+        .collect();
+    assert!(
+        unversioned.is_empty(),
+        "unversioned imports: {unversioned:?}"
+    );
+}

@@ -187,3 +187,20 @@ fn the_client_hello_offers_x25519mlkem768_first_with_classical_fallbacks() {
         );
     }
 }
+
+/// A host that defines aws-lc's (BoringSSL's) allocator hooks for its own copy of that
+/// library: libtryvox's TLS allocations never reach them (found by the review of issue 21:
+/// libtryvox.so imported the hooks, and the host's ran 82 times in one hangup).
+#[test]
+fn a_hosts_crypto_allocator_hooks_never_see_our_allocations() {
+    let (port, _seen) = tls_server(&[&rustls::version::TLS13], None);
+    let exe = support::compile_c("tests/c/alloc_hooks.c", "alloc_hooks");
+    let out = std::process::Command::new(exe)
+        .arg(port.to_string())
+        .arg(support::tls_fixtures().join("ca.pem"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("hangup rc=0 "), "{text}");
+    assert!(text.contains("host_alloc=0 host_free=0"), "{text}");
+}
