@@ -556,10 +556,9 @@ fn through_debians_squid_plain_http_works_and_https_meets_its_connect_rule() {
     assert!(text.contains("TCP_DENIED/403 "), "{text}");
 }
 
-/// A proxy that wants credentials answers 407 (RFC 9110 15.5.8), which only a proxy sends:
-/// the outcome names the proxy, as its refusal of a CONNECT does, and is not retried.
-#[test]
-fn a_proxys_407_is_the_proxys_refusal_not_the_apis_answer() {
+/// A proxy answering every request head it reads with `answer` (keep-alive); returns its
+/// port and the heads.
+fn answering_proxy(answer: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let heads: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -572,9 +571,6 @@ fn a_proxys_407_is_the_proxys_refusal_not_the_apis_answer() {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                 while let Some(head) = read_head(&mut s) {
                     h3.lock().unwrap().push(head);
-                    let answer = "HTTP/1.1 407 Proxy Authentication Required\r\n\
-                                  Proxy-Authenticate: Basic realm=\"proxy\"\r\n\
-                                  Content-Length: 0\r\n\r\n";
                     if s.write_all(answer.as_bytes()).is_err() {
                         return;
                     }
@@ -582,6 +578,18 @@ fn a_proxys_407_is_the_proxys_refusal_not_the_apis_answer() {
             });
         }
     });
+    (port, heads)
+}
+
+/// A proxy that wants credentials answers 407 (RFC 9110 15.5.8), which only a proxy sends:
+/// the outcome names the proxy, as its refusal of a CONNECT does, and is not retried.
+#[test]
+fn a_proxys_407_is_the_proxys_refusal_not_the_apis_answer() {
+    let (port, heads) = answering_proxy(
+        "HTTP/1.1 407 Proxy Authentication Required\r\n\
+         Proxy-Authenticate: Basic realm=\"proxy\"\r\n\
+         Content-Length: 0\r\n\r\n",
+    );
     let sim = tryvox_sim::spawn(Default::default()).unwrap();
     let c = client(&sim.base_url, |o| {
         o.set_proxy(&format!("http://127.0.0.1:{port}")).unwrap();
@@ -603,6 +611,35 @@ fn a_proxys_407_is_the_proxys_refusal_not_the_apis_answer() {
     assert_eq!(heads.len(), 9, "one request per hangup, none retried");
     assert!(heads.iter().all(|h| h.starts_with("DELETE http://")));
     assert!(support::hangup_log(&sim).is_empty());
+}
+
+/// A proxy that cannot reach the API answers 502 with its own page (Squid's "ERR_CONNECT_FAIL"):
+/// a server error, retried as one, in words that name the proxy.
+#[test]
+fn a_proxys_502_names_the_proxy_and_is_retried_as_a_server_error() {
+    let (port, heads) = answering_proxy(
+        "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: 27\r\n\r\n\
+         <html>ERR_CONNECT_FAIL</html>",
+    );
+    let sim = tryvox_sim::spawn(Default::default()).unwrap();
+    let c = client(&sim.base_url, |o| {
+        o.set_proxy(&format!("http://127.0.0.1:{port}")).unwrap();
+        o.set_max_retries(1).unwrap();
+    });
+    let ids = seed_calls(&sim, 9);
+    for (path, id, r) in every_path(&c, &ids) {
+        let e = r.unwrap_err();
+        assert_eq!(e.status(), Status::ServerError, "{path} {id}: {e}");
+        assert_eq!(e.http_status(), 502, "{path}");
+        assert!(
+            e.message().starts_with(&format!(
+                "the proxy 127.0.0.1:{port} could not reach the TryVox server (HTTP 502)"
+            )),
+            "{path}: {}",
+            e.message()
+        );
+    }
+    assert_eq!(heads.lock().unwrap().len(), 18, "each hangup retried once");
 }
 
 /// A proxy password of thousands of characters (a token used as one): its

@@ -12,13 +12,18 @@ cd "$(dirname "$0")/.."
 root=$PWD
 work=$root/target/newest-deps
 export CARGO_TARGET_DIR=$work/target
+mkdir -p "$work"
+# One run at a time: a second waits (both would rebuild the same copy).
+exec 9>"$work/lock"
+flock 9
 rm -rf "$work/tree" "$work/user"
 mkdir -p "$work/tree" "$work/user/src"
 
-# The workspace as committed plus the working tree's changes, without target/.
+# The workspace as the working tree has it (tracked files, and new ones git does not
+# ignore), without target/; a tracked file deleted in the working tree is left out.
 git ls-files -z --cached --others --exclude-standard | grep -zv '^target/' |
-  xargs -0 cp --parents -t "$work/tree" 2>/dev/null || true
-# (ls-files lists deleted files too; cp skips them.)
+  while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+  xargs -0 cp --parents -t "$work/tree"
 (cd "$work/tree" && cargo update 2>&1 | sed 's/^/  newest: /')
 
 cat >"$work/user/Cargo.toml" <<TOML

@@ -83,6 +83,7 @@ impl Core {
             self.key.redact(s)
         })
         .map(|()| http_status)
+        .map_err(|e| self.in_the_proxys_words(e))
         .map_err(|e| match answer.cut {
             // The status stands; the message says why the server's words may be missing.
             Some(why) => e.append(&format!(" ({why})")),
@@ -91,6 +92,29 @@ impl Core {
         Attempt {
             result,
             failure: answer.failure(),
+        }
+    }
+
+    /// Through a forwarding proxy, a 502 or 504 without the API's error code is the
+    /// proxy's word that it could not reach the API (or not in time): the status and the
+    /// retries are a server error's, the message names the proxy.
+    fn in_the_proxys_words(&self, e: Error) -> Error {
+        match (self.route.via(), e.http_status()) {
+            (Via::Forward(p), s @ (502 | 504)) if e.server_code().is_empty() => {
+                let what = if s == 502 {
+                    "could not reach"
+                } else {
+                    "timed out reaching"
+                };
+                let words = e.message().split_once(": ").map_or("", |(_, w)| w);
+                let mut m = format!("the proxy {p} {what} the TryVox server (HTTP {s})");
+                if !words.is_empty() {
+                    m.push_str(": ");
+                    m.push_str(words);
+                }
+                Error::new(e.status(), m).with_http(s, "")
+            }
+            _ => e,
         }
     }
 

@@ -134,6 +134,16 @@ impl Default for Options {
     }
 }
 
+/// A proxy URL as Debug shows it: its credentials (`user:password@`) replaced by `***@`.
+fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Options")
@@ -146,7 +156,7 @@ impl std::fmt::Debug for Options {
             .field("user_agent", &self.user_agent)
             .field("ca_file", &self.ca_file)
             .field("trust_store", &self.trust_store)
-            .field("proxy", &self.proxy)
+            .field("proxy", &self.proxy.as_deref().map(without_userinfo))
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("log", &self.log.is_some())
             .finish()
@@ -407,6 +417,21 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_the_proxys_credentials() {
+        let mut o = Options::new();
+        o.set_proxy("http://us%40er:s3cr3t-pw@127.0.0.1:3128")
+            .unwrap();
+        let text = format!("{o:?}");
+        assert!(text.contains("http://***@127.0.0.1:3128"), "{text}");
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("us%40er"),
+            "{text}"
+        );
+        o.set_proxy("http://127.0.0.1:3128/").unwrap();
+        assert!(format!("{o:?}").contains("\"http://127.0.0.1:3128/\""));
+    }
 
     #[test]
     fn base_urls() {

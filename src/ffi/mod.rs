@@ -1217,7 +1217,9 @@ pub unsafe extern "C" fn tryvox_options_set_ca_file(
 /// at hangup time, with a message naming the proxy's host and port (never its
 /// credentials); so does a proxy that refuses the request: a CONNECT answered with
 /// anything but 2xx, or a 407 (Proxy Authentication Required) to a plain-http request,
-/// whose HTTP status is then 407; neither is retried.
+/// whose HTTP status is then 407; neither is retried. A forwarding proxy's 502 or 504
+/// (it could not reach the API) is TRYVOX_SERVER_ERROR, retried as one, its message
+/// naming the proxy.
 #[no_mangle]
 pub unsafe extern "C" fn tryvox_options_set_proxy(
     o: *mut tryvox_options,
