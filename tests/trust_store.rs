@@ -62,6 +62,20 @@ fn hangup(port: u16, seen: &support::TlsSeen, store: Option<TrustStore>) -> (Sta
     (status, seen.lock().unwrap().len() - before)
 }
 
+/// The server's CA is in the system's store, not among Mozilla's roots: the default and
+/// System trust it (the hangup is sent and ends the call), Bundled does not (nothing sent).
+fn trusted_through_the_system_store_only(port: u16, seen: &support::TlsSeen) {
+    assert_eq!(hangup(port, seen, None), (Status::Ok, 1));
+    assert_eq!(
+        hangup(port, seen, Some(TrustStore::System)),
+        (Status::Ok, 1)
+    );
+    assert_eq!(
+        hangup(port, seen, Some(TrustStore::Bundled)),
+        (Status::TlsError, 0)
+    );
+}
+
 /// Runs the ignored test `name` of this binary in a child with this environment for
 /// OpenSSL's trust-store lookup (None: removed), and asserts that it passed.
 fn in_child(name: &str, cert_file: Option<&Path>, cert_dir: Option<&Path>) {
@@ -119,17 +133,7 @@ fn the_system_store_is_where_openssl_looks() {
 #[ignore = "run by the_system_store_is_where_openssl_looks, in its environment"]
 fn child_system_store_is_the_private_ca() {
     let (port, seen) = server();
-    // The default and System trust it: the hangup is sent and ends the call.
-    assert_eq!(hangup(port, &seen, None), (Status::Ok, 1));
-    assert_eq!(
-        hangup(port, &seen, Some(TrustStore::System)),
-        (Status::Ok, 1)
-    );
-    // Bundled ignores the system: Mozilla's roots do not know the CA; nothing sent.
-    assert_eq!(
-        hangup(port, &seen, Some(TrustStore::Bundled)),
-        (Status::TlsError, 0)
-    );
+    trusted_through_the_system_store_only(port, &seen);
     // The log says which roots a client trusts.
     let (_, lines) = client(port, None);
     let lines = lines.lock().unwrap().join("\n");
@@ -428,15 +432,7 @@ fn child_made_ca_not_installed() {
 #[ignore = "run by a_ca_installed_with_update_ca_certificates_is_trusted_until_removed"]
 fn child_made_ca_installed() {
     let (port, seen) = made_ca_server();
-    assert_eq!(hangup(port, &seen, None), (Status::Ok, 1));
-    assert_eq!(
-        hangup(port, &seen, Some(TrustStore::System)),
-        (Status::Ok, 1)
-    );
-    assert_eq!(
-        hangup(port, &seen, Some(TrustStore::Bundled)),
-        (Status::TlsError, 0)
-    );
+    trusted_through_the_system_store_only(port, &seen);
     // The distribution's store holds Mozilla's roots as well as ours.
     let (_, lines) = client(port, None);
     let lines = lines.lock().unwrap().join("\n");
