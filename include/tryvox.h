@@ -728,7 +728,8 @@ void tryvox_options_free(struct tryvox_options *options);
  * optional port and an optional path prefix; no user info, query or fragment. Plain http
  * is accepted here but refused when the client is built, unless the host is loopback
  * (127.0.0.0/8, ::1, localhost) or `tryvox_options_allow_insecure_http` was set.
- * The string is copied. Returns TRYVOX_OK or TRYVOX_INVALID_ARGUMENT (NULL, bad URL).
+ * At most 8192 bytes. The string is copied. Returns TRYVOX_OK or
+ * TRYVOX_INVALID_ARGUMENT (NULL, bad or too long URL).
  */
 int tryvox_options_set_base_url(struct tryvox_options *o, const char *url);
 

@@ -97,6 +97,10 @@ fn null_arguments_are_invalid_not_crashes() {
             tryvox_options_set_timeout_ms(o, 0),
             tryvox_options_set_connect_timeout_ms(o, 0),
             tryvox_options_set_base_url(o, cs("http://h/?q").as_ptr()),
+            tryvox_options_set_base_url(
+                o,
+                cs(&format!("http://127.0.0.1/{}", "p".repeat(8200))).as_ptr(),
+            ),
             tryvox_options_set_trust_store(o, 3),
             tryvox_options_set_trust_store(o, -1),
         ] {

@@ -633,7 +633,8 @@ fn a_proxys_502_names_the_proxy_and_is_retried_as_a_server_error() {
         assert_eq!(e.http_status(), 502, "{path}");
         assert!(
             e.message().starts_with(&format!(
-                "the proxy 127.0.0.1:{port} could not reach the TryVox server (HTTP 502)"
+                "the proxy 127.0.0.1:{port} answered 502: it, or a gateway behind it, could \
+                 not reach the TryVox server"
             )),
             "{path}: {}",
             e.message()

@@ -22,7 +22,7 @@ mkdir -p "$work/tree" "$work/user/src"
 # The workspace as the working tree has it (tracked files, and new ones git does not
 # ignore), without target/; a tracked file deleted in the working tree is left out.
 git ls-files -z --cached --others --exclude-standard | grep -zv '^target/' |
-  while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+  while IFS= read -r -d '' f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done |
   xargs -0 cp --parents -t "$work/tree"
 (cd "$work/tree" && cargo update 2>&1 | sed 's/^/  newest: /')
 

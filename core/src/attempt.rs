@@ -95,9 +95,10 @@ impl Core {
         }
     }
 
-    /// Through a forwarding proxy, a 502 or 504 without the API's error code is the
-    /// proxy's word that it could not reach the API (or not in time): the status and the
-    /// retries are a server error's, the message names the proxy.
+    /// Through a forwarding proxy, a 502 or 504 without the API's error code is most
+    /// likely the proxy's word that it could not reach the API (or not in time), or a
+    /// gateway's behind it: the status and the retries are a server error's, the message
+    /// names the proxy without claiming which of the two answered.
     fn in_the_proxys_words(&self, e: Error) -> Error {
         match (self.route.via(), e.http_status()) {
             (Via::Forward(p), s @ (502 | 504)) if e.server_code().is_empty() => {
@@ -107,7 +108,10 @@ impl Core {
                     "timed out reaching"
                 };
                 let words = e.message().split_once(": ").map_or("", |(_, w)| w);
-                let mut m = format!("the proxy {p} {what} the TryVox server (HTTP {s})");
+                let mut m = format!(
+                    "the proxy {p} answered {s}: it, or a gateway behind it, {what} the \
+                     TryVox server"
+                );
                 if !words.is_empty() {
                     m.push_str(": ");
                     m.push_str(words);

@@ -69,7 +69,7 @@ pub use engine::{ASYNC_PARALLEL, MAX_CONNECTING};
 pub use error::{Error, Status};
 pub use options::{
     LogFn, LogLevel, Options, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT, MAX_CA_FILE,
+    DEFAULT_TIMEOUT, MAX_BASE_URL, MAX_CA_FILE,
 };
 pub use options::{DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS};
 pub use pool::MAX_WORKERS;

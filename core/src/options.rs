@@ -337,7 +337,19 @@ impl Options {
 }
 
 /// Validates a base URL and returns it without a trailing slash.
+/// The longest base URL: what leaves room for the longest call URL (the account and call
+/// ids, 128 characters each) within what a URL may be (http's `Uri` takes up to 64 KiB);
+/// servers refuse request lines far shorter (8 KiB is common), so a base this long is a
+/// mistake made visible when it is set, not at every hangup.
+pub const MAX_BASE_URL: usize = 8 * 1024;
+
 fn parse_base_url(url: &str) -> Result<String, Error> {
+    if url.len() > MAX_BASE_URL {
+        return Err(Error::invalid(format!(
+            "base URL is {} bytes long; at most {MAX_BASE_URL} are allowed",
+            url.len()
+        )));
+    }
     if url.contains(['?', '#']) {
         return Err(Error::invalid("base URL may not have a query or fragment"));
     }
@@ -417,6 +429,17 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_base_url_longer_than_any_server_takes_is_refused() {
+        let mut o = Options::new();
+        let at_most = format!("https://api.example.com/{}", "p".repeat(MAX_BASE_URL - 24));
+        assert_eq!(at_most.len(), MAX_BASE_URL);
+        o.set_base_url(&at_most).unwrap();
+        let e = o.set_base_url(&format!("{at_most}p")).unwrap_err();
+        assert_eq!(e.status(), crate::Status::InvalidArgument);
+        assert!(e.message().contains("at most 8192"), "{e}");
+    }
 
     #[test]
     fn debug_never_shows_the_proxys_credentials() {

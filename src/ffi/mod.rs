@@ -1047,7 +1047,8 @@ unsafe fn set_str(
 /// optional port and an optional path prefix; no user info, query or fragment. Plain http
 /// is accepted here but refused when the client is built, unless the host is loopback
 /// (127.0.0.0/8, ::1, localhost) or `tryvox_options_allow_insecure_http` was set.
-/// The string is copied. Returns TRYVOX_OK or TRYVOX_INVALID_ARGUMENT (NULL, bad URL).
+/// At most 8192 bytes. The string is copied. Returns TRYVOX_OK or
+/// TRYVOX_INVALID_ARGUMENT (NULL, bad or too long URL).
 #[no_mangle]
 pub unsafe extern "C" fn tryvox_options_set_base_url(
     o: *mut tryvox_options,
