@@ -670,3 +670,48 @@ fn long_proxy_credentials_go_whole_on_every_path() {
         );
     }
 }
+
+/// A peer that echoes the request it got (a proxy's error page quoting it, here in a
+/// JSON error): the message shows neither the key nor the proxy's credentials, in any of
+/// the forms they travel in (the Basic token, user:password, the password).
+#[test]
+fn an_echo_of_the_request_shows_neither_the_key_nor_the_proxys_credentials() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let Some(head) = read_head(&mut s) else {
+                continue;
+            };
+            let echo = head.trim_end().replace("\r\n", " | ").replace('"', "'");
+            let body = format!("{{\"error\":{{\"code\":\"E\",\"message\":\"you sent: {echo}\"}}}}");
+            let _ = write!(
+                s,
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let password = "s3cretProxyPw";
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("us@er:{password}"));
+    let sim = tryvox_sim::spawn(Default::default()).unwrap();
+    let c = client(&sim.base_url, |o| {
+        o.set_proxy(&format!("http://us%40er:{password}@127.0.0.1:{port}"))
+            .unwrap();
+        o.set_max_retries(0).unwrap();
+    });
+    let ids = seed_calls(&sim, 9);
+    for (path, id, r) in every_path(&c, &ids) {
+        let e = r.unwrap_err();
+        assert_eq!(e.status(), Status::Forbidden, "{path} {id}: {e}");
+        let m = e.message();
+        assert!(m.contains("you sent: DELETE http://"), "{path}: {m}");
+        for secret in [KEY, password, token.as_str(), "us%40er:", "us@er:"] {
+            assert!(!m.contains(secret), "{path}: {secret} in {m}");
+        }
+    }
+}

@@ -53,6 +53,11 @@ impl Core {
         r
     }
 
+    /// `text` (a peer's words) without the key or the proxy's credentials.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        self.route.redact(&self.key.redact(text))
+    }
+
     /// A 407 on a route that sends its requests to a proxy is the proxy's answer (RFC
     /// 9110 15.5.8: only a proxy sends it): the same outcome as the proxy refusing a
     /// CONNECT, named as the proxy's, never retried (the credentials will not change).
@@ -80,7 +85,7 @@ impl Core {
         }
         let http_status = answer.http_status;
         let result = response::classify_with(http_status, &answer.body, call_uuid, &|s: &str| {
-            self.key.redact(s)
+            self.redact(s)
         })
         .map(|()| http_status)
         .map_err(|e| self.in_the_proxys_words(e))
@@ -165,7 +170,7 @@ impl Core {
         e: &AttemptError,
     ) -> Attempt<T> {
         let (status, failure, msg) = describe(e, self.route.via());
-        let msg = self.key.redact(&msg);
+        let msg = self.redact(&msg);
         self.log(LogLevel::Debug, || format!("{method} {uri}: {msg}"));
         Attempt {
             result: Err(Error::new(status, msg)),

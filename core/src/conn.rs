@@ -32,6 +32,10 @@ pub(crate) struct Route {
     connect: Option<Vec<u8>>,
     /// Plain http through a proxy: each request goes to it in absolute form.
     forward: Option<Forward>,
+    /// The proxy's credentials in every form a peer could echo them (the Basic token, the
+    /// decoded and the encoded `user:password`, the password): redacted from messages as
+    /// the key is.
+    secrets: Vec<Vec<u8>>,
 }
 
 /// How plain-http requests go to a proxy: no tunnel (proxies as deployed, Debian's
@@ -86,16 +90,33 @@ impl Route {
                 tls,
                 connect: None,
                 forward: None,
+                secrets: Vec::new(),
             });
         };
         // Credentials in the proxy URL (user:password@) go as Basic auth; userinfo is
         // percent-encoded in a URL ("p%40ss" for "p@ss").
-        let token = p
+        let userinfo = p
             .authority()
             .and_then(|a| a.as_str().rsplit_once('@'))
-            .map(|(userinfo, _)| {
-                base64::engine::general_purpose::STANDARD.encode(percent_decode(userinfo))
-            });
+            .map(|(userinfo, _)| userinfo);
+        let token =
+            userinfo.map(|u| base64::engine::general_purpose::STANDARD.encode(percent_decode(u)));
+        let mut secrets = Vec::new();
+        if let (Some(encoded), Some(token)) = (userinfo, &token) {
+            let decoded = percent_decode(encoded);
+            // A password of a few characters alone would hide them everywhere: it goes
+            // with the user name then.
+            if let Some(i) = decoded.iter().position(|&b| b == b':') {
+                if decoded.len() - i - 1 >= 4 {
+                    secrets.push(decoded[i + 1..].to_vec());
+                }
+            }
+            secrets.extend([
+                token.as_bytes().to_vec(),
+                decoded,
+                encoded.as_bytes().to_vec(),
+            ]);
+        }
         let (connect, forward) = if https {
             let target = format!("{host}:{port}");
             let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
@@ -125,7 +146,17 @@ impl Route {
             tls,
             connect,
             forward,
+            secrets,
         })
+    }
+
+    /// `text` without the proxy's credentials (see [`Route::secrets`]).
+    pub(crate) fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for s in &self.secrets {
+            out = crate::secret::redact(s, &out);
+        }
+        out
     }
 
     /// How connections go, for the messages that describe their failures.

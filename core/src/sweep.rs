@@ -659,7 +659,7 @@ impl Client {
         }
         let failure = answer.failure();
         let result = match response::classify_with(answer.http_status, &answer.body, "", &|s| {
-            core.key.redact(s)
+            core.redact(s)
         }) {
             Ok(()) => serde_json::from_slice::<Listing>(&answer.body).map_err(|_| {
                 Error::new(
