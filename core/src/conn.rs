@@ -106,9 +106,14 @@ impl Route {
             let decoded = percent_decode(encoded);
             // A password of a few characters alone would hide them everywhere: it goes
             // with the user name then.
-            if let Some(i) = decoded.iter().position(|&b| b == b':') {
-                if decoded.len() - i - 1 >= 4 {
-                    secrets.push(decoded[i + 1..].to_vec());
+            if let Some((_, password)) = decoded
+                .split(|&b| b == b':')
+                .collect::<Vec<_>>()
+                .split_first()
+            {
+                let password = password.join(&b':');
+                if password.len() >= 4 {
+                    secrets.push(password);
                 }
             }
             secrets.extend([
