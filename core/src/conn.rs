@@ -106,14 +106,10 @@ impl Route {
             let decoded = percent_decode(encoded);
             // A password of a few characters alone would hide them everywhere: it goes
             // with the user name then.
-            if let Some((_, password)) = decoded
-                .split(|&b| b == b':')
-                .collect::<Vec<_>>()
-                .split_first()
-            {
-                let password = password.join(&b':');
+            if let Some(i) = decoded.iter().position(|&b| b == b':') {
+                let password = &decoded[i + 1..];
                 if password.len() >= 4 {
-                    secrets.push(password);
+                    secrets.push(password.to_vec());
                 }
             }
             secrets.extend([
