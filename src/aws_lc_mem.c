@@ -6,13 +6,17 @@
  * them: its references are weak and unprefixed, so in libtryvox.so they were dynamic
  * imports, and a host that defines the hooks for its own BoringSSL or AWS-LC would have
  * received libtryvox's TLS allocations, from our threads and under our locks. Defined
- * here, hidden, the references bind inside the library at link time and nothing is
- * imported. They do what aws-lc does without hooks: a size prefix, and the block wiped
+ * here, the references bind inside libtryvox.so at link time, and the library's version
+ * script (rustc's: only tryvox_* is exported) keeps them local: nothing is imported or
+ * exported. They do what aws-lc does without hooks: a size prefix, and the block wiped
  * before it is freed (keys and session secrets live there).
  *
- * Weak as well: a program that links libtryvox.a statically together with its own hooks
- * keeps its own definitions (one program, one allocator, its choice), with no duplicate
- * symbol at link time.
+ * Weak, and of default visibility, for libtryvox.a: a program that links it statically
+ * together with its own hooks keeps its own definitions, still exported to its own shared
+ * BoringSSL or AWS-LC (hidden ones would have won the link's visibility and hidden the
+ * host's); libtryvox's TLS allocations then go through the host's hooks too (one
+ * program, one allocator, its choice; docs/embedding.md). A module built from the .a
+ * with --exclude-libs,ALL (res_tryvox) keeps ours, local.
  */
 #define _DEFAULT_SOURCE /* explicit_bzero */
 #include <stddef.h>
@@ -20,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HOOK __attribute__((weak, visibility("hidden")))
+#define HOOK __attribute__((weak))
 
 /* Room for the size, keeping malloc's 16-byte alignment. */
 #define PREFIX 16

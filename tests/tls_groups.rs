@@ -204,3 +204,56 @@ fn a_hosts_crypto_allocator_hooks_never_see_our_allocations() {
     assert!(text.contains("hangup rc=0 "), "{text}");
     assert!(text.contains("host_alloc=0 host_free=0"), "{text}");
 }
+
+/// A program that defines the hooks for its own (shared) crypto library and links
+/// libtryvox.a statically, with the flags res_tryvox uses: its library still calls its
+/// hooks (hidden definitions of ours would have made the host's local, the second review
+/// found).
+#[test]
+fn a_static_host_keeps_its_own_hooks_for_its_own_crypto_library() {
+    let a = support::target_dir().join("libtryvox.a");
+    let dir = support::scratch("tls-groups", "static-hooks");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cc = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new("cc")
+            .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    let lib = dir.join("libhostcrypto.so");
+    cc(&[
+        "-shared".as_ref(),
+        "-fPIC".as_ref(),
+        root.join("tests/c/static_hooks_crypto.c").as_os_str(),
+        "-o".as_ref(),
+        lib.as_os_str(),
+    ]);
+    let exe = dir.join("host");
+    let include = format!("-I{}", root.join("include").display());
+    let libdir = format!("-L{}", dir.display());
+    let rpath = format!("-Wl,-rpath,{}", dir.display());
+    cc(&[
+        include.as_ref(),
+        root.join("tests/c/static_hooks_host.c").as_os_str(),
+        libdir.as_ref(),
+        "-lhostcrypto".as_ref(),
+        rpath.as_ref(),
+        a.as_os_str(),
+        "-pthread".as_ref(),
+        "-lgcc_s".as_ref(),
+        "-lutil".as_ref(),
+        "-lrt".as_ref(),
+        "-ldl".as_ref(),
+        "-lm".as_ref(),
+        "-o".as_ref(),
+        exe.as_os_str(),
+    ]);
+    let out = std::process::Command::new(&exe).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("hooks: yes"),
+        "{text}"
+    );
+}

@@ -229,6 +229,39 @@ fn a_stray_store_path_never_hangs_or_exhausts_the_host() {
     in_child_with_why("child_stray_store", &garbage, &dir, "bytes or more");
 }
 
+#[test]
+fn a_store_past_the_bounds_is_read_in_part_and_the_log_says_so() {
+    // 68 MiB of files in the directory (more than the 64 MiB read at most), the CA in the
+    // bundle file, which is read first.
+    let dir = support::scratch("trust", "big-dir");
+    let filler = vec![b'#'; 4 << 20];
+    for i in 0..17 {
+        std::fs::write(dir.join(format!("filler-{i}.pem")), &filler).unwrap();
+    }
+    in_child(
+        "child_big_store",
+        Some(&support::tls_fixtures().join("ca.pem")),
+        Some(&dir),
+    );
+}
+
+#[test]
+#[ignore = "run by a_store_past_the_bounds_is_read_in_part_and_the_log_says_so"]
+fn child_big_store() {
+    let (port, seen) = server();
+    let (c, lines) = client(port, None);
+    assert!(c.is_ok());
+    let lines = lines.lock().unwrap().join("\n");
+    let dir = std::env::var("SSL_CERT_DIR").unwrap();
+    assert!(
+        lines.contains("Info: TLS: trusting 1 roots of the system's trust store")
+            && lines.contains("Warn: TLS: the system's trust store was read only in part")
+            && lines.contains(&dir),
+        "{lines}"
+    );
+    assert_eq!(hangup(port, &seen, None), (Status::Ok, 1));
+}
+
 /// Runs `child_stray_store` with this store, expecting `why` in the reason given.
 fn in_child_with_why(name: &str, file: &Path, dir: &Path, why: &str) {
     let mut cmd = Command::new(std::env::current_exe().unwrap());

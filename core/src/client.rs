@@ -134,6 +134,9 @@ impl Client {
             // certificate is refused.
             if let Some(log) = &options.log {
                 log(LogLevel::Info, &format!("TLS: trusting {}", roots.source));
+                if let Some(w) = &roots.warning {
+                    log(LogLevel::Warn, &format!("TLS: {w}"));
+                }
             }
             Ok(roots.store)
         };
