@@ -1166,8 +1166,11 @@ pub enum tryvox_trust_store {
 /// replaces them all): one of the tryvox_trust_store values; the default is
 /// TRYVOX_TRUST_SYSTEM_OR_BUNDLED. The roots are read once, by
 /// `tryvox_client_new*` for an https base URL (a certificate installed later
-/// counts for clients built later); the options' log callback, if any, receives one
-/// info line (level 2) then saying which roots the client trusts and how many. Returns
+/// counts for clients built later), bounded: regular files only (a FIFO or device named
+/// by SSL_CERT_FILE is skipped unread, never waited on), at most 4 MiB a file and 64 MiB
+/// or 100,000 directory entries in all. The options' log callback, if any, receives one
+/// info line (level 2) then saying which roots the client trusts and how many, and a
+/// warn line (level 1) naming the directory if the store was read only in part. Returns
 /// TRYVOX_OK, or TRYVOX_INVALID_ARGUMENT for another value (nothing changed).
 #[no_mangle]
 pub unsafe extern "C" fn tryvox_options_set_trust_store(
