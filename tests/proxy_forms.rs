@@ -581,6 +581,25 @@ fn answering_proxy(answer: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, heads)
 }
 
+/// Nine calls of a fresh simulator hung up through the proxy on `port` (three each way:
+/// blocking, async, bulk), with `retries`.
+fn nine_hangups_through(
+    port: u16,
+    retries: u32,
+) -> (
+    tryvox_sim::Running,
+    Vec<(&'static str, String, HangupResult)>,
+) {
+    let sim = tryvox_sim::spawn(Default::default()).unwrap();
+    let c = client(&sim.base_url, |o| {
+        o.set_proxy(&format!("http://127.0.0.1:{port}")).unwrap();
+        o.set_max_retries(retries).unwrap();
+    });
+    let ids = seed_calls(&sim, 9);
+    let outcomes = every_path(&c, &ids);
+    (sim, outcomes)
+}
+
 /// A proxy that wants credentials answers 407 (RFC 9110 15.5.8), which only a proxy sends:
 /// the outcome names the proxy, as its refusal of a CONNECT does, and is not retried.
 #[test]
@@ -590,13 +609,8 @@ fn a_proxys_407_is_the_proxys_refusal_not_the_apis_answer() {
          Proxy-Authenticate: Basic realm=\"proxy\"\r\n\
          Content-Length: 0\r\n\r\n",
     );
-    let sim = tryvox_sim::spawn(Default::default()).unwrap();
-    let c = client(&sim.base_url, |o| {
-        o.set_proxy(&format!("http://127.0.0.1:{port}")).unwrap();
-        o.set_max_retries(3).unwrap();
-    });
-    let ids = seed_calls(&sim, 9);
-    for (path, id, r) in every_path(&c, &ids) {
+    let (sim, outcomes) = nine_hangups_through(port, 3);
+    for (path, id, r) in outcomes {
         let e = r.unwrap_err();
         assert_eq!(e.status(), Status::NetworkError, "{path} {id}: {e}");
         assert_eq!(e.http_status(), 407, "{path}");
@@ -621,13 +635,8 @@ fn a_proxys_502_names_the_proxy_and_is_retried_as_a_server_error() {
         "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: 27\r\n\r\n\
          <html>ERR_CONNECT_FAIL</html>",
     );
-    let sim = tryvox_sim::spawn(Default::default()).unwrap();
-    let c = client(&sim.base_url, |o| {
-        o.set_proxy(&format!("http://127.0.0.1:{port}")).unwrap();
-        o.set_max_retries(1).unwrap();
-    });
-    let ids = seed_calls(&sim, 9);
-    for (path, id, r) in every_path(&c, &ids) {
+    let (_sim, outcomes) = nine_hangups_through(port, 1);
+    for (path, id, r) in outcomes {
         let e = r.unwrap_err();
         assert_eq!(e.status(), Status::ServerError, "{path} {id}: {e}");
         assert_eq!(e.http_status(), 502, "{path}");
