@@ -242,7 +242,7 @@ impl Options {
     /// Which roots to trust for the API's certificate when no CA file is set: by default
     /// the system's trust store, or Mozilla's roots compiled in where the system has none.
     /// Read when the client is built (a CA installed later counts for clients built
-    /// later); building fails with `TlsError` if [`TrustStore::System`] finds none.
+    /// later); building fails with `TlsError` if [`crate::TrustStore::System`] finds none.
     pub fn set_trust_store(&mut self, store: crate::trust::TrustStore) {
         self.trust_store = store;
     }
