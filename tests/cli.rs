@@ -125,31 +125,16 @@ fn call(s: &Running, tenant: Option<&str>, id: &str) -> Option<(String, Option<S
 /// (live ids, ids ended by an API hangup), each sorted.
 fn listing(s: &Running, tenant: Option<&str>, prefix: &str) -> (Vec<String>, Vec<String>) {
     let (mut live, mut ended) = (Vec::new(), Vec::new());
-    let mut page = 1;
-    loop {
-        let mut req = agent()
-            .get(format!("{}?per_page=100&page={page}", s.calls_url()))
-            .header("authorization", format!("Bearer {KEY}"));
-        if let Some(t) = tenant {
-            req = req.header("x-tenant-id", t);
+    for c in support::sim_calls(s, tenant) {
+        let id = c["call_uuid"].as_str().unwrap();
+        if !id.starts_with(prefix) {
+            continue;
         }
-        let mut r = req.call().unwrap();
-        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-        for c in v["calls"].as_array().unwrap() {
-            let id = c["call_uuid"].as_str().unwrap();
-            if !id.starts_with(prefix) {
-                continue;
-            }
-            match (c["status"].as_str().unwrap(), c["end_reason"].as_str()) {
-                ("ringing" | "in-progress", _) => live.push(id.to_owned()),
-                (_, Some("api-hangup")) => ended.push(id.to_owned()),
-                _ => {} // ended on its own
-            }
+        match (c["status"].as_str().unwrap(), c["end_reason"].as_str()) {
+            ("ringing" | "in-progress", _) => live.push(id.to_owned()),
+            (_, Some("api-hangup")) => ended.push(id.to_owned()),
+            _ => {} // ended on its own
         }
-        if page >= v["pagination"]["total_pages"].as_u64().unwrap_or(1) {
-            break;
-        }
-        page += 1;
     }
     live.sort();
     ended.sort();

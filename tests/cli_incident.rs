@@ -58,31 +58,18 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 /// The simulator's own record of `tenant`'s calls: id -> (status, end_reason).
 fn sim_record(s: &Running, tenant: Option<&str>) -> BTreeMap<String, (String, Option<String>)> {
-    let mut out = BTreeMap::new();
-    let mut page = 1;
-    loop {
-        let mut req = agent()
-            .get(format!("{}?per_page=100&page={page}", s.calls_url()))
-            .header("authorization", format!("Bearer {KEY}"));
-        if let Some(t) = tenant {
-            req = req.header("x-tenant-id", t);
-        }
-        let mut r = req.call().unwrap();
-        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-        for c in v["calls"].as_array().unwrap() {
-            out.insert(
+    support::sim_calls(s, tenant)
+        .iter()
+        .map(|c| {
+            (
                 c["call_uuid"].as_str().unwrap().to_owned(),
                 (
                     c["status"].as_str().unwrap().to_owned(),
                     c["end_reason"].as_str().map(str::to_owned),
                 ),
-            );
-        }
-        if page >= v["pagination"]["total_pages"].as_u64().unwrap() {
-            return out;
-        }
-        page += 1;
-    }
+            )
+        })
+        .collect()
 }
 
 fn ended_by_api(record: &BTreeMap<String, (String, Option<String>)>) -> BTreeSet<String> {

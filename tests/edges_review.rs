@@ -12,8 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use support::{have_tool, status_of, API_KEY, AUTH_ID};
 use tryvox_core::{Client, HangupResult, Options, Status};
 
@@ -132,37 +130,6 @@ fn plain_client(port: u16, timeout: Duration, retries: u32) -> Client {
     Client::with_options(AUTH_ID, API_KEY, &o).unwrap()
 }
 
-fn fixtures() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls")
-}
-
-fn tls_server_config() -> Arc<rustls::ServerConfig> {
-    let pem = std::fs::read(fixtures().join("server.pem")).unwrap();
-    let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&pem)
-        .map(|c| c.unwrap())
-        .collect();
-    let key = PrivateKeyDer::from_pem_slice(&std::fs::read(fixtures().join("server.key")).unwrap())
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    cfg.send_tls13_tickets = 0;
-    Arc::new(cfg)
-}
-
-fn records(conn: &mut rustls::ServerConnection, plain: &[u8]) -> Vec<u8> {
-    conn.writer().write_all(plain).unwrap();
-    let mut out = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut out).unwrap();
-    }
-    out
-}
-
 /// A TLS server: after each request head, `answer(conn, request no, tls)` gives the raw
 /// bytes to write; `None` stalls until the client closes.
 fn tls_server(
@@ -171,7 +138,7 @@ fn tls_server(
         + Sync
         + 'static,
 ) -> (u16, Arc<Counts>) {
-    let cfg = tls_server_config();
+    let cfg = support::tls_server_config_without_tickets();
     let answer = Arc::new(answer);
     plain_server(move |n, mut sock, counts| {
         let mut conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
@@ -201,7 +168,7 @@ fn tls_server(
 
 fn tls_client(port: u16, timeout: Duration, retries: u32) -> Client {
     let mut o = Options::new();
-    o.set_ca_file(fixtures().join("ca.pem").to_str().unwrap())
+    o.set_ca_file(support::tls_fixtures().join("ca.pem").to_str().unwrap())
         .unwrap();
     o.set_base_url(&format!("https://localhost:{port}"))
         .unwrap();
@@ -228,7 +195,7 @@ fn tls_failure_in_the_flight_that_ends_the_handshake_sends_the_key_yet_says_tls_
     each_path(|path| {
         let got_plain = Arc::new(Mutex::new(Vec::<u8>::new()));
         let gp = got_plain.clone();
-        let cfg = tls_server_config();
+        let cfg = support::tls_server_config_without_tickets();
         let (port, _) = plain_server(move |_, mut sock, _| {
             let mut conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
             let mut buf = [0u8; 16384];
@@ -432,7 +399,7 @@ fn a_200_whose_body_follows_its_head_a_moment_later_keeps_its_connection() {
 #[test]
 fn a_200_over_tls_whose_body_follows_a_moment_later_keeps_its_connection() {
     each_path(|path| {
-        let cfg = tls_server_config();
+        let cfg = support::tls_server_config_without_tickets();
         let (port, counts) = plain_server(move |_, mut sock, counts| {
             let mut conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
             loop {
@@ -449,12 +416,12 @@ fn a_200_over_tls_whose_body_follows_a_moment_later_keeps_its_connection() {
                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
                     body.len()
                 );
-                let wire = records(&mut conn, head.as_bytes());
+                let wire = support::tls_records(&mut conn, head.as_bytes());
                 if sock.write_all(&wire).is_err() {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(5));
-                let wire = records(&mut conn, body.as_bytes());
+                let wire = support::tls_records(&mut conn, body.as_bytes());
                 if sock.write_all(&wire).is_err() {
                     return;
                 }
@@ -573,7 +540,7 @@ fn http_prefix_then_stall_is_timeout_at_the_deadline() {
 fn tls_404_head_then_a_16k_record_header_that_stalls_is_not_found() {
     each_path(|path| {
         let (port, _) = tls_server(|_, _, tls| {
-            let mut wire = records(
+            let mut wire = support::tls_records(
                 tls,
                 b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n{\"error\":\"call_not_found\"",
             );
@@ -603,7 +570,10 @@ fn tls_oversized_record_after_the_request_is_retried_not_tls_error() {
                 wire.extend_from_slice(&[1u8; 64]);
                 Some(wire)
             } else {
-                Some(records(tls, b"HTTP/1.1 204 No Content\r\n\r\n"))
+                Some(support::tls_records(
+                    tls,
+                    b"HTTP/1.1 204 No Content\r\n\r\n",
+                ))
             }
         });
         let c = tls_client(port, Duration::from_secs(3), 2);
@@ -619,7 +589,7 @@ fn tls_oversized_record_after_the_request_is_retried_not_tls_error() {
 fn tls_close_notify_mid_response() {
     each_path(|path| {
         let (port, counts) = tls_server(|_, _, tls| {
-            let mut wire = records(
+            let mut wire = support::tls_records(
                 tls,
                 b"HTTP/1.1 404 Not Found\r\nContent-Length: 60\r\n\r\n{\"error\":\"call_not",
             );
@@ -641,14 +611,17 @@ fn tls_close_notify_mid_response() {
 
         let (port, counts) = tls_server(|n, _, tls| {
             if n == 0 {
-                let mut wire = records(tls, b"HTTP/1.1 20");
+                let mut wire = support::tls_records(tls, b"HTTP/1.1 20");
                 tls.send_close_notify();
                 while tls.wants_write() {
                     tls.write_tls(&mut wire).unwrap();
                 }
                 Some(wire)
             } else {
-                Some(records(tls, b"HTTP/1.1 204 No Content\r\n\r\n"))
+                Some(support::tls_records(
+                    tls,
+                    b"HTTP/1.1 204 No Content\r\n\r\n",
+                ))
             }
         });
         let c = tls_client(port, Duration::from_secs(3), 2);
@@ -1059,10 +1032,14 @@ fn a_burst_through_tinyproxy_then_tls_is_all_ok() {
             .unwrap(),
     );
     support::wait_for_port(pport);
-    let (port, counts) =
-        tls_server(|_, _, tls| Some(records(tls, b"HTTP/1.1 204 No Content\r\n\r\n")));
+    let (port, counts) = tls_server(|_, _, tls| {
+        Some(support::tls_records(
+            tls,
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+        ))
+    });
     let mut o = Options::new();
-    o.set_ca_file(fixtures().join("ca.pem").to_str().unwrap())
+    o.set_ca_file(support::tls_fixtures().join("ca.pem").to_str().unwrap())
         .unwrap();
     o.set_base_url(&format!("https://localhost:{port}"))
         .unwrap();

@@ -18,8 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use support::{status_of, API_KEY, AUTH_ID};
 use tryvox_core::{Client, HangupResult, Options, Status};
 
@@ -132,45 +130,12 @@ fn plain_client(port: u16, timeout: Duration, retries: u32) -> Client {
     Client::with_options(AUTH_ID, API_KEY, &o).unwrap()
 }
 
-fn fixtures() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls")
-}
-
-fn tls_server_config() -> Arc<rustls::ServerConfig> {
-    let pem = std::fs::read(fixtures().join("server.pem")).unwrap();
-    let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&pem)
-        .map(|c| c.unwrap())
-        .collect();
-    let key = PrivateKeyDer::from_pem_slice(&std::fs::read(fixtures().join("server.key")).unwrap())
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    // No session tickets: every record after the handshake is one the test wrote.
-    cfg.send_tls13_tickets = 0;
-    Arc::new(cfg)
-}
-
-/// Encrypts `plain` as TLS records; returns the wire bytes.
-fn records(conn: &mut rustls::ServerConnection, plain: &[u8]) -> Vec<u8> {
-    conn.writer().write_all(plain).unwrap();
-    let mut out = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut out).unwrap();
-    }
-    out
-}
-
 /// A TLS server: after each request head read (over TLS), `answer(connection number,
 /// request number on it, tls)` gives the raw bytes to write on the socket.
 fn tls_server(
     answer: impl Fn(usize, usize, &mut rustls::ServerConnection) -> Vec<u8> + Send + Sync + 'static,
 ) -> (u16, Arc<Counts>) {
-    let cfg = tls_server_config();
+    let cfg = support::tls_server_config_without_tickets();
     let answer = Arc::new(answer);
     plain_server(move |n, mut sock, counts| {
         let mut conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
@@ -193,7 +158,7 @@ fn tls_server(
 
 fn tls_client(port: u16, retries: u32) -> Client {
     let mut o = Options::new();
-    o.set_ca_file(fixtures().join("ca.pem").to_str().unwrap())
+    o.set_ca_file(support::tls_fixtures().join("ca.pem").to_str().unwrap())
         .unwrap();
     o.set_base_url(&format!("https://localhost:{port}"))
         .unwrap();
@@ -229,10 +194,10 @@ fn half_a_stray_tls_record_after_a_204_keeps_the_connection_from_reuse() {
     each_path(|path| {
         let stray = stray.clone();
         let (port, counts) = tls_server(move |_, k, tls| {
-            let ok = records(tls, b"HTTP/1.1 204 No Content\r\n\r\n");
+            let ok = support::tls_records(tls, b"HTTP/1.1 204 No Content\r\n\r\n");
             if k == 0 {
                 let mut wire = ok;
-                let rec = records(tls, stray.as_bytes());
+                let rec = support::tls_records(tls, stray.as_bytes());
                 wire.extend_from_slice(&rec[..rec.len() / 2]);
                 // Kept for the next request, if one comes on this connection.
                 STRAY_REST.with(|r| *r.borrow_mut() = rec[rec.len() / 2..].to_vec());
@@ -495,7 +460,7 @@ fn a_connection_closed_before_any_byte_is_still_retried() {
 /// answer 204.
 fn corrupting_tls_server() -> (u16, Arc<Counts>) {
     tls_server(|n, _, tls| {
-        let mut wire = records(tls, b"HTTP/1.1 204 No Content\r\n\r\n");
+        let mut wire = support::tls_records(tls, b"HTTP/1.1 204 No Content\r\n\r\n");
         if n == 0 {
             let last = wire.len() - 1;
             wire[last] ^= 0x55;

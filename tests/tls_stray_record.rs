@@ -2,14 +2,14 @@
 //! cleared once TLS runs in the tunnel, so over proxy+TLS the engine reuses a connection
 //! in the same turn without a probe even when a full 4096-byte read left bytes behind.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tryvox_core::{Client, HangupResult, Options, Status};
 
 fn st(r: &HangupResult) -> Status {
@@ -17,25 +17,6 @@ fn st(r: &HangupResult) -> Status {
         Ok(_) => Status::Ok,
         Err(e) => e.status(),
     }
-}
-
-fn server_config() -> Arc<rustls::ServerConfig> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
-    let pem = std::fs::read(dir.join("server.pem")).unwrap();
-    let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&pem)
-        .map(|c| c.unwrap())
-        .collect();
-    let key =
-        PrivateKeyDer::from_pem_slice(&std::fs::read(dir.join("server.key")).unwrap()).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    cfg.send_tls13_tickets = 0;
-    Arc::new(cfg)
 }
 
 fn read_plain_head(s: &mut impl Read) -> bool {
@@ -50,16 +31,6 @@ fn read_plain_head(s: &mut impl Read) -> bool {
     true
 }
 
-/// Encrypts `plain` as TLS records; returns the wire bytes.
-fn records(conn: &mut rustls::ServerConnection, plain: &[u8]) -> Vec<u8> {
-    conn.writer().write_all(plain).unwrap();
-    let mut out = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut out).unwrap();
-    }
-    out
-}
-
 /// TLS server (optionally behind a CONNECT on the same socket). The first answer on a
 /// connection is a 204 whose TLS record is exactly 4096 bytes on the wire, followed in
 /// the same TCP write by a stray 404 record. Later answers are plain 204s.
@@ -69,7 +40,7 @@ fn tls_server(via_proxy: bool) -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let conns = Arc::new(AtomicUsize::new(0));
     let reqs = Arc::new(AtomicUsize::new(0));
     let (c2, r2) = (conns.clone(), reqs.clone());
-    let cfg = server_config();
+    let cfg = support::tls_server_config_without_tickets();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut sock) = s else { continue };
@@ -103,7 +74,7 @@ fn tls_server(via_proxy: bool) -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
                         let mut p = start.clone();
                         p.extend(std::iter::repeat_n(b'a', total - start.len() - 4));
                         p.extend_from_slice(b"\r\n\r\n");
-                        let mut wire = records(&mut conn, &p);
+                        let mut wire = support::tls_records(&mut conn, &p);
                         assert_eq!(wire.len(), 4096, "first record size");
                         let body = br#"{"error":"call_not_found","message":"stray"}"#;
                         let stray = format!(
@@ -111,10 +82,11 @@ fn tls_server(via_proxy: bool) -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
                             body.len(),
                             std::str::from_utf8(body).unwrap()
                         );
-                        wire.extend(records(&mut conn, stray.as_bytes()));
+                        wire.extend(support::tls_records(&mut conn, stray.as_bytes()));
                         let _ = sock.write_all(&wire);
                     } else {
-                        let wire = records(&mut conn, b"HTTP/1.1 204 No Content\r\n\r\n");
+                        let wire =
+                            support::tls_records(&mut conn, b"HTTP/1.1 204 No Content\r\n\r\n");
                         let _ = sock.write_all(&wire);
                     }
                     n += 1;

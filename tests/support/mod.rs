@@ -682,6 +682,30 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
+/// Every call of `tenant` (the default tenant if None) as the simulator lists it to the
+/// API, page after page: the JSON objects of its `calls` arrays.
+pub fn sim_calls(s: &tryvox_sim::Running, tenant: Option<&str>) -> Vec<serde_json::Value> {
+    let key = tryvox_sim::server::DEFAULT_API_KEY;
+    let mut out = Vec::new();
+    let mut page = 1;
+    loop {
+        let mut req = agent()
+            .get(format!("{}?per_page=100&page={page}", s.calls_url()))
+            .header("authorization", format!("Bearer {key}"));
+        if let Some(t) = tenant {
+            req = req.header("x-tenant-id", t);
+        }
+        let mut r = req.call().unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        out.extend(v["calls"].as_array().unwrap().iter().cloned());
+        if page >= v["pagination"]["total_pages"].as_u64().unwrap_or(1) {
+            return out;
+        }
+        page += 1;
+    }
+}
+
 /// Creates `n` live calls named `{prefix}{i}` in the simulator, in `tenant` and from
 /// `from` when given.
 pub fn seed(
@@ -910,6 +934,25 @@ pub fn tls_server_config_in(
             .with_single_cert(certs, key)
             .unwrap(),
     )
+}
+
+/// TLS 1.3 with the fixtures' `server` certificate and no session tickets: every record
+/// after the handshake is one the test wrote.
+pub fn tls_server_config_without_tickets() -> Arc<rustls::ServerConfig> {
+    let mut cfg = (*tls_server_config(&[&rustls::version::TLS13], None)).clone();
+    cfg.send_tls13_tickets = 0;
+    Arc::new(cfg)
+}
+
+/// Encrypts `plain` as TLS records; returns the wire bytes.
+pub fn tls_records(conn: &mut rustls::ServerConnection, plain: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    conn.writer().write_all(plain).unwrap();
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).unwrap();
+    }
+    out
 }
 
 /// What a [`tls_204_server`] saw: per DELETE, its connection's protocol version and key
