@@ -58,46 +58,47 @@ impl Core {
         self.route.redact(&self.key.redact(text))
     }
 
-    /// A 407 on a route that sends its requests to a proxy is the proxy's answer (RFC
-    /// 9110 15.5.8: only a proxy sends it): the same outcome as the proxy refusing a
-    /// CONNECT, named as the proxy's, never retried (the credentials will not change).
-    pub(crate) fn proxy_refusal<T>(&self, answer: &Answer) -> Option<Attempt<T>> {
-        match (answer.http_status, self.route.via()) {
-            (407, Via::Forward(p)) => Some(Attempt {
-                result: Err(Error::new(
-                    Status::NetworkError,
-                    format!(
-                        "the proxy {p} refused or failed the connection (the proxy answered \
-                         407: it wants credentials, user:password@ in the proxy URL)"
-                    ),
-                )
-                .with_http(407, "")),
+    /// What a response says, for a hangup and a listing alike: a 407 on a route that
+    /// sends its requests to a proxy is the proxy's answer (RFC 9110 15.5.8: only a proxy
+    /// sends it), the same outcome as the proxy refusing a CONNECT, named as the proxy's,
+    /// never retried (the credentials will not change); any other status is classified,
+    /// the peer's words redacted, a forwarding proxy's 502/504 worded as its.
+    pub(crate) fn judge(&self, answer: &Answer, call_uuid: &str) -> Attempt<()> {
+        if let (407, Via::Forward(p)) = (answer.http_status, self.route.via()) {
+            let e = Error::new(
+                Status::NetworkError,
+                format!(
+                    "the proxy {p} refused or failed the connection (the proxy answered \
+                     407: it wants credentials, user:password@ in the proxy URL)"
+                ),
+            );
+            return Attempt {
+                result: Err(e.with_http(407, "")),
                 failure: Failure::Final,
-            }),
-            _ => None,
+            };
+        }
+        let result = response::classify_with(answer.http_status, &answer.body, call_uuid, &|s| {
+            self.redact(s)
+        })
+        .map_err(|e| self.in_the_proxys_words(e));
+        Attempt {
+            result,
+            failure: answer.failure(),
         }
     }
 
     /// The outcome of a hangup's response.
     pub(crate) fn hangup_outcome(&self, answer: &Answer, call_uuid: &str) -> Attempt {
-        if let Some(refused) = self.proxy_refusal(answer) {
-            return refused;
-        }
-        let http_status = answer.http_status;
-        let result = response::classify_with(http_status, &answer.body, call_uuid, &|s: &str| {
-            self.redact(s)
-        })
-        .map(|()| http_status)
-        .map_err(|e| self.in_the_proxys_words(e))
-        .map_err(|e| match answer.cut {
-            // The status stands; the message says why the server's words may be missing.
-            Some(why) => e.append(&format!(" ({why})")),
-            None => e,
-        });
-        Attempt {
-            result,
-            failure: answer.failure(),
-        }
+        let Attempt { result, failure } = self.judge(answer, call_uuid);
+        let result = result
+            .map(|()| answer.http_status)
+            .map_err(|e| match answer.cut {
+                // The status stands; the message says why the server's words may be missing
+                // (a proxy's refusal, NETWORK_ERROR, never came from the server).
+                Some(why) if e.status() != Status::NetworkError => e.append(&format!(" ({why})")),
+                _ => e,
+            });
+        Attempt { result, failure }
     }
 
     /// Through a forwarding proxy, a 502 or 504 without the API's error code is most

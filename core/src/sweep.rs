@@ -24,7 +24,6 @@ use crate::bulk::{self, Streamed, TICK};
 use crate::client::{Client, HangupResult};
 use crate::engine::BatchControl;
 use crate::error::{Error, Status};
-use crate::response;
 use crate::validate;
 
 /// Calls asked for per listing page (the API's maximum).
@@ -654,13 +653,8 @@ impl Client {
             Ok(a) => a,
             Err(attempt) => return attempt,
         };
-        if let Some(refused) = core.proxy_refusal(&answer) {
-            return refused;
-        }
-        let failure = answer.failure();
-        let result = match response::classify_with(answer.http_status, &answer.body, "", &|s| {
-            core.redact(s)
-        }) {
+        let Attempt { result, failure } = core.judge(&answer, "");
+        let result = match result {
             Ok(()) => serde_json::from_slice::<Listing>(&answer.body).map_err(|_| {
                 Error::new(
                     Status::ProtocolError,
