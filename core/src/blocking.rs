@@ -3,128 +3,91 @@
 //! idle keep-alive connections. Nothing here waits past the deadline it is given.
 
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use ureq_proto::http::Request;
+use ureq_proto::http::{Method, Request, Uri};
 
-use crate::client::Core;
-use crate::conn::{Conn, Fail};
-use crate::engine::IDLE_CONN;
-use crate::process::PerProcess;
-use crate::resolve::ResolveError;
-use crate::transport::{self, Race, Raced};
-use crate::wire::Answer;
-
-/// Idle connections kept for the blocking path.
-pub(crate) const MAX_IDLE: usize = 128;
-
-/// Why an attempt got no response.
-#[derive(Debug)]
-pub(crate) enum AttemptError {
-    Resolve(ResolveError),
-    /// The connect timeout (or the deadline) passed while connecting.
-    ConnectTimeout,
-    /// The deadline passed waiting for the server.
-    Deadline,
-    /// The deadline passed waiting for a place in the process's descriptor budget
-    /// (nothing was sent).
-    NoDescriptor,
-    Conn(Fail),
-}
-
-/// The client's idle connections for the blocking path, most recent last, with the time
-/// each went idle. One idle longer than the engine's [`IDLE_CONN`] is closed when the
-/// stack is next used (no thread watches it: a client nobody uses keeps them until then).
-/// In a forked child the parent's stack is left alone (its sockets are the parent's, and
-/// were closed in the child at the fork): the child starts an empty one. Each stack is
-/// known to `fds`, which empties it when any client's work waits for a descriptor.
-pub(crate) struct IdleStack(PerProcess<Arc<Mutex<Idle>>>);
-
-impl Default for IdleStack {
-    fn default() -> IdleStack {
-        IdleStack(PerProcess::new(registered()))
-    }
-}
-
-/// A new empty stack, known to `fds`.
-fn registered() -> Arc<Mutex<Idle>> {
-    let stack = Arc::new(Mutex::new(Idle::default()));
-    let weak: std::sync::Weak<dyn crate::fds::Shed> =
-        Arc::downgrade(&stack) as std::sync::Weak<Mutex<Idle>>;
-    crate::fds::register_idle(weak);
-    stack
-}
-
-#[derive(Default)]
-struct Idle {
-    conns: Vec<(Conn, Instant)>,
-    /// `fds::wanted()` when last used: when it changes, work (of any client) waits for
-    /// a descriptor, and the idle connections give theirs up.
-    seen_wanted: u64,
-}
-
-impl crate::fds::Shed for Mutex<Idle> {
-    fn shed(&self) {
-        let conns = match self.try_lock() {
-            Ok(mut idle) => std::mem::take(&mut idle.conns),
-            Err(std::sync::TryLockError::Poisoned(e)) => std::mem::take(&mut e.into_inner().conns),
-            Err(std::sync::TryLockError::WouldBlock) => return,
-        };
-        drop(conns); // closed outside the lock
-    }
-}
-
-impl IdleStack {
-    fn stack(&self) -> &Mutex<Idle> {
-        self.0.get(registered)
-    }
-
-    /// Closes this process's idle connections (the client is being freed: in a forked
-    /// child its `Core` outlives it, held by the parent's leaked runtime).
-    pub(crate) fn release(&self) {
-        if let Some(stack) = self.0.current() {
-            let conns = std::mem::take(&mut stack.lock().unwrap_or_else(|e| e.into_inner()).conns);
-            drop(conns);
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Idle> {
-        let mut idle = self.stack().lock().unwrap_or_else(|e| e.into_inner());
-        let wanted = crate::fds::wanted();
-        if idle.seen_wanted != wanted {
-            idle.seen_wanted = wanted;
-            idle.conns.clear();
-        }
-        // Oldest first: close what the server has most likely closed already.
-        let stale = idle
-            .conns
-            .iter()
-            .take_while(|(_, since)| since.elapsed() >= IDLE_CONN)
-            .count();
-        idle.conns.drain(..stale);
-        idle
-    }
-
-    fn take(&self) -> Option<Conn> {
-        loop {
-            let (c, _) = self.lock().conns.pop()?;
-            // A connection the server closed, or that holds unasked bytes, is dropped.
-            if c.is_reusable() {
-                return Some(c);
-            }
-        }
-    }
-
-    fn put(&self, c: Conn) {
-        let mut idle = self.lock();
-        if idle.conns.len() < MAX_IDLE {
-            idle.conns.push((c, Instant::now()));
-        }
-    }
-}
+use crate::contract::error::{Error, HangupResult, Status};
+use crate::contract::options::LogLevel;
+use crate::contract::validate;
+use crate::net::conn::{AttemptError, Conn, Fail};
+use crate::net::resolve::ResolveError;
+use crate::net::transport::{self, Race, Raced};
+use crate::net::wire::Answer;
+use crate::policy::response::MAX_BODY;
+use crate::state::attempt::Attempt;
+use crate::state::Core;
 
 impl Core {
+    /// One DELETE on this thread, until its answer or `deadline`.
+    pub(crate) fn attempt(&self, uri: &Uri, call_uuid: &str, deadline: Instant) -> Attempt {
+        match self.exchange(Method::DELETE, uri, deadline, MAX_BODY) {
+            Ok(answer) => self.hangup_outcome(&answer, call_uuid),
+            Err(attempt) => attempt,
+        }
+    }
+
+    /// One request on this thread, its body read up to `body_limit` bytes; a failure
+    /// before any response is mapped to its status and retry class here.
+    pub(crate) fn exchange<T>(
+        &self,
+        method: Method,
+        uri: &Uri,
+        deadline: Instant,
+        body_limit: usize,
+    ) -> Result<Answer, Attempt<T>> {
+        let t0 = Instant::now();
+        let request = self.request(method.clone(), uri);
+        match self.exchange_blocking(request, body_limit, deadline) {
+            Ok(answer) => {
+                self.log(LogLevel::Debug, || {
+                    format!(
+                        "{method} {uri} -> HTTP {} in {} us",
+                        answer.http_status,
+                        t0.elapsed().as_micros()
+                    )
+                });
+                Ok(answer)
+            }
+            Err(e) => Err(self.no_response(&method, uri, &e)),
+        }
+    }
+
+    pub(crate) fn hangup(&self, call_uuid: &str) -> HangupResult {
+        if let Err(e) = validate::id("call_uuid", call_uuid) {
+            self.stats.finished(e.status(), std::time::Duration::ZERO);
+            return Err(e);
+        }
+        self.hangup_valid(call_uuid)
+    }
+
+    /// The hangup proper, for an id that passed `validate::id`, counted in the client's
+    /// statistics.
+    fn hangup_valid(&self, call_uuid: &str) -> HangupResult {
+        let _in_flight = self.stats.started();
+        let start = Instant::now();
+        let result = self.hangup_uncounted(call_uuid);
+        let status = match &result {
+            Ok(_) => Status::Ok,
+            Err(e) => e.status(),
+        };
+        self.stats.finished(status, start.elapsed());
+        result
+    }
+
+    fn hangup_uncounted(&self, call_uuid: &str) -> HangupResult {
+        // Built once: every attempt of this hangup reuses it. Cannot fail for an id that
+        // passed validation under a base URL that passed `Options::set_base_url`.
+        let uri: Uri = format!("{}{}", self.calls_url, call_uuid)
+            .parse()
+            .map_err(|_| Error::internal("the request URL did not parse"))?;
+        // Formatted only if a log line is written: no allocation per hangup for it.
+        self.retrying(format_args!("hangup {call_uuid}"), true, |deadline| {
+            self.stats.attempt();
+            self.attempt(&uri, call_uuid, deadline)
+        })
+    }
+
     /// One request on a pooled (or new) connection, driven on this thread until its
     /// answer or `deadline`.
     pub(crate) fn exchange_blocking(
@@ -190,17 +153,17 @@ impl Core {
         // The process's descriptor budget is full (every client's sockets): wait for a
         // place, within the deadline, before the connect timeout starts.
         let mut waiting = None;
-        while !crate::fds::room(0) {
+        while !crate::host::fds::room(0) {
             // Counted as a waiter: a busy engine then gives a place up (see `fds`).
-            waiting.get_or_insert_with(crate::fds::Waiting::new);
+            waiting.get_or_insert_with(crate::host::fds::Waiting::new);
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(AttemptError::NoDescriptor);
             }
-            std::thread::sleep(crate::fds::ROOM_POLL.min(left));
+            std::thread::sleep(crate::host::fds::ROOM_POLL.min(left));
         }
         drop(waiting);
-        let until = crate::client::deadline_after(self.connect_timeout).min(deadline);
+        let until = crate::policy::retry::deadline_after(self.connect_timeout).min(deadline);
         let addrs = self
             .book
             .addresses(&self.route.dial_host, self.route.dial_port, until)

@@ -39,54 +39,41 @@
 //! assert!(!e.call_is_gone());
 //! ```
 
-mod attempt;
+// The layers, bottom to top; each module uses only its own layer and those below it
+// (`tools/layers.py`, run by `make test`, fails on an import upward or a cycle).
 mod blocking;
-mod bulk;
 mod client;
-mod conn;
+mod contract;
 mod engine;
-mod error;
-mod fds;
-mod options;
-mod pool;
-mod process;
-mod resolve;
-mod response;
-mod retry;
-mod secret;
-mod stats;
-mod status;
-mod sweep;
-mod timers;
-mod transport;
-mod trust;
-mod validate;
-mod wire;
+mod host;
+mod net;
+mod ops;
+mod policy;
+mod state;
 
-pub use bulk::{DEFAULT_PARALLEL, MAX_PARALLEL};
-pub use client::{Client, HangupResult};
-pub use engine::{ASYNC_PARALLEL, MAX_CONNECTING};
-pub use error::{Error, Status};
-pub use options::{
-    LogFn, LogLevel, Options, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT, MAX_BASE_URL, MAX_CA_FILE,
-};
-pub use options::{DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS};
-pub use pool::MAX_WORKERS;
+pub use client::Client;
+pub use contract::error::{Error, HangupResult, Status};
 #[doc(hidden)]
-pub use resolve::LookupFn;
-pub use stats::{Stats, STATUS_SLOTS};
-pub use sweep::{Sweep, SweepObserver, SweepReport, DEFAULT_SWEEP_TIMEOUT, LIST_PAGE};
-pub use timers::ScheduledHangup;
-pub use trust::TrustStore;
+pub use contract::options::LookupFn;
+pub use contract::options::{
+    LogFn, LogLevel, Options, TrustStore, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, MAX_BASE_URL, MAX_CA_FILE,
+};
+pub use contract::options::{ASYNC_PARALLEL, DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS};
+pub use contract::stats::{Stats, STATUS_SLOTS};
+pub use engine::MAX_CONNECTING;
+pub use host::pool::MAX_WORKERS;
+pub use ops::bulk::{DEFAULT_PARALLEL, MAX_PARALLEL};
+pub use ops::scheduled::ScheduledHangup;
+pub use ops::sweep::{Sweep, SweepObserver, SweepReport, DEFAULT_SWEEP_TIMEOUT, LIST_PAGE};
 
 /// Pure pieces exposed for the fuzz targets; not a stable API.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::response::{
+    pub use crate::contract::secret::{redact as redact_key, LEAK_RUN};
+    pub use crate::contract::validate::{id as validate_id, token as validate_token};
+    pub use crate::net::wire::read_in_pieces;
+    pub use crate::policy::response::{
         classify, classify_with, parse_error_body, parse_retry_after, MAX_CODE, MAX_MESSAGE,
     };
-    pub use crate::secret::{redact as redact_key, LEAK_RUN};
-    pub use crate::validate::{id as validate_id, token as validate_token};
-    pub use crate::wire::read_in_pieces;
 }

@@ -5,11 +5,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::io;
+use std::net::SocketAddr;
+
 use ureq_proto::http::uri::Authority;
 use ureq_proto::http::Uri;
 
-use crate::error::Error;
-use crate::validate;
+use crate::contract::error::Error;
+use crate::contract::validate;
+
+/// The most async hangups in flight at once (each holds a connection), the largest
+/// `max_connections` a client takes (its default is 64); more wait in order. Bulk calls
+/// have budgets of their own beside it.
+pub const ASYNC_PARALLEL: usize = 1024;
 
 /// The production API.
 pub const DEFAULT_BASE_URL: &str = "https://api.tryvox.io";
@@ -22,7 +30,7 @@ pub const DEFAULT_MAX_RETRIES: u32 = 2;
 /// Connections async hangups may hold to the server at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// The largest value [`Options::set_max_connections`] takes.
-pub const MAX_CONNECTIONS: usize = crate::engine::ASYNC_PARALLEL;
+pub const MAX_CONNECTIONS: usize = ASYNC_PARALLEL;
 
 /// Largest CA file read (1 MiB): a PEM bundle of every public root CA is about 220 KiB,
 /// so this leaves room for a private CA's chain and comments while bounding what a wrong
@@ -107,11 +115,11 @@ pub struct Options {
     pub(crate) tenant_id: Option<String>,
     pub(crate) user_agent: Option<String>,
     pub(crate) ca_file: Option<PathBuf>,
-    pub(crate) trust_store: crate::trust::TrustStore,
+    pub(crate) trust_store: crate::contract::options::TrustStore,
     pub(crate) proxy: Option<String>,
     pub(crate) allow_insecure_http: bool,
     pub(crate) log: Option<LogFn>,
-    pub(crate) lookup: Option<crate::resolve::LookupFn>,
+    pub(crate) lookup: Option<crate::contract::options::LookupFn>,
 }
 
 impl Default for Options {
@@ -243,7 +251,7 @@ impl Options {
     /// the system's trust store, or Mozilla's roots compiled in where the system has none.
     /// Read when the client is built (a CA installed later counts for clients built
     /// later); building fails with `TlsError` if [`crate::TrustStore::System`] finds none.
-    pub fn set_trust_store(&mut self, store: crate::trust::TrustStore) {
+    pub fn set_trust_store(&mut self, store: crate::contract::options::TrustStore) {
         self.trust_store = store;
     }
 
@@ -291,7 +299,7 @@ impl Options {
     /// to try) instead of the system resolver: a seam for tests (a name whose first
     /// address is black-holed, a resolver that never answers). Not a stable API.
     #[doc(hidden)]
-    pub fn set_resolver(&mut self, lookup: crate::resolve::LookupFn) {
+    pub fn set_resolver(&mut self, lookup: crate::contract::options::LookupFn) {
         self.lookup = Some(lookup);
     }
 
@@ -425,6 +433,25 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     bare.parse::<Ipv6Addr>().is_ok_and(|v6| v6.is_loopback())
 }
+
+/// Which roots a client trusts when no CA file is set ([`crate::Options::set_trust_store`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TrustStore {
+    /// The system's trust store (as OpenSSL finds it: `SSL_CERT_FILE`, `SSL_CERT_DIR`, or
+    /// the distribution's bundle); Mozilla's roots compiled into the library where the
+    /// system has none. The default: what libcurl, Go and .NET do on Linux.
+    #[default]
+    SystemOrBundled,
+    /// The system's trust store only: building a client fails if it has no certificate.
+    System,
+    /// Mozilla's roots compiled into the library only (as of its build).
+    Bundled,
+}
+
+/// Resolves `host:port` to addresses. The default is the system resolver (getaddrinfo);
+/// tests substitute their own (a name whose first address is black-holed, a resolver
+/// that never answers) through [`crate::Options::set_resolver`].
+pub type LookupFn = Arc<dyn Fn(&str) -> io::Result<Vec<SocketAddr>> + Send + Sync>;
 
 #[cfg(test)]
 mod tests {

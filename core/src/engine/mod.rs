@@ -34,22 +34,20 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use ureq_proto::http::{Method, Uri};
 
-use crate::blocking::AttemptError;
-use crate::client::{Core, HangupResult};
-use crate::conn::{Conn, Fail};
-use crate::error::{Error, Status};
-use crate::fds::{Tracked, Waker};
-use crate::options::LogLevel;
-use crate::pool::{WorkerPool, IDLE_EXIT};
-use crate::resolve::{Lookup, Notify, Ticket};
-use crate::response::MAX_BODY;
-use crate::retry::Aimd;
-use crate::transport::{Race, Raced};
-
-/// The most async hangups in flight at once (each holds a connection), the largest
-/// `max_connections` a client takes (its default is 64); more wait in order. Bulk calls
-/// have budgets of their own beside it.
-pub const ASYNC_PARALLEL: usize = 1024;
+use crate::contract::error::HangupResult;
+use crate::contract::error::{Error, Status};
+use crate::contract::options::LogLevel;
+use crate::contract::options::ASYNC_PARALLEL;
+use crate::host::fds::Notify;
+use crate::host::fds::{Tracked, Waker};
+use crate::host::pool::{WorkerPool, IDLE_EXIT};
+use crate::net::conn::{AttemptError, Conn, Fail};
+use crate::net::idle::IDLE_CONN;
+use crate::net::resolve::{Lookup, Ticket};
+use crate::net::transport::{Race, Raced};
+use crate::policy::response::MAX_BODY;
+use crate::policy::retry::Aimd;
+use crate::state::Core;
 
 /// The connect window: how many new connections may be set up (resolving, or
 /// connecting) at once. A server that accepts slowly with a small listen backlog
@@ -63,10 +61,6 @@ pub const MAX_CONNECTING: usize = 256;
 
 /// Where the connect window starts (and how small it shrinks).
 pub(crate) const INITIAL_CONNECTING: usize = 4;
-
-/// How long an idle keep-alive connection is kept while the engine runs (all close when
-/// it exits, after [`IDLE_EXIT`] without work).
-pub(crate) const IDLE_CONN: Duration = Duration::from_secs(30);
 
 /// How an async hangup's outcome reaches its caller.
 pub(crate) type Done = Box<dyn FnOnce(HangupResult) + Send + 'static>;
@@ -212,7 +206,7 @@ impl Engine {
         let w = Arc::clone(&waker);
         let handle = std::thread::Builder::new()
             .name("tryvox-engine".into())
-            .stack_size(crate::pool::WORKER_STACK)
+            .stack_size(crate::host::pool::WORKER_STACK)
             .spawn(move || run(shared, poll, w))?;
         inbox.thread = Some(handle);
         inbox.waker = Some(waker);
@@ -244,15 +238,6 @@ impl Engine {
     }
 }
 
-thread_local! {
-    static ON_ENGINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// True on an engine's loop thread: user code (log functions) must not run here.
-pub(crate) fn on_engine_thread() -> bool {
-    ON_ENGINE.with(|c| c.get())
-}
-
 /// The loop thread: runs until stopped or idle, every panic caught (the jobs it held
 /// still get an outcome, INTERNAL_ERROR).
 fn run(shared: Arc<Shared>, poll: Tracked<Poll>, waker: Arc<Waker>) {
@@ -268,7 +253,7 @@ fn run(shared: Arc<Shared>, poll: Tracked<Poll>, waker: Arc<Waker>) {
     );
     let mut events = Events::with_capacity(1024);
     let mut idle_since = Instant::now();
-    ON_ENGINE.with(|c| c.set(true));
+    crate::host::pool::set_engine_thread(true);
     loop {
         let turn = catch_unwind(AssertUnwindSafe(|| {
             lp.turn(&shared, &mut events, &mut idle_since)
@@ -280,7 +265,7 @@ fn run(shared: Arc<Shared>, poll: Tracked<Poll>, waker: Arc<Waker>) {
         }
     }
     lp.close_all();
-    ON_ENGINE.with(|c| c.set(false));
+    crate::host::pool::set_engine_thread(false);
     lp.deliver_stragglers();
     // Lines the callback threads did not write yet: written here, in order.
     lp.core.drain_log();
@@ -540,7 +525,7 @@ struct Loop {
     /// This loop is on the list of engines woken when work waits for a descriptor.
     holding: bool,
     /// Counted as a waiter while work of this loop waits for a place in the budget.
-    budget_waiter: Option<crate::fds::Waiting>,
+    budget_waiter: Option<crate::host::fds::Waiting>,
     /// After giving a place up to another client's waiter: no new connection before.
     yield_until: Option<Instant>,
 }
@@ -554,7 +539,7 @@ impl Loop {
     ) -> Loop {
         // Not a share of the descriptors free when this engine starts (three clients
         // would leave the host none): the process's one budget governs.
-        let conn_cap = crate::fds::MAX_BUDGET;
+        let conn_cap = crate::host::fds::MAX_BUDGET;
         let host_limit = core.max_connections.clamp(1, ASYNC_PARALLEL);
         Loop {
             core,
@@ -579,7 +564,7 @@ impl Loop {
             ready_callbacks: Vec::new(),
             undelivered: Vec::new(),
             stopping: false,
-            seen_wanted: crate::fds::wanted(),
+            seen_wanted: crate::host::fds::wanted(),
             budget_waiter: None,
             yield_until: None,
             holding: false,
@@ -589,7 +574,7 @@ impl Loop {
     /// Work waits for a place in the process's descriptor budget: idle connections
     /// give theirs up (reused, they would only save a connect).
     fn shed_idle_if_wanted(&mut self) {
-        let w = crate::fds::wanted();
+        let w = crate::host::fds::wanted();
         if w == self.seen_wanted {
             return;
         }
@@ -664,10 +649,10 @@ impl Loop {
         }
         let waits = self.busy() && self.waits_for_room();
         if waits != self.budget_waiter.is_some() {
-            self.budget_waiter = waits.then(crate::fds::Waiting::new);
+            self.budget_waiter = waits.then(crate::host::fds::Waiting::new);
         }
         if waits {
-            let poll = crate::fds::ROOM_POLL;
+            let poll = crate::host::fds::ROOM_POLL;
             timeout = Some(timeout.map_or(poll, |t| t.min(poll)));
         }
         // A yield ends by itself: the work it held back starts then.
@@ -686,7 +671,7 @@ impl Loop {
         });
         if !self.idle.is_empty() && !self.holding {
             // Woken, without polling, when another client's work waits for a descriptor.
-            crate::fds::hold_idle(&self.notify);
+            crate::host::fds::hold_idle(&self.notify);
             self.holding = true;
         }
         if let Err(e) = self.poll.poll(events, timeout) {
@@ -842,7 +827,7 @@ impl Loop {
                 return None;
             }
         };
-        let deadline = crate::client::later(start, self.core.timeout);
+        let deadline = crate::policy::retry::later(start, self.core.timeout);
         // A sweep's hangup ends by the sweep's deadline too (its batch's `stop_at`).
         let deadline = match &origin {
             Origin::Batch { batch, .. } => self
@@ -887,7 +872,7 @@ impl Loop {
         self.slots.len < self.conn_cap
             && self.connecting < self.connect_window
             && self.yield_until.is_none_or(|t| Instant::now() >= t)
-            && crate::fds::room(self.resolving.len())
+            && crate::host::fds::room(self.resolving.len())
     }
 
     /// Work is queued that only a free descriptor would start: the budget is shared by
@@ -897,7 +882,7 @@ impl Loop {
         if !self.idle.is_empty()
             || self.slots.len >= self.conn_cap
             || self.connecting >= self.connect_window
-            || crate::fds::room(self.resolving.len())
+            || crate::host::fds::room(self.resolving.len())
         {
             return false;
         }
@@ -945,7 +930,7 @@ impl Loop {
                         break;
                     }
                     let rate = batch.control.as_ref().map_or(1, |c| c.max_rate.max(1));
-                    batch.pace_next = Some(crate::retry::next_start(at, now, rate));
+                    batch.pace_next = Some(crate::policy::retry::next_start(at, now, rate));
                 }
                 batch.next += 1;
                 let id = std::mem::take(&mut batch.ids[index]);
@@ -1078,7 +1063,7 @@ impl Loop {
                 None => return true,
             };
             job.deadline
-                .min(crate::client::later(now, self.core.connect_timeout))
+                .min(crate::policy::retry::later(now, self.core.connect_timeout))
         };
         self.attempt_begins(j, now);
         let serial = self.next_serial();
@@ -1146,12 +1131,12 @@ impl Loop {
     fn addresses_known(
         &mut self,
         s: usize,
-        answer: Result<Vec<std::net::SocketAddr>, crate::resolve::ResolveError>,
+        answer: Result<Vec<std::net::SocketAddr>, crate::net::resolve::ResolveError>,
     ) {
         match answer {
             Err(e) => {
                 let e = match e {
-                    crate::resolve::ResolveError::Timeout => AttemptError::ConnectTimeout,
+                    crate::net::resolve::ResolveError::Timeout => AttemptError::ConnectTimeout,
                     e => AttemptError::Resolve(e),
                 };
                 self.attempt_failed(s, e);
@@ -1325,9 +1310,9 @@ impl Loop {
                 let j = slot.job.take();
                 // Another client waits for a descriptor: this one goes back to the
                 // budget rather than to the next queued hangup (see `fds::Waiting`).
-                let give_up = crate::fds::others_wait(self.budget_waiter.is_some());
+                let give_up = crate::host::fds::others_wait(self.budget_waiter.is_some());
                 if give_up {
-                    self.yield_until = Some(Instant::now() + crate::fds::YIELD);
+                    self.yield_until = Some(Instant::now() + crate::host::fds::YIELD);
                 }
                 if reusable && !give_up {
                     slot.idle = true;
@@ -1378,7 +1363,7 @@ impl Loop {
 
     /// An attempt of job `j` ended: the outcome, or a retry after a wait (a timer; the
     /// job holds no slot meanwhile).
-    fn attempt_done(&mut self, j: usize, outcome: Result<crate::wire::Answer, AttemptError>) {
+    fn attempt_done(&mut self, j: usize, outcome: Result<crate::net::wire::Answer, AttemptError>) {
         let Some(job) = self.jobs.get_mut(j) else {
             return;
         };
@@ -1505,14 +1490,14 @@ impl Loop {
             // run (unless another thread is writing the queue this moment); lines logged
             // later wait for the callbacks, not the other way round.
             core.drain_log_until(Some(mark));
-            let generation = crate::process::generation();
+            let generation = crate::host::process::generation();
             let mut list = std::mem::take(&mut *lock(&theirs)).into_iter();
             for (done, result) in list.by_ref() {
                 // A panicking callback (a Rust caller's) loses nothing but itself.
                 let _ = catch_unwind(AssertUnwindSafe(|| done(result)));
                 // It forked, and this is the child: the other callbacks are the
                 // parent's, never run (nor dropped) here; this thread stops.
-                if crate::process::generation() != generation {
+                if crate::host::process::generation() != generation {
                     std::mem::forget((list, core));
                     return;
                 }
@@ -1672,8 +1657,8 @@ impl Loop {
             None => {
                 let mut e = self.core.deadline_error(job.start);
                 // Queued with the budget full now: a descriptor is what it waited for.
-                if !crate::fds::room(self.resolving.len()) {
-                    e = e.append(&format!(": {}", crate::fds::WAITED_FOR_DESCRIPTOR));
+                if !crate::host::fds::room(self.resolving.len()) {
+                    e = e.append(&format!(": {}", crate::host::fds::WAITED_FOR_DESCRIPTOR));
                 }
                 self.complete(j, Err(e));
             }

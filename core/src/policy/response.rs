@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use crate::error::{Error, Status};
+use crate::contract::error::{Error, Status};
 
 /// The most of a response body the library ever reads. An error page larger than this is
 /// cut off (and its connection dropped), so a hostile 100 MB answer costs 64 KiB.

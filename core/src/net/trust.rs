@@ -6,21 +6,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::RootCertStore;
 
-use crate::error::Error;
-
-/// Which roots a client trusts when no CA file is set ([`crate::Options::set_trust_store`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum TrustStore {
-    /// The system's trust store (as OpenSSL finds it: `SSL_CERT_FILE`, `SSL_CERT_DIR`, or
-    /// the distribution's bundle); Mozilla's roots compiled into the library where the
-    /// system has none. The default: what libcurl, Go and .NET do on Linux.
-    #[default]
-    SystemOrBundled,
-    /// The system's trust store only: building a client fails if it has no certificate.
-    System,
-    /// Mozilla's roots compiled into the library only (as of its build).
-    Bundled,
-}
+use crate::contract::error::Error;
+use crate::contract::options::TrustStore;
 
 /// The roots, and where they came from (for the client's log).
 pub(crate) struct Roots {
@@ -74,7 +61,7 @@ pub(crate) fn roots(store: TrustStore, ca_pem: Option<&[u8]>) -> Result<Roots, E
     }
     if store == TrustStore::System {
         return Err(Error::new(
-            crate::error::Status::TlsError,
+            crate::contract::error::Status::TlsError,
             format!(
                 "the system's trust store has no certificate ({why_none}); install the \
              ca-certificates package, or trust the bundled roots or a CA file"
@@ -210,7 +197,7 @@ impl Default for StoreReader {
 
 impl StoreReader {
     fn add(&mut self, path: &std::path::Path) {
-        match crate::options::read_bounded(path, MAX_STORE_FILE) {
+        match crate::contract::options::read_bounded(path, MAX_STORE_FILE) {
             Ok(pem) => {
                 self.bytes += pem.len() as u64;
                 let known = &mut self.known;

@@ -14,10 +14,11 @@ use rustls::pki_types::ServerName;
 use ureq_proto::http::header::PROXY_AUTHORIZATION;
 use ureq_proto::http::{HeaderValue, Request, Uri};
 
-use crate::error::Error;
-use crate::process::PerProcess;
-use crate::stats::OpenConnection;
-use crate::wire::{Answer, Exchange, Fed, WireError, BODY_GRACE, MAX_HEAD};
+use crate::contract::error::Error;
+use crate::contract::stats::OpenConnection;
+use crate::host::process::PerProcess;
+use crate::net::resolve::ResolveError;
+use crate::net::wire::{Answer, Exchange, Fed, WireError, BODY_GRACE, MAX_HEAD};
 
 /// Where the client's connections go: computed once per client.
 pub(crate) struct Route {
@@ -155,7 +156,7 @@ impl Route {
     pub(crate) fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for s in &self.secrets {
-            out = crate::secret::redact(s, &out);
+            out = crate::contract::secret::redact(s, &out);
         }
         out
     }
@@ -274,7 +275,7 @@ pub(crate) enum Fail {
 
 /// An open connection and the exchange it carries, if any.
 pub(crate) struct Conn {
-    pub(crate) sock: crate::fds::Sock,
+    pub(crate) sock: crate::host::fds::Sock,
     pub(crate) peer: SocketAddr,
     tls: Option<Box<rustls::ClientConnection>>,
     /// Clear bytes still to write (the CONNECT request, or a request without TLS).
@@ -313,7 +314,7 @@ pub(crate) struct Conn {
 impl Conn {
     /// A connection over a freshly connected socket.
     pub(crate) fn new(
-        sock: crate::fds::Sock,
+        sock: crate::host::fds::Sock,
         peer: SocketAddr,
         route: &Route,
         open: OpenConnection,
@@ -361,7 +362,7 @@ impl Conn {
     /// True when the connection may carry a new request: nothing unread, no hang-up.
     pub(crate) fn is_reusable(&self) -> bool {
         use std::os::fd::AsRawFd;
-        self.is_clean() && crate::transport::is_idle_and_open(self.sock.as_raw_fd())
+        self.is_clean() && crate::net::transport::is_idle_and_open(self.sock.as_raw_fd())
     }
 
     /// As `is_reusable`, without asking the socket: for a connection whose last answer
@@ -754,6 +755,20 @@ fn percent_decode(s: &str) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+/// Why an attempt got no response.
+#[derive(Debug)]
+pub(crate) enum AttemptError {
+    Resolve(ResolveError),
+    /// The connect timeout (or the deadline) passed while connecting.
+    ConnectTimeout,
+    /// The deadline passed waiting for the server.
+    Deadline,
+    /// The deadline passed waiting for a place in the process's descriptor budget
+    /// (nothing was sent).
+    NoDescriptor,
+    Conn(Fail),
 }
 
 #[cfg(test)]

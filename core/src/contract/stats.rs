@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use crate::status::Status;
+use crate::contract::status::Status;
 
 /// How many statuses the per-status counters can hold (room for statuses added later).
 pub const STATUS_SLOTS: usize = 32;
@@ -78,7 +78,7 @@ pub(crate) struct Recorder {
     retries: [AtomicU64; 3],
     /// The gauges, of this process: a forked child's start at zero (the parent's
     /// hangups and connections are not the child's, and never end there).
-    gauges: crate::process::PerProcess<Gauges>,
+    gauges: crate::host::process::PerProcess<Gauges>,
     opened: AtomicU64,
     latency: [AtomicU64; BUCKETS],
     max_us: AtomicU64,
@@ -116,7 +116,7 @@ static EDGES: LazyLock<[u64; BUCKETS]> = LazyLock::new(|| {
     })
 });
 
-/// Makes the bucket table (see `process::init`).
+/// Makes the bucket table (see `host::init`).
 pub(crate) fn init() {
     LazyLock::force(&EDGES);
 }
@@ -151,7 +151,7 @@ pub(crate) struct OpenConnection(std::sync::Arc<Recorder>, u64);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        if self.1 == crate::process::generation() {
+        if self.1 == crate::host::process::generation() {
             self.0.gauges().open.fetch_sub(1, Relaxed);
         }
     }
@@ -197,7 +197,10 @@ impl Recorder {
     pub(crate) fn connection_opened(self: &std::sync::Arc<Self>) -> OpenConnection {
         self.opened.fetch_add(1, Relaxed);
         self.gauges().open.fetch_add(1, Relaxed);
-        OpenConnection(std::sync::Arc::clone(self), crate::process::generation())
+        OpenConnection(
+            std::sync::Arc::clone(self),
+            crate::host::process::generation(),
+        )
     }
 
     pub(crate) fn snapshot(&self) -> Stats {

@@ -30,7 +30,10 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use crate::process::generation;
+use crate::host::process::generation;
+
+/// Called once when a lookup the engine waits for has answered.
+pub(crate) type Notify = Arc<dyn Fn() + Send + Sync>;
 
 /// How often a client waiting for the budget looks again (another client, or the
 /// caller's-thread path, may have freed a socket).
@@ -113,7 +116,7 @@ pub(crate) fn others_wait(mine: bool) -> bool {
 /// How long an engine that gave a place up for another waiter opens no connection.
 pub(crate) const YIELD: Duration = Duration::from_millis(25);
 
-type Holders = crate::process::PerProcess<Mutex<Vec<Weak<dyn Fn() + Send + Sync>>>>;
+type Holders = crate::host::process::PerProcess<Mutex<Vec<Weak<dyn Fn() + Send + Sync>>>>;
 
 /// Engines sleeping with idle connections, to wake when work waits for the budget (of
 /// this process: a forked child's engines are its own).
@@ -124,7 +127,7 @@ fn holders() -> &'static Mutex<Vec<Weak<dyn Fn() + Send + Sync>>> {
 
 /// An engine holds idle connections: `wake` is called (once) when work waits for a
 /// place in the budget, so it gives them up without polling meanwhile.
-pub(crate) fn hold_idle(wake: &crate::resolve::Notify) {
+pub(crate) fn hold_idle(wake: &crate::host::fds::Notify) {
     let mut h = holders().lock().unwrap_or_else(|e| e.into_inner());
     h.retain(|w| w.strong_count() > 0);
     h.push(Arc::downgrade(wake));
@@ -138,7 +141,7 @@ pub(crate) trait Shed: Send + Sync {
     fn shed(&self);
 }
 
-type Stacks = crate::process::PerProcess<Mutex<Vec<Weak<dyn Shed>>>>;
+type Stacks = crate::host::process::PerProcess<Mutex<Vec<Weak<dyn Shed>>>>;
 
 /// Every client's caller's-thread idle stack, of this process.
 fn stacks() -> &'static Mutex<Vec<Weak<dyn Shed>>> {
@@ -236,7 +239,7 @@ pub(crate) fn after_fork_in_child() {
     WAITING.store(0, Ordering::Relaxed);
 }
 
-/// Makes this module's lazy statics (see `process::init`).
+/// Makes this module's lazy statics (see `host::init`).
 pub(crate) fn init() {
     epoch();
     holders();

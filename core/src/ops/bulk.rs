@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use crate::client::HangupResult;
+use crate::contract::error::Error;
+use crate::contract::error::HangupResult;
+use crate::contract::validate;
 use crate::engine::{BatchControl, Engine, Reply, Work};
-use crate::error::Error;
-use crate::validate;
 
 /// `hangup_many` parallelism when the caller passes 0.
 pub const DEFAULT_PARALLEL: usize = 32;
@@ -183,7 +183,7 @@ fn submit<S: AsRef<str>>(
 /// holds a connection. Half of what is free (the host needs some too), at least one.
 fn descriptor_budget() -> usize {
     #[cfg(unix)]
-    if let Some(free) = crate::transport::free_descriptors() {
+    if let Some(free) = crate::net::transport::free_descriptors() {
         return (free / 2).max(1);
     }
     usize::MAX

@@ -5,8 +5,8 @@
 //! stays locked, and every socket is shared with the parent (a request the child wrote
 //! on a pooled keep-alive connection could be answered to the parent). So:
 //!
-//! - A `pthread_atfork` child handler (registered once, with the first client) bumps the
-//!   process [`generation`] and closes every descriptor the library opened
+//! - A `pthread_atfork` child handler (`host::init`, registered once, with the first
+//!   client) bumps the process [`generation`] and closes every descriptor the library opened
 //!   (`fds::after_fork_in_child`: `close()` is async-signal-safe; nothing is sent or read
 //!   on them).
 //! - Whatever holds threads, queued work, locks or descriptors lives in a [`PerProcess`]
@@ -17,7 +17,6 @@
 //! - The hot path pays one relaxed atomic load per cell it touches (no `getpid()`).
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
-use std::sync::Once;
 
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
@@ -27,28 +26,9 @@ pub(crate) fn generation() -> u64 {
     GENERATION.load(Ordering::Relaxed)
 }
 
-/// Registers the fork handler (once per process, by the first client).
-pub(crate) fn init() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: registers a handler with no preconditions. Registered from a shared
-        // object, glibc removes it when that object is unloaded.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(in_child));
-        }
-        // The process-wide lazy values a hangup reaches are made now, before any client
-        // exists: a fork taken while another thread was making one would leave the
-        // child waiting for it forever.
-        crate::fds::init();
-        crate::stats::init();
-    });
-}
-
-/// Runs in the child of a `fork()`, before `fork()` returns there: single-threaded, only
-/// async-signal-safe work (atomics, `close()`).
-extern "C" fn in_child() {
+/// Called by the fork handler (`host::init`) in the child of a `fork()`: atomics only.
+pub(crate) fn bump_generation() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
-    crate::fds::after_fork_in_child();
 }
 
 struct Gen<T> {

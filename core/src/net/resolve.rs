@@ -21,7 +21,9 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::process::PerProcess;
+use crate::contract::options::LookupFn;
+use crate::host::fds::Notify;
+use crate::host::process::PerProcess;
 
 /// The lookup helper's stack: the system resolver's (getaddrinfo, NSS modules) needs,
 /// as Rust's default.
@@ -30,18 +32,10 @@ const RESOLVE_STACK: usize = 2 * 1024 * 1024;
 /// How long a resolved name is reused.
 pub const TTL: Duration = Duration::from_secs(30);
 
-/// Resolves `host:port` to addresses. The default is the system resolver (getaddrinfo);
-/// tests substitute their own (a name whose first address is black-holed, a resolver
-/// that never answers) through [`crate::Options::set_resolver`].
-pub type LookupFn = Arc<dyn Fn(&str) -> io::Result<Vec<SocketAddr>> + Send + Sync>;
-
 /// The system resolver.
 pub(crate) fn system_lookup() -> LookupFn {
     Arc::new(|key: &str| key.to_socket_addrs().map(Iterator::collect))
 }
-
-/// Called once when a lookup the engine waits for has answered.
-pub(crate) type Notify = Arc<dyn Fn() + Send + Sync>;
 
 /// Why no address was had.
 #[derive(Debug)]
@@ -233,7 +227,7 @@ impl AddressBook {
     fn start_lookup(&self, key: &str, pending: Arc<Pending>) -> Result<(), ResolveError> {
         let lookup = Arc::clone(&self.lookup);
         let key = key.to_owned();
-        crate::pool::spawn_named("tryvox-resolve", RESOLVE_STACK, move || {
+        crate::host::pool::spawn_named("tryvox-resolve", RESOLVE_STACK, move || {
             pin_code_while_running();
             let answer = lookup(&key);
             *lock(&pending.answer) = Some((answer, Instant::now()));

@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use ureq_proto::http::{Method, Uri};
 
-use crate::attempt::Attempt;
-use crate::bulk::{self, Streamed, TICK};
-use crate::client::{Client, HangupResult};
-use crate::engine::BatchControl;
-use crate::error::{Error, Status};
-use crate::validate;
+use crate::contract::error::HangupResult;
+use crate::contract::error::{Error, Status};
+use crate::contract::validate;
+use crate::engine::{BatchControl, Engine};
+use crate::ops::bulk::{self, Streamed, TICK};
+use crate::state::attempt::Attempt;
+use crate::state::Core;
 
 /// Calls asked for per listing page (the API's maximum).
 pub const LIST_PAGE: u32 = 100;
@@ -65,7 +66,7 @@ pub struct Sweep {
     pub max_parallel: usize,
     /// The sweep's deadline (None: [`DEFAULT_SWEEP_TIMEOUT`]). Every request of the sweep
     /// (listing pages and hangups) ends by it, each also within the client's timeout; no
-    /// hangup starts after it. For [`Client::hangup_each`], None means no deadline of its
+    /// hangup starts after it. For [`crate::Client::hangup_each`], None means no deadline of its
     /// own (each hangup has the client's timeout).
     pub timeout: Option<Duration>,
     /// Hangups started per second at most (0: no limit).
@@ -123,7 +124,7 @@ pub trait SweepObserver {
 }
 
 /// `hangup_all`'s progress closure as an observer.
-struct Progress<'a>(Option<&'a mut dyn FnMut(&SweepReport)>);
+pub(crate) struct Progress<'a>(pub(crate) Option<&'a mut dyn FnMut(&SweepReport)>);
 
 impl SweepObserver for Progress<'_> {
     fn progress(&mut self, report: &SweepReport) {
@@ -186,38 +187,14 @@ fn filter_query(sweep: &Sweep) -> Result<String, Error> {
     Ok(q)
 }
 
-impl Client {
-    /// Ends every live call of the account (within the client's tenant, if one is set),
-    /// or those `sweep`'s filters select; see the module documentation for how. Returns
-    /// the counts, and `Ok(())` only when a final listing found no live call; otherwise
-    /// the error says why: TIMEOUT when the sweep's deadline passed (every request of the
-    /// sweep ends by it); a listing's own failure; or, when only calls that could not be
-    /// ended are left, one of their statuses chosen by a fixed order, so the same failures
-    /// give the same status on every run: UNAUTHORIZED, FORBIDDEN, TLS_ERROR,
-    /// PROTOCOL_ERROR, INVALID_ARGUMENT, INTERNAL_ERROR, SERVER_ERROR, RATE_LIMITED,
-    /// NETWORK_ERROR, TIMEOUT, BUSY. Failures no later sweep cures and the caller must act
-    /// on (the key, its rights, a server that is not the API, a bug) come first, then the
-    /// passing ones from the most to the least telling (TIMEOUT says only that no answer
-    /// came). Among calls of that status the smallest call id is reported: the error
-    /// carries its HTTP status and server code, and its message counts the failures by
-    /// status and quotes that call's.
-    /// `progress` is called on this thread after each listing and each batch of hangups.
-    pub fn hangup_all(
-        &self,
-        sweep: &Sweep,
-        progress: Option<&mut dyn FnMut(&SweepReport)>,
-    ) -> (SweepReport, Result<(), Error>) {
-        self.hangup_all_observed(sweep, &mut Progress(progress))
-    }
+/// A sweep's view of its client: the shared state and this process's engine.
+pub(crate) struct Sweeper<'a> {
+    pub(crate) core: &'a Core,
+    pub(crate) engine: &'a Engine,
+}
 
-    /// [`Client::hangup_all`], telling `observer` of each call found and settled, of the
-    /// counts at least every 50 ms, and asking it whether to stop. With
-    /// `sweep.dry_run`, listings until one finds nothing new (at most 5): each live call
-    /// is reported to `observer.listed` once, none is hung up, and the result is `Ok` with
-    /// `still_live` the number found. Stopped
-    /// (`observer.stop_requested`): no hangup starts after that, those in flight finish
-    /// and are reported, and the error is BUSY ("the sweep was stopped").
-    pub fn hangup_all_observed(
+impl Sweeper<'_> {
+    pub(crate) fn hangup_all_observed(
         &self,
         sweep: &Sweep,
         observer: &mut dyn SweepObserver,
@@ -229,16 +206,7 @@ impl Client {
         (report, result)
     }
 
-    /// Hangs up exactly `call_uuids` (no listing), steered as a sweep is: at most
-    /// `sweep.max_parallel` at once (lowered on 429 and raised again), at most
-    /// `sweep.max_rate` started a second, none started after `sweep.timeout` (if any) or
-    /// once `observer` asks to stop. Every id's outcome goes to `observer.settled` as it
-    /// comes and is returned in the ids' order; an id never started has BUSY ("not sent:
-    /// stopped") or TIMEOUT ("not sent: the deadline passed"). `found` is the number of
-    /// ids, `still_live` those not started. Errors, with nothing sent: an invalid id (the
-    /// first bad index named), filters or `dry_run` set (they belong to `hangup_all`), or
-    /// BUSY while the client is being freed.
-    pub fn hangup_each<S: AsRef<str>>(
+    pub(crate) fn hangup_each<S: AsRef<str>>(
         &self,
         call_uuids: &[S],
         sweep: &Sweep,
@@ -276,7 +244,7 @@ impl Client {
             validate::id("call_uuid", id.as_ref())
                 .map_err(|e| Error::invalid(format!("call_uuids[{i}]: {}", e.message())))?;
         }
-        let stop_at = sweep.timeout.map(crate::client::deadline_after);
+        let stop_at = sweep.timeout.map(crate::policy::retry::deadline_after);
         let control = Arc::new(BatchControl {
             max_rate: sweep.max_rate,
             ..BatchControl::default()
@@ -286,7 +254,7 @@ impl Client {
         let mut stopped = observer.stop_requested();
         control.stop.store(stopped, Ordering::Relaxed);
         bulk::run_streamed(
-            &self.rt().engine,
+            self.engine,
             call_uuids,
             sweep.max_parallel,
             stop_at,
@@ -332,7 +300,7 @@ impl Client {
     ) -> Result<(), Error> {
         let filters = filter_query(sweep)?;
         let timeout = sweep.timeout.unwrap_or(DEFAULT_SWEEP_TIMEOUT);
-        let deadline = crate::client::deadline_after(timeout);
+        let deadline = crate::policy::retry::deadline_after(timeout);
         let control = Arc::new(BatchControl {
             max_rate: sweep.max_rate,
             ..BatchControl::default()
@@ -354,7 +322,7 @@ impl Client {
             if Instant::now() >= deadline {
                 return Err(sweep_timeout(timeout, report));
             }
-            if self.rt().engine.is_stopping() {
+            if self.engine.is_stopping() {
                 return Err(Error::busy("the sweep stopped: the client is being freed"));
             }
             if stopped || observer.stop_requested() {
@@ -412,7 +380,7 @@ impl Client {
             // No hangup starts after the sweep's deadline, or once stopped; those not
             // started stay live.
             bulk::run_streamed(
-                &self.rt().engine,
+                self.engine,
                 &todo,
                 sweep.max_parallel,
                 Some(deadline),

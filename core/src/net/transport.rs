@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::fds::{self, Sock, ROOM_POLL};
+use crate::host::fds::{self, Sock, ROOM_POLL};
 
 /// RFC 8305's Connection Attempt Delay: the next address is tried when the one before
 /// has not connected (nor failed) within this time.

@@ -193,7 +193,7 @@ impl Drop for WorkerPool {
 }
 
 fn worker(shared: Arc<Shared>, idle_exit: Duration) {
-    let generation = crate::process::generation();
+    let generation = crate::host::process::generation();
     loop {
         let job = {
             let mut st = lock(&shared.state);
@@ -229,11 +229,25 @@ fn worker(shared: Arc<Shared>, idle_exit: Duration) {
         // The job (a callback) forked and this is the child: the thread's library work
         // ends with the callback's return. The queue is the parent's (its lock perhaps
         // held by a thread that does not exist here): nothing of it is run or dropped.
-        if crate::process::generation() != generation {
+        if crate::host::process::generation() != generation {
             std::mem::forget(shared);
             return;
         }
     }
+}
+
+thread_local! {
+    static ON_ENGINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True on an engine's loop thread: user code (log functions) must not run here.
+pub(crate) fn on_engine_thread() -> bool {
+    ON_ENGINE.with(|c| c.get())
+}
+
+/// Marks this thread as an engine's loop thread (or no longer).
+pub(crate) fn set_engine_thread(on: bool) {
+    ON_ENGINE.with(|c| c.set(on));
 }
 
 #[cfg(test)]

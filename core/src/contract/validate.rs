@@ -1,7 +1,7 @@
 //! The input rules of the contract, in one place. Every check runs before anything is
 //! sent, so a hostile id can never reach another path and a bad key never reaches a header.
 
-use crate::error::Error;
+use crate::contract::error::Error;
 
 /// Longest `auth_id` or `call_uuid` accepted.
 pub const MAX_ID_LEN: usize = 128;

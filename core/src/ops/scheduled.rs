@@ -2,7 +2,7 @@
 //! no thread per pending hangup. When a hangup's time comes, the timer thread hands it to
 //! the client's worker pool, exactly as `hangup_async` does; it never sends anything
 //! itself, so a slow hangup never delays another timer. The thread starts with the first
-//! scheduled hangup and exits after [`IDLE_EXIT`](crate::pool::IDLE_EXIT) with nothing
+//! scheduled hangup and exits after [`IDLE_EXIT`](crate::host::pool::IDLE_EXIT) with nothing
 //! pending.
 //!
 //! Cancel and firing race under one lock: `cancel` wins (true, the callback never runs)
@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::pool::IDLE_EXIT;
+use crate::host::pool::IDLE_EXIT;
 
 /// What a pending hangup is asked to do: fire now (true), or report that the client was
 /// dropped before its time (false). Either way its callback runs once.
@@ -72,7 +72,7 @@ impl ScheduledHangup {
     /// scheduled is the parent's: this returns false (the parent may still send it) and
     /// its callback never runs in the child.
     pub fn cancel(&self) -> bool {
-        if self.generation != crate::process::generation() {
+        if self.generation != crate::host::process::generation() {
             // The lock may have been held by a thread that does not exist here.
             return false;
         }
@@ -130,7 +130,7 @@ impl Timers {
         Ok(ScheduledHangup {
             shared: Arc::clone(&self.shared),
             id,
-            generation: crate::process::generation(),
+            generation: crate::host::process::generation(),
         })
     }
 
@@ -185,14 +185,14 @@ fn run(shared: Arc<Shared>) {
         }
         if !due.is_empty() {
             drop(st);
-            let generation = crate::process::generation();
+            let generation = crate::host::process::generation();
             let mut due = due.into_iter();
             for fire in due.by_ref() {
                 fire(true);
                 // A callback run here (no pool thread could take it) forked: in the
                 // child this thread stops; the rest is the parent's (never run or
                 // dropped here, its lock perhaps held by a thread that does not exist).
-                if crate::process::generation() != generation {
+                if crate::host::process::generation() != generation {
                     std::mem::forget((due, shared));
                     return;
                 }

@@ -37,7 +37,7 @@ use ureq_proto::client::{Call, RecvBodyResult, RecvResponseResult, SendRequestRe
 use ureq_proto::http::header::RETRY_AFTER;
 use ureq_proto::http::{Method, Request};
 
-use crate::response;
+use crate::policy::response;
 
 /// The largest response head accepted.
 pub(crate) const MAX_HEAD: usize = 16 * 1024;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-pub use crate::status::Status;
+pub use crate::contract::status::Status;
 
 /// A failed operation: its status, the HTTP status seen (0 if none), the server's error
 /// code ("" if none) and a message a person can act on. Never contains the API key.
@@ -94,3 +94,7 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// The outcome of one hangup: the HTTP status of the success (204 from the API), or why
+/// the call could not be hung up.
+pub type HangupResult = Result<u16, Error>;

@@ -2,21 +2,19 @@
 //! failure before any response) onto a status and a retry class. The engine maps its
 //! attempts with the same functions.
 
-use std::time::Instant;
-
 use ureq_proto::http::header::{ACCEPT, AUTHORIZATION, USER_AGENT};
 use ureq_proto::http::{Method, Request, Uri};
 
-use crate::blocking::AttemptError;
-use crate::client::Core;
-use crate::conn::{Fail, Via};
-use crate::error::{Error, Status};
-use crate::options::LogLevel;
-use crate::resolve::ResolveError;
-use crate::response::{self, MAX_BODY};
-use crate::retry::Failure;
-pub(crate) use crate::wire::Answer;
-use crate::wire::WireError;
+use crate::contract::error::{Error, Status};
+use crate::contract::options::LogLevel;
+use crate::net::conn::AttemptError;
+use crate::net::conn::{Fail, Via};
+use crate::net::resolve::ResolveError;
+pub(crate) use crate::net::wire::Answer;
+use crate::net::wire::WireError;
+use crate::policy::response;
+use crate::policy::retry::Failure;
+use crate::state::Core;
 
 /// The result of one HTTP attempt, with its retry class.
 pub(crate) struct Attempt<T = u16> {
@@ -128,40 +126,6 @@ impl Core {
         }
     }
 
-    /// One DELETE on this thread, until its answer or `deadline`.
-    pub(crate) fn attempt(&self, uri: &Uri, call_uuid: &str, deadline: Instant) -> Attempt {
-        match self.exchange(Method::DELETE, uri, deadline, MAX_BODY) {
-            Ok(answer) => self.hangup_outcome(&answer, call_uuid),
-            Err(attempt) => attempt,
-        }
-    }
-
-    /// One request on this thread, its body read up to `body_limit` bytes; a failure
-    /// before any response is mapped to its status and retry class here.
-    pub(crate) fn exchange<T>(
-        &self,
-        method: Method,
-        uri: &Uri,
-        deadline: Instant,
-        body_limit: usize,
-    ) -> Result<Answer, Attempt<T>> {
-        let t0 = Instant::now();
-        let request = self.request(method.clone(), uri);
-        match self.exchange_blocking(request, body_limit, deadline) {
-            Ok(answer) => {
-                self.log(LogLevel::Debug, || {
-                    format!(
-                        "{method} {uri} -> HTTP {} in {} us",
-                        answer.http_status,
-                        t0.elapsed().as_micros()
-                    )
-                });
-                Ok(answer)
-            }
-            Err(e) => Err(self.no_response(&method, uri, &e)),
-        }
-    }
-
     /// An attempt that got no response: its status, retry class and a message (the
     /// words of a peer in it redacted like any server text), logged.
     pub(crate) fn no_response<T>(
@@ -212,7 +176,7 @@ pub(crate) fn describe(e: &AttemptError, via: Via) -> (Status, Failure, String) 
         AttemptError::NoDescriptor => (
             Status::Timeout,
             Failure::Final,
-            crate::fds::WAITED_FOR_DESCRIPTOR.into(),
+            crate::host::fds::WAITED_FOR_DESCRIPTOR.into(),
         ),
         AttemptError::Resolve(ResolveError::Timeout) => (
             Status::Timeout,
@@ -234,7 +198,7 @@ pub(crate) fn describe(e: &AttemptError, via: Via) -> (Status, Failure, String) 
             Failure::Connection,
             format!("no thread could be started to resolve {host} ({e})"),
         ),
-        AttemptError::Conn(Fail::Io(io)) if crate::transport::is_out_of_descriptors(io) => (
+        AttemptError::Conn(Fail::Io(io)) if crate::net::transport::is_out_of_descriptors(io) => (
             Status::Busy,
             Failure::Connection,
             "no connection could be opened: the process has no file descriptor free \

@@ -188,6 +188,18 @@ pub(crate) fn next_start(at: Instant, now: Instant, rate: u32) -> Instant {
     base + interval
 }
 
+/// `from + d`; a `d` past what the clock can add (a Rust caller's `Duration::MAX` for
+/// "no limit") is taken as a century instead of panicking.
+pub(crate) fn later(from: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    from.checked_add(d.min(CENTURY)).unwrap_or(from)
+}
+
+/// `now + d`, as [`later`].
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    later(Instant::now(), d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
