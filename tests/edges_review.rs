@@ -6,13 +6,13 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{have_tool, status_of, API_KEY, AUTH_ID};
+use support::{have_tool, read_head, status_of, until_closed, Counts, API_KEY, AUTH_ID};
 use tryvox_core::{Client, HangupResult, Options, Status};
 
 #[derive(Clone, Copy, Debug)]
@@ -77,49 +77,14 @@ fn describe(v: &[HangupResult]) -> Vec<String> {
         .collect()
 }
 
-#[derive(Default)]
-struct Counts {
-    conns: AtomicUsize,
-    reqs: AtomicUsize,
-}
-
-/// Reads one request head; false if the peer closed or went quiet first.
-fn read_head(s: &mut impl Read) -> bool {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(1) => head.push(b[0]),
-            _ => return false,
-        }
-    }
-    true
-}
-
-fn until_closed(s: &mut TcpStream) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut b = [0u8; 512];
-    while matches!(s.read(&mut b), Ok(n) if n > 0) {}
-}
-
+/// [`support::plain_server`] with Nagle off on the server's end.
 fn plain_server(
     behave: impl Fn(usize, TcpStream, &Counts) + Send + Sync + 'static,
 ) -> (u16, Arc<Counts>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let counts = Arc::new(Counts::default());
-    let (c2, behave) = (counts.clone(), Arc::new(behave));
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { continue };
-            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-            let _ = s.set_nodelay(true);
-            let n = c2.conns.fetch_add(1, Ordering::SeqCst);
-            let (c3, behave) = (c2.clone(), behave.clone());
-            std::thread::spawn(move || behave(n, s, &c3));
-        }
-    });
-    (port, counts)
+    support::plain_server(move |n, s, counts| {
+        let _ = s.set_nodelay(true);
+        behave(n, s, counts)
+    })
 }
 
 fn plain_client(port: u16, timeout: Duration, retries: u32) -> Client {
@@ -139,30 +104,8 @@ fn tls_server(
         + 'static,
 ) -> (u16, Arc<Counts>) {
     let cfg = support::tls_server_config_without_tickets();
-    let answer = Arc::new(answer);
-    plain_server(move |n, mut sock, counts| {
-        let mut conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
-        for k in 0.. {
-            let ok = {
-                let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-                read_head(&mut tls)
-            };
-            if !ok {
-                return;
-            }
-            counts.reqs.fetch_add(1, Ordering::SeqCst);
-            match answer(n, k, &mut conn) {
-                Some(wire) => {
-                    if sock.write_all(&wire).is_err() {
-                        return;
-                    }
-                }
-                None => {
-                    until_closed(&mut sock);
-                    return;
-                }
-            }
-        }
+    plain_server(move |n, sock, counts| {
+        support::answer_over_tls(n, sock, counts, cfg.clone(), &answer)
     })
 }
 
