@@ -12,61 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::paths::{each_path, run};
 use support::{have_tool, read_head, status_of, until_closed, Counts, API_KEY, AUTH_ID};
 use tryvox_core::{Client, HangupResult, Options, Status};
-
-#[derive(Clone, Copy, Debug)]
-enum Path {
-    Sync,
-    Async,
-    Bulk,
-}
-
-const PATHS: [Path; 3] = [Path::Sync, Path::Async, Path::Bulk];
-
-/// Runs `check` on each path and reports every failing one.
-fn each_path(check: impl Fn(Path)) {
-    let failed: Vec<String> = PATHS
-        .iter()
-        .filter_map(|&path| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(path)))
-                .err()
-                .map(|e| {
-                    let why = e
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    format!("{path:?}: {why}")
-                })
-        })
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "failed on {} path(s):\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
-}
-
-/// The hangups of `ids` one after the other on `path` (bulk: one in flight).
-fn run(c: &Client, path: Path, ids: &[&str]) -> Vec<HangupResult> {
-    match path {
-        Path::Sync => ids.iter().map(|id| c.hangup(id)).collect(),
-        Path::Async => ids
-            .iter()
-            .map(|id| {
-                let (tx, rx) = mpsc::channel();
-                c.hangup_async(id.to_string(), move |_, r| {
-                    let _ = tx.send(r);
-                })
-                .unwrap();
-                rx.recv().unwrap()
-            })
-            .collect(),
-        Path::Bulk => c.hangup_many(ids, 1).unwrap(),
-    }
-}
 
 fn describe(v: &[HangupResult]) -> Vec<String> {
     v.iter()

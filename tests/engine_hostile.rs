@@ -7,15 +7,15 @@
 mod support;
 
 use support::{
-    free_port, have_tool, raise_fd_limit, scratch, status_of, uniq, wait_for_port, TestServer,
-    API_KEY, AUTH_ID,
+    free_port, have_tool, raise_fd_limit, scratch, status_of, uniq, wait_for_port, Proc,
+    TestServer, API_KEY, AUTH_ID,
 };
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -385,26 +385,6 @@ fn bulk_max_parallel_1_is_one_request_at_a_time_and_a_retry_wait_gives_its_slot_
 // ---------------------------------------------------------------------------------------
 // Through a proxy (tinyproxy) on the async and bulk paths: https tunnelled, http forwarded.
 // ---------------------------------------------------------------------------------------
-
-struct Proc(Child);
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        support::die_with_parent(cmd);
-        Proc(
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn tinyproxy(dir: &Path) -> (Proc, String, PathBuf) {
     let port = free_port();

@@ -5,42 +5,19 @@
 
 mod support;
 
-use support::{free_port, have_tool, scratch, wait_for_port};
+use support::{free_port, have_tool, scratch, wait_for_port, Proc};
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tryvox_core::{Client, Options, Status};
 use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
-
-/// A server process owned by one test: a single process (no children of its own), killed
-/// and reaped when dropped, and killed by the kernel if the test's thread dies first.
-/// Its stdout and stderr go nowhere, so it can never hold the test's output pipe open.
-struct Proc(Child);
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        support::die_with_parent(cmd);
-        Proc(
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn client(base: &str, tweak: impl FnOnce(&mut Options)) -> Client {
     let mut o = Options::new();

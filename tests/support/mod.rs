@@ -54,6 +54,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 
+pub mod paths;
 mod servers;
 pub use servers::*;
 
@@ -798,6 +799,29 @@ pub fn die_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Co
         });
     }
     cmd
+}
+
+/// A server process owned by one test: a single process (no children of its own), killed
+/// and reaped when dropped, and killed by the kernel if the test's thread dies first.
+/// Its stdout and stderr go nowhere, so it can never hold the test's output pipe open.
+pub struct Proc(pub std::process::Child);
+impl Proc {
+    pub fn spawn(cmd: &mut std::process::Command) -> Proc {
+        die_with_parent(cmd);
+        Proc(
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The simulator's hangup log, as each request arrived: (ms since the epoch, call id,
