@@ -14,8 +14,8 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -143,32 +143,21 @@ struct RawServer {
 
 impl RawServer {
     fn start(respond: impl Fn(&mut TcpStream) -> After + Send + Sync + 'static) -> RawServer {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
-        let respond = Arc::new(respond);
-        let (conns, reqs) = (Arc::clone(&connections), Arc::clone(&requests));
-        std::thread::spawn(move || {
-            for s in l.incoming() {
-                let Ok(mut s) = s else { continue };
-                conns.fetch_add(1, Ordering::SeqCst);
-                let (reqs, respond) = (Arc::clone(&reqs), Arc::clone(&respond));
-                std::thread::spawn(move || {
-                    let _ = s.set_nodelay(true);
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-                    while read_request_head(&mut s) {
-                        reqs.fetch_add(1, Ordering::SeqCst);
-                        if respond(&mut s) == After::Close {
-                            break;
-                        }
-                    }
-                });
+        let reqs = Arc::clone(&requests);
+        let server = support::serve_each(move |_, mut s| {
+            let _ = s.set_nodelay(true);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+            while support::read_head(&mut s) {
+                reqs.fetch_add(1, Ordering::SeqCst);
+                if respond(&mut s) == After::Close {
+                    break;
+                }
             }
         });
         RawServer {
-            port,
-            connections,
+            port: server.port(),
+            connections: server.accepted(),
             requests,
         }
     }
@@ -180,21 +169,6 @@ impl RawServer {
     fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
-}
-
-/// Reads one request head (a hangup has no body); false when the peer closed first.
-fn read_request_head(s: &mut TcpStream) -> bool {
-    let mut got = Vec::new();
-    let mut byte = [0u8; 1];
-    // Byte by byte: nothing past the head is consumed (a client never pipelines, but a
-    // read that took the next request's first bytes would hide it).
-    while !got.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => got.push(byte[0]),
-            _ => return false,
-        }
-    }
-    true
 }
 
 /// Writes `bytes` in one piece, keeping the connection open for the next request.

@@ -12,10 +12,9 @@ mod support;
 use support::{have_tool, raise_fd_limit, status_of, uniq, TestServer, API_KEY, AUTH_ID};
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -228,54 +227,40 @@ fn sixty_async_hangups_at_once_against_a_backlog_5_threaded_server_all_end_ok() 
 struct CountingServer {
     port: u16,
     peak: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
+    server: support::Loopback,
 }
 
 impl Drop for CountingServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop.
-        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        self.server.stop();
     }
 }
 
 fn counting_server(delay: Duration) -> CountingServer {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
     let open = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (o, p, st) = (Arc::clone(&open), Arc::clone(&peak), Arc::clone(&stop));
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            if st.load(Ordering::SeqCst) {
-                return;
-            }
-            let Ok(mut s) = s else { continue };
-            let now = o.fetch_add(1, Ordering::SeqCst) + 1;
-            p.fetch_max(now, Ordering::SeqCst);
-            let o = Arc::clone(&o);
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = s.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        std::thread::sleep(delay);
-                        if s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
-                            break;
-                        }
-                    }
+    let (o, p) = (Arc::clone(&open), Arc::clone(&peak));
+    // Counted open on the accept thread, as soon as accepted.
+    let server = support::accept_each(move |_, mut s| {
+        let now = o.fetch_add(1, Ordering::SeqCst) + 1;
+        p.fetch_max(now, Ordering::SeqCst);
+        let o = Arc::clone(&o);
+        std::thread::spawn(move || {
+            let mut heads = support::Heads::default();
+            while heads.next(&mut s).is_some() {
+                std::thread::sleep(delay);
+                if s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
+                    break;
                 }
-                o.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
+            }
+            o.fetch_sub(1, Ordering::SeqCst);
+        });
     });
-    CountingServer { port, peak, stop }
+    CountingServer {
+        port: server.port(),
+        peak,
+        server,
+    }
 }
 
 /// Case 7 (a): 1,000 async hangups at once against one server never hold more than the

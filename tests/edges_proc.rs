@@ -6,7 +6,7 @@ mod support;
 use support::status_of as st;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -22,41 +22,26 @@ const HANG: Duration = Duration::from_secs(30);
 /// A keep-alive HTTP/1.1 server, a thread per connection: 404 call_not_found for ids
 /// starting with "c-" (the child's), 204 for every other.
 fn server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || serve(s));
-        }
-    });
-    addr
+    support::serve_each(|_, s| serve(s)).addr
 }
 
 fn serve(mut s: TcpStream) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head: Vec<u8> = buf.drain(..end + 4).collect();
-            let head = String::from_utf8_lossy(&head);
-            let path = head.split_whitespace().nth(1).unwrap_or("");
-            let id = path.rsplit('/').next().unwrap_or("");
-            let answer = if id.starts_with("c-") {
-                let body = r#"{"error": "call_not_found", "message": "Call not found"}"#;
-                format!(
-                    "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 204 No Content\r\n\r\n".to_owned()
-            };
-            if s.write_all(answer.as_bytes()).is_err() {
-                return;
-            }
-        }
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+    let mut heads = support::Heads::default();
+    while let Some(head) = heads.next(&mut s) {
+        let head = String::from_utf8_lossy(&head);
+        let path = head.split_whitespace().nth(1).unwrap_or("");
+        let id = path.rsplit('/').next().unwrap_or("");
+        let answer = if id.starts_with("c-") {
+            let body = r#"{"error": "call_not_found", "message": "Call not found"}"#;
+            format!(
+                "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        } else {
+            "HTTP/1.1 204 No Content\r\n\r\n".to_owned()
+        };
+        if s.write_all(answer.as_bytes()).is_err() {
+            return;
         }
     }
 }

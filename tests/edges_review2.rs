@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,18 +24,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 /// Reads one request head; its request line, None if the peer closed or went quiet.
 fn read_request_line(s: &mut impl Read) -> Option<String> {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(1) => head.push(b[0]),
-            _ => return None,
-        }
-        if head.len() > 64 * 1024 {
-            return None;
-        }
-    }
-    let text = String::from_utf8_lossy(&head);
+    let text = support::read_head_at_most(s, 64 * 1024)?;
     Some(text.lines().next().unwrap_or("").to_string())
 }
 
@@ -48,25 +37,16 @@ fn id_of(line: &str) -> String {
 /// A threaded keep-alive server: `behave(request line, stream)` answers each request
 /// (false: close the connection).
 fn server(behave: impl Fn(&str, &mut TcpStream) -> bool + Send + Sync + 'static) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let behave = Arc::new(behave);
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
-            let _ = s.set_nodelay(true);
-            let behave = behave.clone();
-            std::thread::spawn(move || {
-                while let Some(line) = read_request_line(&mut s) {
-                    if !behave(&line, &mut s) {
-                        return;
-                    }
-                }
-            });
+    let server = support::serve_each(move |_, mut s| {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+        let _ = s.set_nodelay(true);
+        while let Some(line) = read_request_line(&mut s) {
+            if !behave(&line, &mut s) {
+                return;
+            }
         }
     });
-    port
+    server.port()
 }
 
 fn client(port: u16, timeout: Duration, retries: u32, max_connections: Option<usize>) -> Client {
@@ -187,37 +167,28 @@ fn one(c: &Client, path: Path, id: &str) -> HangupResult {
 #[test]
 fn a_200_whose_chunked_body_trickles_forever_is_ok_within_the_grace_on_every_path() {
     let _one = one_at_a_time();
-    let conns = Arc::new(AtomicUsize::new(0));
-    let c2 = conns.clone();
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            c2.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                if read_request_line(&mut s).is_none() {
+    let server = support::serve_each(move |_, mut s| {
+        if read_request_line(&mut s).is_none() {
+            return;
+        }
+        let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                     Transfer-Encoding: chunked\r\n\r\n";
+        if s.write_all(head).is_err() {
+            return;
+        }
+        // "1\r\n{\r\n" then "1\r\n \r\n" ... one byte at a time, forever.
+        let mut chunk = b"1\r\n{\r\n".to_vec();
+        loop {
+            for b in &chunk {
+                std::thread::sleep(Duration::from_millis(200));
+                if s.write_all(&[*b]).is_err() {
                     return;
                 }
-                let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                             Transfer-Encoding: chunked\r\n\r\n";
-                if s.write_all(head).is_err() {
-                    return;
-                }
-                // "1\r\n{\r\n" then "1\r\n \r\n" ... one byte at a time, forever.
-                let mut chunk = b"1\r\n{\r\n".to_vec();
-                loop {
-                    for b in &chunk {
-                        std::thread::sleep(Duration::from_millis(200));
-                        if s.write_all(&[*b]).is_err() {
-                            return;
-                        }
-                    }
-                    chunk = b"1\r\n \r\n".to_vec();
-                }
-            });
+            }
+            chunk = b"1\r\n \r\n".to_vec();
         }
     });
+    let (port, conns) = (server.port(), server.accepted());
     let c = client(port, Duration::from_secs(5), 0, None);
     let mut bad = Vec::new();
     for path in [Path::Sync, Path::Async, Path::Bulk] {

@@ -7,7 +7,7 @@ use support::status_of as st;
 use support::TestServer;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -408,49 +408,20 @@ fn fork_while_other_threads_hang_up_on_every_path() {
 // hangup is a new handshake, with TLS 1.3 session tickets (the client's resumption cache
 // is written and read on each).
 fn tls_server() -> u16 {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
-    let pem = std::fs::read(dir.join("server.pem")).unwrap();
-    let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&pem)
-        .map(|c| c.unwrap())
-        .collect();
-    let key =
-        PrivateKeyDer::from_pem_slice(&std::fs::read(dir.join("server.key")).unwrap()).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap(),
-    );
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let cfg = Arc::clone(&cfg);
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut conn = rustls::ServerConnection::new(cfg).unwrap();
-                let mut tls = rustls::Stream::new(&mut conn, &mut s);
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 2048];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = tls.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
-                let _ = tls.flush();
-                tls.conn.send_close_notify();
-                let _ = tls.flush();
-            });
+    // TLS 1.3 and 1.2, as `with_safe_default_protocol_versions`.
+    let cfg = support::tls_server_config(rustls::DEFAULT_VERSIONS, None);
+    let server = support::serve_each(move |_, mut s| {
+        let mut conn = rustls::ServerConnection::new(Arc::clone(&cfg)).unwrap();
+        let mut tls = rustls::Stream::new(&mut conn, &mut s);
+        if support::read_through_head(&mut tls).is_none() {
+            return;
         }
+        let _ = tls.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+        let _ = tls.flush();
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
     });
-    port
+    server.port()
 }
 
 /// SHOWS (fails intermittently: 2 of 4 runs here, 150 forks each): the child of a fork

@@ -7,10 +7,9 @@ mod support;
 
 use std::ffi::{c_int, CStr, CString};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{scratch, API_KEY, AUTH_ID};
@@ -36,28 +35,14 @@ struct Account {
 /// Serves `account` on 127.0.0.1 until the test process ends; one thread a connection,
 /// one request a connection (`Connection: close`). Returns the base URL.
 fn serve(account: Account) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let account = Arc::new(account);
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let account = Arc::clone(&account);
-            std::thread::spawn(move || answer(s, &account));
-        }
-    });
-    format!("http://{addr}")
+    support::serve_each(move |_, s| answer(s, &account)).url()
 }
 
 fn answer(mut s: TcpStream, account: &Account) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut head = Vec::new();
-    let mut b = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&b[..n]),
-        }
-    }
+    let Some(head) = support::read_through_head(&mut s) else {
+        return;
+    };
     let head = String::from_utf8_lossy(&head).into_owned();
     let line = head.lines().next().unwrap_or("");
     let mut parts = line.split(' ');

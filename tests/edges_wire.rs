@@ -12,115 +12,14 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{status_of, API_KEY, AUTH_ID};
+use support::paths::{each_path, run, PATHS};
+use support::{plain_server, read_head, status_of, until_closed, Counts, API_KEY, AUTH_ID};
 use tryvox_core::{Client, HangupResult, Options, Status};
-
-#[derive(Clone, Copy, Debug)]
-enum Path {
-    Sync,
-    Async,
-    Bulk,
-}
-
-const PATHS: [Path; 3] = [Path::Sync, Path::Async, Path::Bulk];
-
-/// Runs `check` on each path, every path even when one fails, and fails with what each
-/// failing path said (so a run shows which of the three paths have the fault).
-fn each_path(check: impl Fn(Path)) {
-    let failed: Vec<String> = PATHS
-        .iter()
-        .filter_map(|&path| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(path)))
-                .err()
-                .map(|e| {
-                    let why = e
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    format!("{path:?}: {why}")
-                })
-        })
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "failed on {} path(s):\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
-}
-
-/// The hangups of `ids` one after the other on `path` (bulk: one in flight).
-fn run(c: &Client, path: Path, ids: &[&str]) -> Vec<HangupResult> {
-    match path {
-        Path::Sync => ids.iter().map(|id| c.hangup(id)).collect(),
-        Path::Async => ids
-            .iter()
-            .map(|id| {
-                let (tx, rx) = mpsc::channel();
-                c.hangup_async(id.to_string(), move |_, r| {
-                    let _ = tx.send(r);
-                })
-                .unwrap();
-                rx.recv().unwrap()
-            })
-            .collect(),
-        Path::Bulk => c.hangup_many(ids, 1).unwrap(),
-    }
-}
-
-/// Connections accepted and requests read by a test server.
-#[derive(Default)]
-struct Counts {
-    conns: AtomicUsize,
-    reqs: AtomicUsize,
-}
-
-/// Reads one request head; false if the peer closed or went quiet first.
-fn read_head(s: &mut impl Read) -> bool {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(1) => head.push(b[0]),
-            _ => return false,
-        }
-    }
-    true
-}
-
-/// Waits until the client closes the connection (or 10 s).
-fn until_closed(s: &mut TcpStream) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut b = [0u8; 512];
-    while matches!(s.read(&mut b), Ok(n) if n > 0) {}
-}
-
-/// A plain server: `behave(connection number from 0, stream, counts)` per connection.
-fn plain_server(
-    behave: impl Fn(usize, TcpStream, &Counts) + Send + Sync + 'static,
-) -> (u16, Arc<Counts>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let counts = Arc::new(Counts::default());
-    let (c2, behave) = (counts.clone(), Arc::new(behave));
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { continue };
-            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-            let n = c2.conns.fetch_add(1, Ordering::SeqCst);
-            let (c3, behave) = (c2.clone(), behave.clone());
-            std::thread::spawn(move || behave(n, s, &c3));
-        }
-    });
-    (port, counts)
-}
 
 fn plain_client(port: u16, timeout: Duration, retries: u32) -> Client {
     let mut o = Options::new();
@@ -136,23 +35,10 @@ fn tls_server(
     answer: impl Fn(usize, usize, &mut rustls::ServerConnection) -> Vec<u8> + Send + Sync + 'static,
 ) -> (u16, Arc<Counts>) {
     let cfg = support::tls_server_config_without_tickets();
-    let answer = Arc::new(answer);
-    plain_server(move |n, mut sock, counts| {
-        let mut conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
-        for k in 0.. {
-            let ok = {
-                let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-                read_head(&mut tls)
-            };
-            if !ok {
-                return;
-            }
-            counts.reqs.fetch_add(1, Ordering::SeqCst);
-            let wire = answer(n, k, &mut conn);
-            if sock.write_all(&wire).is_err() {
-                return;
-            }
-        }
+    plain_server(move |n, sock, counts| {
+        support::answer_over_tls(n, sock, counts, cfg.clone(), &|n, k, tls| {
+            Some(answer(n, k, tls))
+        })
     })
 }
 

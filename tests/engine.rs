@@ -20,7 +20,7 @@ use support::{agent, raise_fd_limit, seed, status_of};
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -149,39 +149,25 @@ impl RelayState {
 
 struct Relay {
     base_url: String,
-    addr: SocketAddr,
     state: Arc<RelayState>,
-    stop: Arc<AtomicBool>,
+    server: support::Loopback,
 }
 
 impl Relay {
     fn start(upstream: SocketAddr) -> Relay {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
         let state = Arc::new(RelayState::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (st, stop2) = (Arc::clone(&state), Arc::clone(&stop));
-        std::thread::Builder::new()
-            .name("relay-accept".into())
-            .spawn(move || {
-                for s in l.incoming() {
-                    if stop2.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let Ok(s) = s else { continue };
-                    let st = Arc::clone(&st);
-                    let _ = std::thread::Builder::new()
-                        .name("relay-conn".into())
-                        .stack_size(256 * 1024)
-                        .spawn(move || relay_connection(s, upstream, &st));
-                }
-            })
-            .unwrap();
+        let st = Arc::clone(&state);
+        let server = support::accept_each(move |_, s| {
+            let st = Arc::clone(&st);
+            let _ = std::thread::Builder::new()
+                .name("relay-conn".into())
+                .stack_size(256 * 1024)
+                .spawn(move || relay_connection(s, upstream, &st));
+        });
         Relay {
-            base_url: format!("http://{addr}"),
-            addr,
+            base_url: server.url(),
             state,
-            stop,
+            server,
         }
     }
 
@@ -196,8 +182,7 @@ impl Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr); // wakes the accept loop
+        self.server.stop();
     }
 }
 

@@ -7,15 +7,15 @@
 mod support;
 
 use support::{
-    free_port, have_tool, raise_fd_limit, scratch, status_of, uniq, wait_for_port, TestServer,
-    API_KEY, AUTH_ID,
+    free_port, have_tool, raise_fd_limit, scratch, status_of, uniq, wait_for_port, Proc,
+    TestServer, API_KEY, AUTH_ID,
 };
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -313,62 +313,40 @@ struct Counting {
 }
 
 fn counting_server(delay: Duration) -> Counting {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
     let now = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let order = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
     let (p, o) = (Arc::clone(&peak), Arc::clone(&order));
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let (now, peak, order, seen) = (
-                Arc::clone(&now),
-                Arc::clone(&p),
-                Arc::clone(&o),
-                Arc::clone(&seen),
-            );
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = Vec::new();
-                loop {
-                    let mut b = [0u8; 4096];
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match s.read(&mut b) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&b[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-                    buf.drain(..head_end);
-                    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-                    let id = path.rsplit('/').next().unwrap_or("").to_owned();
-                    order.lock().unwrap().push(id.clone());
-                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
-                    peak.fetch_max(n, Ordering::SeqCst);
-                    std::thread::sleep(delay);
-                    let nth = {
-                        let mut m = seen.lock().unwrap();
-                        let e = m.entry(id.clone()).or_insert(0);
-                        *e += 1;
-                        *e
-                    };
-                    now.fetch_sub(1, Ordering::SeqCst);
-                    let r: &[u8] = if id.starts_with("wait-") && nth == 1 {
-                        b"HTTP/1.1 429 Too Many\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
-                    } else {
-                        b"HTTP/1.1 204 No Content\r\n\r\n"
-                    };
-                    if s.write_all(r).is_err() {
-                        return;
-                    }
-                }
-            });
+    let server = support::serve_each(move |_, mut s| {
+        let (now, peak, order, seen) = (&now, &p, &o, &seen);
+        let mut heads = support::Heads::default();
+        while let Some(head) = heads.next(&mut s) {
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let id = path.rsplit('/').next().unwrap_or("").to_owned();
+            order.lock().unwrap().push(id.clone());
+            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(n, Ordering::SeqCst);
+            std::thread::sleep(delay);
+            let nth = {
+                let mut m = seen.lock().unwrap();
+                let e = m.entry(id.clone()).or_insert(0);
+                *e += 1;
+                *e
+            };
+            now.fetch_sub(1, Ordering::SeqCst);
+            let r: &[u8] = if id.starts_with("wait-") && nth == 1 {
+                b"HTTP/1.1 429 Too Many\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+            } else {
+                b"HTTP/1.1 204 No Content\r\n\r\n"
+            };
+            if s.write_all(r).is_err() {
+                return;
+            }
         }
     });
+    let addr = server.addr;
     Counting { addr, peak, order }
 }
 
@@ -407,26 +385,6 @@ fn bulk_max_parallel_1_is_one_request_at_a_time_and_a_retry_wait_gives_its_slot_
 // ---------------------------------------------------------------------------------------
 // Through a proxy (tinyproxy) on the async and bulk paths: https tunnelled, http forwarded.
 // ---------------------------------------------------------------------------------------
-
-struct Proc(Child);
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        support::die_with_parent(cmd);
-        Proc(
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn tinyproxy(dir: &Path) -> (Proc, String, PathBuf) {
     let port = free_port();
@@ -872,30 +830,17 @@ fn my_ticks() -> u64 {
 /// 32 KiB of bytes with no CRLF (a chunk longer than it said, or a mangled chunk-size
 /// line); it then keeps the connection open without a word more.
 fn unterminated_chunk_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = Vec::new();
-                let mut b = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut b) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&b[..n]),
-                    }
-                }
-                let mut r =
-                    b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello"
-                        .to_vec();
-                r.extend(std::iter::repeat_n(b'x', 32 * 1024));
-                let _ = s.write_all(&r);
-                std::thread::sleep(Duration::from_secs(30));
-            });
+    let server = support::serve_each(|_, mut s| {
+        if support::read_through_head(&mut s).is_none() {
+            return;
         }
+        let mut r =
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello".to_vec();
+        r.extend(std::iter::repeat_n(b'x', 32 * 1024));
+        let _ = s.write_all(&r);
+        std::thread::sleep(Duration::from_secs(30));
     });
-    addr
+    server.addr
 }
 
 #[test]

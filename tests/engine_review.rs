@@ -9,8 +9,8 @@
 mod support;
 use support::status_of as st;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -29,71 +29,40 @@ fn client(base: &str, tweak: impl FnOnce(&mut Options)) -> Client {
     Client::with_options(AUTH_ID, API_KEY, &o).unwrap()
 }
 
-/// Reads one request head; false on EOF.
-fn read_head(s: &mut TcpStream) -> bool {
-    let mut buf = Vec::new();
-    let mut b = [0u8; 1];
-    loop {
-        match s.read(&mut b) {
-            Ok(1) => {
-                buf.push(b[0]);
-                if buf.ends_with(b"\r\n\r\n") {
-                    return true;
-                }
-            }
-            _ => return false,
-        }
-    }
-}
-
 struct Srv {
     port: u16,
-    stop: Arc<AtomicBool>,
     conns: Arc<AtomicUsize>,
     reqs: Arc<AtomicUsize>,
+    server: support::Loopback,
 }
+
 impl Drop for Srv {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        self.server.stop();
     }
 }
 
 /// A server: `conn(stream, request_no_on_this_conn, reqs)` per request; return false to close.
 fn server(per_req: impl Fn(&mut TcpStream, usize) -> bool + Send + Sync + 'static) -> Srv {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let conns = Arc::new(AtomicUsize::new(0));
+    let server = support::Loopback::bind();
     let reqs = Arc::new(AtomicUsize::new(0));
-    let per_req = Arc::new(per_req);
-    let (s2, c2, r2) = (stop.clone(), conns.clone(), reqs.clone());
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            if s2.load(Ordering::SeqCst) {
+    let (r2, s2) = (reqs.clone(), server.stopping());
+    let server = server.serve_each(move |_, mut s| {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+        let mut n = 0;
+        while !s2.load(Ordering::SeqCst) && support::read_head(&mut s) {
+            r2.fetch_add(1, Ordering::SeqCst);
+            if !per_req(&mut s, n) {
                 return;
             }
-            let Ok(mut s) = s else { continue };
-            c2.fetch_add(1, Ordering::SeqCst);
-            let (f, r2, s2) = (per_req.clone(), r2.clone(), s2.clone());
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
-                let mut n = 0;
-                while !s2.load(Ordering::SeqCst) && read_head(&mut s) {
-                    r2.fetch_add(1, Ordering::SeqCst);
-                    if !f(&mut s, n) {
-                        return;
-                    }
-                    n += 1;
-                }
-            });
+            n += 1;
         }
     });
     Srv {
-        port,
-        stop,
-        conns,
+        port: server.port(),
+        conns: server.accepted(),
         reqs,
+        server,
     }
 }
 
@@ -235,23 +204,11 @@ fn all_paths(c: &Client, id: &str) -> Vec<(&'static str, Status, Duration)> {
 }
 
 fn stuck_listener() -> (u16, Arc<AtomicBool>) {
-    // Accepts and holds every connection, never writes.
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in l.incoming() {
-            if s2.load(Ordering::SeqCst) {
-                return;
-            }
-            if let Ok(s) = s {
-                held.push(s);
-            }
-        }
-    });
-    (port, stop)
+    // Accepts and holds every connection, never writes; the stop flag lets the held
+    // ones go at the next connection.
+    let mut held = Vec::new();
+    let server = support::accept_each(move |_, s| held.push(s));
+    (server.port(), server.stopping())
 }
 
 #[test]
@@ -425,61 +382,46 @@ fn no_descriptor_outlives_the_client() {
 /// Proxy-Authorization headers it saw. (CONNECT is for https: plain http goes to a
 /// proxy in absolute form, with no setup for a connect timeout to cover.)
 fn stalling_proxy() -> (u16, Arc<std::sync::Mutex<Vec<String>>>, Arc<AtomicBool>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
     let auth = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (a2, s2) = (auth.clone(), stop.clone());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for (n, s) in l.incoming().enumerate() {
-            if s2.load(Ordering::SeqCst) {
-                return;
-            }
-            let Ok(mut s) = s else { continue };
-            if n == 0 {
-                held.push(s);
-                continue;
-            }
-            let a3 = a2.clone();
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                // CONNECT head
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if s.read(&mut b).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(b[0]);
-                }
-                let text = String::from_utf8_lossy(&head).to_string();
-                for line in text.lines() {
-                    if line
-                        .to_ascii_lowercase()
-                        .starts_with("proxy-authorization:")
-                    {
-                        a3.lock().unwrap().push(line.to_owned());
-                    }
-                }
-                let target = text.split(' ').nth(1).unwrap_or_default().to_owned();
-                let Ok(mut up) = TcpStream::connect(target) else {
-                    let _ = s.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
-                    return;
-                };
-                let _ = s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
-                let _ = s.set_read_timeout(None);
-                let (mut s2, mut up2) = (s.try_clone().unwrap(), up.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut up2, &mut s2);
-                    let _ = s2.shutdown(std::net::Shutdown::Both);
-                });
-                let _ = std::io::copy(&mut s, &mut up);
-                let _ = up.shutdown(std::net::Shutdown::Both);
-            });
+    let a2 = auth.clone();
+    let mut held = Vec::new();
+    let server = support::accept_each(move |n, mut s| {
+        if n == 0 {
+            held.push(s);
+            return;
         }
+        let a3 = a2.clone();
+        std::thread::spawn(move || {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            // CONNECT head
+            let Some(text) = support::read_head_text(&mut s) else {
+                return;
+            };
+            for line in text.lines() {
+                if line
+                    .to_ascii_lowercase()
+                    .starts_with("proxy-authorization:")
+                {
+                    a3.lock().unwrap().push(line.to_owned());
+                }
+            }
+            let target = text.split(' ').nth(1).unwrap_or_default().to_owned();
+            let Ok(mut up) = TcpStream::connect(target) else {
+                let _ = s.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+                return;
+            };
+            let _ = s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            let _ = s.set_read_timeout(None);
+            let (mut s2, mut up2) = (s.try_clone().unwrap(), up.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut up2, &mut s2);
+                let _ = s2.shutdown(std::net::Shutdown::Both);
+            });
+            let _ = std::io::copy(&mut s, &mut up);
+            let _ = up.shutdown(std::net::Shutdown::Both);
+        });
     });
-    (port, auth, stop)
+    (server.port(), auth, server.stopping())
 }
 
 /// A simulator over TLS (the fixtures' private CA) with this file's account and key,

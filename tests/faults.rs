@@ -5,42 +5,19 @@
 
 mod support;
 
-use support::{free_port, have_tool, scratch, wait_for_port};
+use support::{free_port, have_tool, scratch, wait_for_port, Proc};
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tryvox_core::{Client, Options, Status};
 use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
-
-/// A server process owned by one test: a single process (no children of its own), killed
-/// and reaped when dropped, and killed by the kernel if the test's thread dies first.
-/// Its stdout and stderr go nowhere, so it can never hold the test's output pipe open.
-struct Proc(Child);
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        support::die_with_parent(cmd);
-        Proc(
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn client(base: &str, tweak: impl FnOnce(&mut Options)) -> Client {
     let mut o = Options::new();
@@ -111,28 +88,12 @@ fn nginx_closing_idle_keepalive_connections_causes_no_spurious_failure() {
 
 /// A raw TCP peer that answers each connection with `behave`, counting connections.
 fn raw_server(behave: fn(TcpStream)) -> (String, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let n = Arc::new(AtomicUsize::new(0));
-    let n2 = Arc::clone(&n);
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            n2.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || behave(s));
-        }
-    });
-    (format!("http://{addr}"), n)
+    let server = support::serve_each(move |_, s| behave(s));
+    (server.url(), server.accepted())
 }
 
 fn read_request(s: &mut TcpStream) {
-    let mut buf = [0u8; 4096];
-    let mut got = Vec::new();
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
+    let _ = support::read_through_head(s);
 }
 
 /// Close with RST instead of FIN.

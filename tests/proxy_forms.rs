@@ -12,12 +12,11 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use support::{free_port, seed_calls, status_of};
+use support::{free_port, read_head_text, seed_calls, status_of};
 use tryvox_core::{Client, HangupResult, Options, Status};
 use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
 
@@ -26,42 +25,31 @@ use tryvox_sim::server::{DEFAULT_ACCOUNT as ACCOUNT, DEFAULT_API_KEY as KEY};
 #[derive(Default)]
 struct Seen {
     heads: Mutex<Vec<(usize, String)>>,
-    connections: AtomicUsize,
 }
 
 struct SquidLike {
     port: u16,
     seen: Arc<Seen>,
-    stop: Arc<AtomicBool>,
+    server: support::Loopback,
 }
 
 impl Drop for SquidLike {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wakes the accept
+        self.server.stop();
     }
 }
 
 impl SquidLike {
     /// `connect_anywhere`: CONNECT to any port is tunnelled, not only to 443.
     fn start(connect_anywhere: bool) -> SquidLike {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
         let seen = Arc::new(Seen::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (seen2, stop2) = (seen.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for s in l.incoming() {
-                if stop2.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(s) = s else { continue };
-                let n = seen2.connections.fetch_add(1, Ordering::SeqCst);
-                let seen3 = seen2.clone();
-                std::thread::spawn(move || serve(s, n, &seen3, connect_anywhere));
-            }
-        });
-        SquidLike { port, seen, stop }
+        let seen2 = seen.clone();
+        let server = support::serve_each(move |n, s| serve(s, n, &seen2, connect_anywhere));
+        SquidLike {
+            port: server.port(),
+            seen,
+            server,
+        }
     }
 
     fn url(&self, userinfo: &str) -> String {
@@ -73,22 +61,9 @@ impl SquidLike {
     }
 }
 
-/// Reads one head (through the blank line); None at EOF or after 10 s of silence.
-fn read_head(s: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(1) => head.push(b[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
-}
-
 fn serve(mut client: TcpStream, conn: usize, seen: &Seen, connect_anywhere: bool) {
     let _ = client.set_read_timeout(Some(Duration::from_secs(10)));
-    while let Some(head) = read_head(&mut client) {
+    while let Some(head) = read_head_text(&mut client) {
         seen.heads.lock().unwrap().push((conn, head.clone()));
         let mut lines = head.split("\r\n");
         let line = lines.next().unwrap_or_default();
@@ -559,26 +534,18 @@ fn through_debians_squid_plain_http_works_and_https_meets_its_connect_rule() {
 /// A proxy answering every request head it reads with `answer` (keep-alive); returns its
 /// port and the heads.
 fn answering_proxy(answer: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
     let heads: Arc<Mutex<Vec<String>>> = Arc::default();
     let h2 = heads.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let h3 = h2.clone();
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                while let Some(head) = read_head(&mut s) {
-                    h3.lock().unwrap().push(head);
-                    if s.write_all(answer.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
+    let server = support::serve_each(move |_, mut s| {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        while let Some(head) = read_head_text(&mut s) {
+            h2.lock().unwrap().push(head);
+            if s.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
         }
     });
-    (port, heads)
+    (server.port(), heads)
 }
 
 /// Nine calls of a fresh simulator hung up through the proxy on `port` (three each way:
@@ -685,25 +652,22 @@ fn long_proxy_credentials_go_whole_on_every_path() {
 /// the forms they travel in (the Basic token, user:password, the password).
 #[test]
 fn an_echo_of_the_request_shows_neither_the_key_nor_the_proxys_credentials() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-            let Some(head) = read_head(&mut s) else {
-                continue;
-            };
-            let echo = head.trim_end().replace("\r\n", " | ").replace('"', "'");
-            let body = format!("{{\"error\":{{\"code\":\"E\",\"message\":\"you sent: {echo}\"}}}}");
-            let _ = write!(
-                s,
-                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
+    // One connection at a time, on the accept thread.
+    let port = support::accept_each(|_, mut s| {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let Some(head) = read_head_text(&mut s) else {
+            return;
+        };
+        let echo = head.trim_end().replace("\r\n", " | ").replace('"', "'");
+        let body = format!("{{\"error\":{{\"code\":\"E\",\"message\":\"you sent: {echo}\"}}}}");
+        let _ = write!(
+            s,
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    })
+    .port();
     let password = "s3cretProxyPw";
     use base64::Engine as _;
     let token = base64::engine::general_purpose::STANDARD.encode(format!("us@er:{password}"));

@@ -5,7 +5,6 @@
 //! (rustls) on 127.0.0.1; the client verifies them with the test CA.
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -117,27 +116,23 @@ fn hello_extensions(record: &[u8]) -> Vec<(u16, Vec<u8>)> {
 
 /// Captures the first TLS record each connection sends (the ClientHello), then closes it.
 fn capture_hellos() -> (u16, Arc<Mutex<Vec<Vec<u8>>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
     let hellos: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
     let h2 = hellos.clone();
-    std::thread::spawn(move || {
-        for sock in l.incoming() {
-            let Ok(mut sock) = sock else { continue };
-            let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
-            let mut head = [0u8; 5];
-            if sock.read_exact(&mut head).is_err() {
-                continue;
-            }
-            let len = u16::from_be_bytes([head[3], head[4]]) as usize;
-            let mut record = head.to_vec();
-            record.resize(5 + len, 0);
-            if sock.read_exact(&mut record[5..]).is_ok() {
-                h2.lock().unwrap().push(record);
-            }
+    // One connection at a time, on the accept thread.
+    let server = support::accept_each(move |_, mut sock| {
+        let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut head = [0u8; 5];
+        if sock.read_exact(&mut head).is_err() {
+            return;
+        }
+        let len = u16::from_be_bytes([head[3], head[4]]) as usize;
+        let mut record = head.to_vec();
+        record.resize(5 + len, 0);
+        if sock.read_exact(&mut record[5..]).is_ok() {
+            h2.lock().unwrap().push(record);
         }
     });
-    (port, hellos)
+    (server.port(), hellos)
 }
 
 #[test]

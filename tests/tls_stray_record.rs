@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,82 +18,59 @@ fn st(r: &HangupResult) -> Status {
     }
 }
 
-fn read_plain_head(s: &mut impl Read) -> bool {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(1) => head.push(b[0]),
-            _ => return false,
-        }
-    }
-    true
-}
-
 /// TLS server (optionally behind a CONNECT on the same socket). The first answer on a
 /// connection is a 204 whose TLS record is exactly 4096 bytes on the wire, followed in
 /// the same TCP write by a stray 404 record. Later answers are plain 204s.
 fn tls_server(via_proxy: bool) -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let conns = Arc::new(AtomicUsize::new(0));
     let reqs = Arc::new(AtomicUsize::new(0));
-    let (c2, r2) = (conns.clone(), reqs.clone());
+    let r2 = reqs.clone();
     let cfg = support::tls_server_config_without_tickets();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut sock) = s else { continue };
-            c2.fetch_add(1, Ordering::SeqCst);
-            let (cfg, r2) = (cfg.clone(), r2.clone());
-            std::thread::spawn(move || {
-                let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
-                if via_proxy {
-                    if !read_plain_head(&mut sock) {
-                        return;
-                    }
-                    sock.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                        .unwrap();
-                }
-                let mut conn = rustls::ServerConnection::new(cfg).unwrap();
-                let mut n = 0;
-                loop {
-                    let ok = {
-                        let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-                        read_plain_head(&mut tls)
-                    };
-                    if !ok {
-                        return;
-                    }
-                    r2.fetch_add(1, Ordering::SeqCst);
-                    if n == 0 {
-                        // 204 padded so that its record is 4096 bytes on the wire
-                        // (TLS 1.3: 5 header + 1 type + 16 tag = 22 overhead).
-                        let start = b"HTTP/1.1 204 No Content\r\nX-Pad: ".to_vec();
-                        let total = 4096 - 22;
-                        let mut p = start.clone();
-                        p.extend(std::iter::repeat_n(b'a', total - start.len() - 4));
-                        p.extend_from_slice(b"\r\n\r\n");
-                        let mut wire = support::tls_records(&mut conn, &p);
-                        assert_eq!(wire.len(), 4096, "first record size");
-                        let body = br#"{"error":"call_not_found","message":"stray"}"#;
-                        let stray = format!(
+    let server = support::serve_each(move |_, mut sock| {
+        let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+        if via_proxy {
+            if !support::read_head(&mut sock) {
+                return;
+            }
+            sock.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .unwrap();
+        }
+        let mut conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+        let mut n = 0;
+        loop {
+            let ok = {
+                let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+                support::read_head(&mut tls)
+            };
+            if !ok {
+                return;
+            }
+            r2.fetch_add(1, Ordering::SeqCst);
+            if n == 0 {
+                // 204 padded so that its record is 4096 bytes on the wire
+                // (TLS 1.3: 5 header + 1 type + 16 tag = 22 overhead).
+                let start = b"HTTP/1.1 204 No Content\r\nX-Pad: ".to_vec();
+                let total = 4096 - 22;
+                let mut p = start.clone();
+                p.extend(std::iter::repeat_n(b'a', total - start.len() - 4));
+                p.extend_from_slice(b"\r\n\r\n");
+                let mut wire = support::tls_records(&mut conn, &p);
+                assert_eq!(wire.len(), 4096, "first record size");
+                let body = br#"{"error":"call_not_found","message":"stray"}"#;
+                let stray = format!(
                             "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
                             body.len(),
                             std::str::from_utf8(body).unwrap()
                         );
-                        wire.extend(support::tls_records(&mut conn, stray.as_bytes()));
-                        let _ = sock.write_all(&wire);
-                    } else {
-                        let wire =
-                            support::tls_records(&mut conn, b"HTTP/1.1 204 No Content\r\n\r\n");
-                        let _ = sock.write_all(&wire);
-                    }
-                    n += 1;
-                }
-            });
+                wire.extend(support::tls_records(&mut conn, stray.as_bytes()));
+                let _ = sock.write_all(&wire);
+            } else {
+                let wire = support::tls_records(&mut conn, b"HTTP/1.1 204 No Content\r\n\r\n");
+                let _ = sock.write_all(&wire);
+            }
+            n += 1;
         }
     });
-    (port, conns, reqs)
+    (server.port(), server.accepted(), reqs)
 }
 
 fn run(via_proxy: bool) -> Vec<Status> {

@@ -54,6 +54,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 
+pub mod paths;
+mod servers;
+pub use servers::*;
+
 pub const AUTH_ID: &str = "AC123456";
 pub const API_KEY: &str = "tvx_sk_test_s3cr3t-Key-Never-Shown";
 
@@ -797,6 +801,29 @@ pub fn die_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Co
     cmd
 }
 
+/// A server process owned by one test: a single process (no children of its own), killed
+/// and reaped when dropped, and killed by the kernel if the test's thread dies first.
+/// Its stdout and stderr go nowhere, so it can never hold the test's output pipe open.
+pub struct Proc(pub std::process::Child);
+impl Proc {
+    pub fn spawn(cmd: &mut std::process::Command) -> Proc {
+        die_with_parent(cmd);
+        Proc(
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The simulator's hangup log, as each request arrived: (ms since the epoch, call id,
 /// key 1 or 2, 0 for another).
 pub fn hangup_log(s: &tryvox_sim::Running) -> Vec<(u64, String, u8)> {
@@ -962,45 +989,30 @@ pub type TlsSeen = Arc<Mutex<Vec<(rustls::ProtocolVersion, rustls::NamedGroup)>>
 /// A TLS server on 127.0.0.1 answering every DELETE with 204 (keep-alive), one thread a
 /// connection, for as long as the test process runs.
 pub fn tls_204_server(cfg: Arc<rustls::ServerConfig>) -> (u16, TlsSeen) {
-    use std::io::{Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
+    use std::io::Write;
     let seen: TlsSeen = Arc::default();
     let seen2 = seen.clone();
-    std::thread::spawn(move || {
-        for sock in l.incoming() {
-            let Ok(sock) = sock else { continue };
-            let (cfg, seen) = (cfg.clone(), seen2.clone());
-            std::thread::spawn(move || {
-                let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
-                let conn = rustls::ServerConnection::new(cfg).unwrap();
-                let mut tls = rustls::StreamOwned::new(conn, sock);
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while let Ok(1) = tls.read(&mut b) {
-                    head.push(b[0]);
-                    if !head.ends_with(b"\r\n\r\n") {
-                        continue;
-                    }
-                    if !head.starts_with(b"DELETE ") {
-                        return;
-                    }
-                    if let (Some(v), Some(g)) = (
-                        tls.conn.protocol_version(),
-                        tls.conn.negotiated_key_exchange_group(),
-                    ) {
-                        seen.lock().unwrap().push((v, g.name()));
-                    }
-                    head.clear();
-                    let answer = b"HTTP/1.1 204 No Content\r\n\r\n";
-                    if tls.write_all(answer).and_then(|_| tls.flush()).is_err() {
-                        return;
-                    }
-                }
-            });
+    let server = serve_each(move |_, sock| {
+        let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+        let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        while let Some(head) = read_head_text(&mut tls) {
+            if !head.starts_with("DELETE ") {
+                return;
+            }
+            if let (Some(v), Some(g)) = (
+                tls.conn.protocol_version(),
+                tls.conn.negotiated_key_exchange_group(),
+            ) {
+                seen2.lock().unwrap().push((v, g.name()));
+            }
+            let answer = b"HTTP/1.1 204 No Content\r\n\r\n";
+            if tls.write_all(answer).and_then(|_| tls.flush()).is_err() {
+                return;
+            }
         }
     });
-    (port, seen)
+    (server.port(), seen)
 }
 
 /// A simulator serving https with the fixtures' `server` certificate (signed by the
