@@ -46,6 +46,7 @@ test:
 
 test-suites:
 	$(CARGO) fmt --all -- --check
+	tools/layers.py --quiet
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	tools/newest-deps.sh
 	$(CARGO) build --workspace

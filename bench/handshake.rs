@@ -115,7 +115,7 @@ fn main() {
         use rustls::crypto::ring::kx_group as r;
         ring.kx_groups = vec![r::X25519, r::SECP256R1, r::SECP384R1];
     }
-    // What tryvox-core offers (core/src/conn.rs: KX_GROUPS).
+    // What tryvox-core offers (core/src/net/conn.rs: KX_GROUPS).
     let mut ours = aws_lc_rs::default_provider();
     ours.kx_groups = vec![g::X25519MLKEM768, g::X25519, g::SECP256R1, g::SECP384R1];
     let mut classical = aws_lc_rs::default_provider();

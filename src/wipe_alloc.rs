@@ -1,7 +1,7 @@
 //! Zero-on-free for every allocation the library makes (feature `wipe-freed-memory`, on by
 //! default for the C library).
 //!
-//! Our own copy of the API key is wiped on drop (`secret.rs`), but the HTTP stack copies
+//! Our own copy of the API key is wiped on drop (`contract::secret`), but the HTTP stack copies
 //! the `Authorization` header into each connection's output buffer, and that buffer is
 //! freed without wiping. Zeroing every block as it is freed means no copy of the key
 //! outlives the client. The cost is a memset per free: a few hundred bytes per hangup.

@@ -1,5 +1,5 @@
 //! The caller's-thread path (`hangup`, listings): the connection state machine of
-//! `conn.rs` driven by `poll()` on the caller's thread, over the client's own stack of
+//! `net::conn` driven by `poll()` on the caller's thread, over the client's own stack of
 //! idle keep-alive connections. Nothing here waits past the deadline it is given.
 
 use std::os::fd::AsRawFd;
@@ -124,7 +124,7 @@ impl Core {
             }
             let setting_up = !conn.is_established();
             let until = match conn.grace_until() {
-                // A decided 2xx waits a moment for the rest of its body (see `conn.rs`).
+                // A decided 2xx waits a moment for the rest of its body (see `net::conn`).
                 Some(grace) => grace.min(deadline),
                 None if setting_up => setup_until,
                 None => deadline,

@@ -1,7 +1,7 @@
-//! `Client`, the public API: credentials, settings and the route to the API; the hangup
-//! operation with its retry loop (the rules are in `retry.rs`, one attempt in
-//! `attempt.rs`, driven on the caller's thread by `blocking.rs`), and the asynchronous
-//! form, handed to the client's event-driven engine (`engine.rs`; bulk is in `bulk.rs`).
+//! `Client`, the public API: a thin facade. Each method checks its arguments and calls
+//! the layer that does the work: the caller's-thread hangup (`blocking`, its retry loop in
+//! `state`, the rules in `policy::retry`), the engine for async hangups (`engine`), bulk
+//! (`ops::bulk`), sweeps (`ops::sweep`) and scheduled hangups (`ops::scheduled`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use crate::state::Core;
 pub struct Client {
     pub(crate) core: Arc<Core>,
     /// The client's threads and the work queued on them, of this process: in a forked
-    /// child, fresh ones (`process.rs`).
+    /// child, fresh ones (`host::process`).
     rt: PerProcess<Runtime>,
 }
 

@@ -1,5 +1,21 @@
 #![doc = include_str!("../README.md")]
 //!
+//! ## Module map
+//!
+//! Layers, bottom to top; a module uses only its own layer and those below it, with no
+//! cycle (`tools/layers.py` checks both, and `make test` runs it):
+//!
+//! | layer | modules | holds |
+//! |---|---|---|
+//! | host | `host/`: `process`, `fds`, `pool` | fork generations and the fork handler, the process's descriptor budget, callback threads |
+//! | vocabulary | `contract/`: `status`, `error`, `validate`, `secret`, `options`, `stats` | the status table, errors, id and key rules, the key, options, statistics counters |
+//! | policy | `policy/`: `retry`, `response` | the retry rules, backoff, pacing and deadline arithmetic; what a response means |
+//! | network | `net/`: `conn`, `wire`, `transport`, `resolve`, `trust`, `idle` | one connection's state machine, HTTP/1.1 framing, Happy Eyeballs, DNS, trusted roots, keep-alive stack |
+//! | shared state | `state/` (`Core`), `state/attempt` | what every path of a client shares, the retry loop; one attempt's outcome judged |
+//! | paths | `blocking`, `engine/`: `turn`, `admission`, `slots`, `timers`, `delivery` | the caller's-thread path; the event loop under async and bulk |
+//! | operations | `ops/`: `bulk`, `sweep`, `scheduled` | `hangup_many`, `hangup_all`/`hangup_each`, `hangup_after` |
+//! | facade | `client` | [`Client`]: each public method a call into the layers below |
+//!
 //! ## Bad input is refused before anything is sent
 //!
 //! ```

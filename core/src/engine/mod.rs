@@ -349,7 +349,7 @@ struct Loop {
     timers: BTreeMap<TimerKey, Timer>,
     serial: u64,
     /// Connections that may be open at once. Descriptors are bounded by the process's
-    /// budget (`fds.rs`), shared by every client, which `has_room` asks too.
+    /// budget (`host::fds`), shared by every client, which `has_room` asks too.
     conn_cap: usize,
     /// Async hangups in flight, each on its connection, at once (the client's
     /// `max_connections`: the per-host limit; batches have their own `max_parallel`).

@@ -202,7 +202,7 @@ impl Loop {
         };
         match conn.drive(readable) {
             Ok(None) => {
-                // A decided 2xx waits a moment for the rest of its body (see `conn.rs`).
+                // A decided 2xx waits a moment for the rest of its body (see `net::conn`).
                 if let Some(until) = conn.new_grace() {
                     if let Some(k) = slot.timer.take() {
                         self.timers.remove(&k);

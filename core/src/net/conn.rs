@@ -1,7 +1,7 @@
 //! One connection to the API (directly, or through a proxy: a CONNECT tunnel for https,
 //! requests in absolute form for plain http; in clear or over TLS)
 //! as a non-blocking state machine: the caller's thread drives it with `poll()`
-//! (`blocking.rs`), the engine with its event loop (`engine.rs`). Neither waits inside:
+//! (`blocking`), the engine with its event loop (`engine`). Neither waits inside:
 //! [`Conn::drive`] does what the socket allows and says whether the answer is complete.
 
 use std::io::{self, Read, Write};

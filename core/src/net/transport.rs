@@ -61,7 +61,7 @@ fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
 pub(crate) struct Race {
     queue: std::iter::Peekable<std::vec::IntoIter<SocketAddr>>,
     /// Attempts in flight, oldest first; each socket holds a place in the process's
-    /// descriptor budget (`fds.rs`).
+    /// descriptor budget (`host::fds`).
     trying: Vec<(SocketAddr, Sock)>,
     next_start: Instant,
     /// Addresses that failed, or were still connecting when another one won.

@@ -53,7 +53,7 @@ pub(crate) struct Timers {
 pub struct ScheduledHangup {
     shared: Arc<Shared>,
     id: u64,
-    /// The process generation it was scheduled in (`process.rs`).
+    /// The process generation it was scheduled in (`host::process`).
     generation: u64,
 }
 
