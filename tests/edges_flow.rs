@@ -9,11 +9,11 @@
 
 mod support;
 
+use support::procs::python_server;
 use support::{have_tool, raise_fd_limit, status_of, uniq, TestServer, API_KEY, AUTH_ID};
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -125,50 +125,6 @@ fn a_failed_lookup_answers_every_waiting_hangup_at_once_with_a_bounded_number_of
         "{bulk_lookups} lookups for {N} bulk hangups"
     );
     eprintln!("lookups: {async_lookups} for the async burst, {bulk_lookups} for the bulk call");
-}
-
-/// Python's `http.server.ThreadingHTTPServer` (listen backlog 5, one thread per
-/// connection), HTTP/1.1 keep-alive, 204 for every DELETE. Killed when dropped.
-struct PyServer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for PyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn python_server() -> PyServer {
-    let script = r#"
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_DELETE(self):
-        self.send_response(204)
-        self.end_headers()
-    def log_message(self, *a):
-        pass
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-assert s.request_queue_size == 5
-print(s.server_address[1], flush=True)
-s.serve_forever()
-"#;
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 runs");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().parse().expect("the server printed its port");
-    PyServer { child, port }
 }
 
 /// Case 7: 60 async hangups at once against the real small-server shape, the issue's

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +13,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::paths::{each_path, run};
+use support::procs::python_server;
 use support::{have_tool, read_head, status_of, until_closed, Counts, API_KEY, AUTH_ID};
 use tryvox_core::{Client, HangupResult, Options, Status};
 
@@ -529,50 +530,6 @@ fn tls_close_notify_mid_response() {
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-struct PyServer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for PyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Python's ThreadingHTTPServer (listen backlog 5), 204 to every DELETE.
-fn python_server() -> PyServer {
-    let script = r#"
-import http.server
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_DELETE(self):
-        self.send_response(204)
-        self.end_headers()
-    def log_message(self, *a):
-        pass
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-print(s.server_address[1], flush=True)
-s.serve_forever()
-"#;
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 runs");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    PyServer {
-        child,
-        port: line.trim().parse().unwrap(),
-    }
 }
 
 fn tally_bad(results: &[(String, HangupResult)]) -> Vec<String> {

@@ -6,16 +6,15 @@
 
 mod support;
 
+use support::procs::tinyproxy;
 use support::{
-    free_port, have_tool, raise_fd_limit, scratch, status_of, uniq, wait_for_port, Proc,
-    TestServer, API_KEY, AUTH_ID,
+    free_port, have_tool, raise_fd_limit, scratch, status_of, uniq, TestServer, API_KEY, AUTH_ID,
 };
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -386,25 +385,6 @@ fn bulk_max_parallel_1_is_one_request_at_a_time_and_a_retry_wait_gives_its_slot_
 // Through a proxy (tinyproxy) on the async and bulk paths: https tunnelled, http forwarded.
 // ---------------------------------------------------------------------------------------
 
-fn tinyproxy(dir: &Path) -> (Proc, String, PathBuf) {
-    let port = free_port();
-    let conf = dir.join("tinyproxy.conf");
-    let log = dir.join("log");
-    std::fs::write(
-        &conf,
-        format!(
-            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 100\nLogLevel Connect\n\
-             LogFile \"{}\"\nPidFile \"{}\"\nUser root\nGroup root\n",
-            log.display(),
-            dir.join("pid").display()
-        ),
-    )
-    .unwrap();
-    let p = Proc::spawn(Command::new("tinyproxy").arg("-d").arg("-c").arg(&conf));
-    wait_for_port(port);
-    (p, format!("http://127.0.0.1:{port}"), log)
-}
-
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls")
 }
@@ -445,7 +425,7 @@ fn proxy_tunnel_on_the_async_and_bulk_paths() {
         return;
     }
     let dir = scratch("review_engine", "tinyproxy");
-    let (_p, proxy, log) = tinyproxy(&dir);
+    let (_p, proxy, log) = tinyproxy(&dir, 100);
     let fx = fixtures();
     let tls = tryvox_sim::spawn(tryvox_sim::Config {
         tls: Some((fx.join("server.pem"), fx.join("server.key"))),

@@ -5,6 +5,7 @@
 
 mod support;
 
+use support::procs::tinyproxy;
 use support::{free_port, have_tool, scratch, wait_for_port, Proc};
 
 use std::io::Write;
@@ -231,25 +232,7 @@ fn through_a_forward_proxy_and_a_dead_one() {
         return;
     }
     let dir = scratch("faults", "tinyproxy");
-    let port = free_port();
-    let conf = dir.join("tinyproxy.conf");
-    let log = dir.join("log");
-    // LogLevel Connect: one line per request the proxy takes, with its request line
-    // (`CONNECT host:port HTTP/1.1` for a tunnel, `DELETE http://host:port/path HTTP/1.1`
-    // for a request it forwards itself).
-    std::fs::write(
-        &conf,
-        format!(
-            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 20\nLogLevel Connect\n\
-             LogFile \"{}\"\nPidFile \"{}\"\nUser root\nGroup root\n",
-            log.display(),
-            dir.join("pid").display()
-        ),
-    )
-    .unwrap();
-    let _proxy = Proc::spawn(Command::new("tinyproxy").arg("-d").arg("-c").arg(&conf));
-    wait_for_port(port);
-    let proxy = format!("http://127.0.0.1:{port}");
+    let (_proxy, proxy, log) = tinyproxy(&dir, 20);
 
     // https through CONNECT, to the simulator with a private CA.
     let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");

@@ -55,6 +55,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 
 pub mod paths;
+pub mod procs;
 mod servers;
 pub use servers::*;
 
