@@ -114,11 +114,6 @@ fn is_already_ended(code: &str) -> bool {
     code.eq_ignore_ascii_case("call_already_ended")
 }
 
-/// True for the statuses the contract retries with backoff.
-pub fn is_retryable_server_status(http_status: u16) -> bool {
-    matches!(http_status, 500 | 502 | 503 | 504)
-}
-
 /// `Retry-After` as delay-seconds or an HTTP date, relative to `now`. A date in the past
 /// means "now"; anything unparseable is `None` (the caller falls back to backoff).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {

@@ -1,5 +1,7 @@
-//! The retry rules of the contract, as a pure policy: given what went wrong, how many
-//! retries were made and how much of the deadline is left, retry (after how long) or stop.
+//! The retry rules of the contract, as a pure policy, all in this file: which outcomes are
+//! retried ([`Failure::of_response`], and a connection that got no response), and given
+//! what went wrong, how many retries were made and how much of the deadline is left,
+//! retry (after how long) or stop ([`decide`]).
 //!
 //! Retried: a connection that failed before any response (including a stale pooled
 //! keep-alive connection), 429 (honouring `Retry-After` when it fits the deadline, else
@@ -39,6 +41,18 @@ pub enum Failure {
     Unavailable,
     /// Anything else: the outcome is final.
     Final,
+}
+
+impl Failure {
+    /// The retry class of a response: 429 (with its usable `Retry-After`, if any), the
+    /// 5xx statuses the contract retries with backoff, or final.
+    pub fn of_response(http_status: u16, retry_after: Option<Duration>) -> Failure {
+        match http_status {
+            429 => Failure::RateLimited { retry_after },
+            500 | 502 | 503 | 504 => Failure::Unavailable,
+            _ => Failure::Final,
+        }
+    }
 }
 
 /// What to do next.

@@ -25,13 +25,7 @@ pub(crate) struct Attempt<T = u16> {
 impl Answer {
     /// The retry class of this response.
     pub(crate) fn failure(&self) -> Failure {
-        match self.http_status {
-            429 => Failure::RateLimited {
-                retry_after: self.retry_after,
-            },
-            s if response::is_retryable_server_status(s) => Failure::Unavailable,
-            _ => Failure::Final,
-        }
+        Failure::of_response(self.http_status, self.retry_after)
     }
 }
 
