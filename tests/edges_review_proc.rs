@@ -915,3 +915,60 @@ fn a_childs_gauges_count_only_its_own() {
         assert_eq!(rx.recv_timeout(HANG).unwrap(), Status::Ok);
     }
 }
+
+/// Forks once, from the first `listed` call; the child goes on with the sweep.
+struct ForkOnFirstListed {
+    child: Option<libc::pid_t>,
+}
+
+impl tryvox_core::SweepObserver for ForkOnFirstListed {
+    fn listed(&mut self, _id: &str) {
+        if self.child.is_none() {
+            // SAFETY: the child goes on with test code only and leaves by _exit.
+            self.child = Some(unsafe { libc::fork() });
+        }
+    }
+}
+
+/// A sweep whose observer forks (a worker started when the first live call is listed):
+/// in the child the sweep goes on with the child's own engine, and ends within its
+/// deadline. (Found in review of the restructure: a sweep that kept the engine it began
+/// with submitted the child's hangups to the parent's engine, whose thread does not exist
+/// in the child, and never ended.)
+#[test]
+fn a_sweep_whose_observer_forks_ends_in_the_child() {
+    let _serial = serial();
+    let s = tryvox_sim::spawn(tryvox_sim::Config::default()).unwrap();
+    support::seed(&s, 50, "forksweep-", None, None);
+    let mut o = Options::new();
+    o.set_base_url(&s.base_url).unwrap();
+    let c = Client::with_options(
+        tryvox_sim::server::DEFAULT_ACCOUNT,
+        tryvox_sim::server::DEFAULT_API_KEY,
+        &o,
+    )
+    .unwrap();
+    // The parent's engine runs before the fork.
+    let _ = c.hangup_many(&["forksweep-warm"], 1);
+    let mut observer = ForkOnFirstListed { child: None };
+    let sweep = tryvox_core::Sweep {
+        max_parallel: 4,
+        timeout: Some(Duration::from_secs(6)),
+        ..tryvox_core::Sweep::default()
+    };
+    let (_, result) = c.hangup_all_observed(&sweep, &mut observer);
+    if observer.child == Some(0) {
+        // SAFETY: the child leaves without the parent's exit handlers.
+        unsafe { libc::_exit(if result.is_ok() { 0 } else { 3 }) };
+    }
+    let pid = observer
+        .child
+        .expect("the observer saw a live call and forked");
+    assert!(pid > 0, "fork failed");
+    result.expect("the parent's sweep ends every call");
+    let ws = wait_child(pid, HANG).expect("the child's sweep (6 s deadline) never ended");
+    assert!(
+        libc::WIFEXITED(ws) && libc::WEXITSTATUS(ws) == 0,
+        "the child's sweep failed (wait status {ws})"
+    );
+}

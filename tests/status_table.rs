@@ -1,4 +1,4 @@
-//! The status table has one source (tryvox-core's core/src/status.rs), from which build.rs
+//! The status table has one source (tryvox-core's core/src/contract/status.rs), from which build.rs
 //! generates the C enum of include/tryvox.h. These tests hold everything else to the
 //! header: the frozen v1 numbers, and the status lists written by hand in the Go, C#,
 //! Python and C++ bindings. A status deleted, renumbered or added in one place only fails

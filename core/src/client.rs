@@ -190,6 +190,21 @@ impl Client {
         bulk::hangup_many(&self.rt().engine, call_uuids, max_parallel)
     }
 
+    /// Ends every live call of the account (within the client's tenant, if one is set),
+    /// or those `sweep`'s filters select; see the module documentation for how. Returns
+    /// the counts, and `Ok(())` only when a final listing found no live call; otherwise
+    /// the error says why: TIMEOUT when the sweep's deadline passed (every request of the
+    /// sweep ends by it); a listing's own failure; or, when only calls that could not be
+    /// ended are left, one of their statuses chosen by a fixed order, so the same failures
+    /// give the same status on every run: UNAUTHORIZED, FORBIDDEN, TLS_ERROR,
+    /// PROTOCOL_ERROR, INVALID_ARGUMENT, INTERNAL_ERROR, SERVER_ERROR, RATE_LIMITED,
+    /// NETWORK_ERROR, TIMEOUT, BUSY. Failures no later sweep cures and the caller must act
+    /// on (the key, its rights, a server that is not the API, a bug) come first, then the
+    /// passing ones from the most to the least telling (TIMEOUT says only that no answer
+    /// came). Among calls of that status the smallest call id is reported: the error
+    /// carries its HTTP status and server code, and its message counts the failures by
+    /// status and quotes that call's.
+    /// `progress` is called on this thread after each listing and each batch of hangups.
     pub fn hangup_all(
         &self,
         sweep: &Sweep,
@@ -198,28 +213,48 @@ impl Client {
         self.hangup_all_observed(sweep, &mut Progress(progress))
     }
 
+    /// [`Client::hangup_all`], telling `observer` of each call found and settled, of the
+    /// counts at least every 50 ms, and asking it whether to stop. With
+    /// `sweep.dry_run`, listings until one finds nothing new (at most 5): each live call
+    /// is reported to `observer.listed` once, none is hung up, and the result is `Ok` with
+    /// `still_live` the number found. Stopped
+    /// (`observer.stop_requested`): no hangup starts after that, those in flight finish
+    /// and are reported, and the error is BUSY ("the sweep was stopped").
     pub fn hangup_all_observed(
         &self,
         sweep: &Sweep,
         observer: &mut dyn SweepObserver,
     ) -> (SweepReport, Result<(), Error>) {
-        self.sweeper().hangup_all_observed(sweep, observer)
+        self.sweeper(|s| s.hangup_all_observed(sweep, observer))
     }
 
+    /// Hangs up exactly `call_uuids` (no listing), steered as a sweep is: at most
+    /// `sweep.max_parallel` at once (lowered on 429 and raised again), at most
+    /// `sweep.max_rate` started a second, none started after `sweep.timeout` (if any) or
+    /// once `observer` asks to stop. Every id's outcome goes to `observer.settled` as it
+    /// comes and is returned in the ids' order; an id never started has BUSY ("not sent:
+    /// stopped") or TIMEOUT ("not sent: the deadline passed"). `found` is the number of
+    /// ids, `still_live` those not started. Errors, with nothing sent: an invalid id (the
+    /// first bad index named), filters or `dry_run` set (they belong to `hangup_all`), or
+    /// BUSY while the client is being freed.
     pub fn hangup_each<S: AsRef<str>>(
         &self,
         call_uuids: &[S],
         sweep: &Sweep,
         observer: &mut dyn SweepObserver,
     ) -> (SweepReport, Result<Vec<HangupResult>, Error>) {
-        self.sweeper().hangup_each(call_uuids, sweep, observer)
+        self.sweeper(|s| s.hangup_each(call_uuids, sweep, observer))
     }
 
-    fn sweeper(&self) -> Sweeper<'_> {
-        Sweeper {
+    /// Runs `f` with a sweep's view of this client. The engine is asked for at each use,
+    /// never kept: an observer may fork, and the child's sweep must go on with the child's
+    /// own engine, not the parent's (its thread does not exist there).
+    fn sweeper<T>(&self, f: impl FnOnce(&Sweeper<'_>) -> T) -> T {
+        let engine = || -> &Engine { &self.rt().engine };
+        f(&Sweeper {
             core: &self.core,
-            engine: &self.rt().engine,
-        }
+            engine: &engine,
+        })
     }
 }
 

@@ -187,10 +187,11 @@ fn filter_query(sweep: &Sweep) -> Result<String, Error> {
     Ok(q)
 }
 
-/// A sweep's view of its client: the shared state and this process's engine.
+/// A sweep's view of its client: the shared state, and how to reach this process's
+/// engine (asked for at each use: after a fork in an observer, the child's).
 pub(crate) struct Sweeper<'a> {
     pub(crate) core: &'a Core,
-    pub(crate) engine: &'a Engine,
+    pub(crate) engine: &'a (dyn Fn() -> &'a Engine + Sync),
 }
 
 impl Sweeper<'_> {
@@ -254,7 +255,7 @@ impl Sweeper<'_> {
         let mut stopped = observer.stop_requested();
         control.stop.store(stopped, Ordering::Relaxed);
         bulk::run_streamed(
-            self.engine,
+            (self.engine)(),
             call_uuids,
             sweep.max_parallel,
             stop_at,
@@ -322,7 +323,7 @@ impl Sweeper<'_> {
             if Instant::now() >= deadline {
                 return Err(sweep_timeout(timeout, report));
             }
-            if self.engine.is_stopping() {
+            if (self.engine)().is_stopping() {
                 return Err(Error::busy("the sweep stopped: the client is being freed"));
             }
             if stopped || observer.stop_requested() {
@@ -380,7 +381,7 @@ impl Sweeper<'_> {
             // No hangup starts after the sweep's deadline, or once stopped; those not
             // started stay live.
             bulk::run_streamed(
-                self.engine,
+                (self.engine)(),
                 &todo,
                 sweep.max_parallel,
                 Some(deadline),
