@@ -47,6 +47,7 @@ test:
 test-suites:
 	$(CARGO) fmt --all -- --check
 	tools/layers.py --quiet
+	tools/layers.py --self-test
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	tools/newest-deps.sh
 	$(CARGO) build --workspace

@@ -5,8 +5,10 @@ other `crate::` or `super::` path outside tests), checked against its layers.
 Fails (exit 1) when a module imports a module of a higher layer, or when modules import
 each other in a cycle (at any depth, within a layer too). Prints the dependency list:
 
-    tools/layers.py            # check, print one line per module: its layer and imports
-    tools/layers.py --quiet    # check only
+    tools/layers.py              # check, print one line per module: its layer and imports
+    tools/layers.py --quiet      # check only
+    tools/layers.py --self-test  # on copies of core/src: a cycle and an upward import
+                                 # planted in several disguises must each fail the check
 
 The layers, bottom to top, are the folders (and the few top-level files) of core/src,
 as core/src/lib.rs's module map describes them. A module may use its own layer and
@@ -33,14 +35,14 @@ LAYERS = [
 RANK = {top: i for i, (_, tops) in enumerate(LAYERS) for top in tops}
 
 
-def modules():
-    """Module path (tuple) -> file, for every .rs file under core/src except lib.rs."""
+def modules(root):
+    """Module path (tuple) -> file, for every .rs file under `root` except lib.rs."""
     out = {}
-    for dirpath, _, files in os.walk(ROOT):
+    for dirpath, _, files in os.walk(root):
         for f in files:
             if not f.endswith(".rs"):
                 continue
-            rel = os.path.relpath(os.path.join(dirpath, f), ROOT)
+            rel = os.path.relpath(os.path.join(dirpath, f), root)
             parts = rel[:-3].split(os.sep)
             if parts[-1] == "mod":
                 parts = parts[:-1]
@@ -50,24 +52,71 @@ def modules():
     return out
 
 
+def strip(text):
+    """`text` with comments (nested block comments too), string literals (escaped, raw,
+    byte) and character literals blanked, lines kept: what is left is code."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith("//", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif text.startswith("/*", i):
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if text.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                elif text.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                else:
+                    j += 1
+            out.append("\n" * text.count("\n", i, j))
+            i = j
+        elif (m := re.compile(r'b?r(#*)"').match(text, i)) and (
+            i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")
+        ):
+            end = text.find('"' + m.group(1), m.end())
+            end = n if end < 0 else end + 1 + len(m.group(1))
+            out.append('""' + "\n" * text.count("\n", i, end))
+            i = end
+        elif c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            out.append('""' + "\n" * text.count("\n", i, j))
+            i = j + 1
+        elif c == "'" and (m := re.compile(r"'(?:\\(?:x[0-9a-fA-F]{2}|u\{[0-9a-fA-F]{1,6}\}|.)|[^\\'\n])'").match(text, i)):
+            out.append("' '")
+            i = m.end()
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
 def code_of(path):
-    """The file's text without comments, strings and its test module."""
-    text = open(path, encoding="utf-8").read()
-    cut = re.search(r"^#\[cfg\(test\)\]\s*\nmod tests\b", text, re.M)
-    if cut:
-        text = text[: cut.start()]
-    text = re.sub(r"//[^\n]*", "", text)
-    text = re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
+    """The file's code (see `strip`), without its `#[cfg(test)] mod tests { ... }` block."""
+    text = strip(open(path, encoding="utf-8").read())
+    m = re.search(r"#\[cfg\(test\)\]\s*mod\s+tests\s*\{", text)
+    if m:
+        depth, j = 1, m.end()
+        while j < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            j += 1
+        text = text[: m.start()] + text[j:]
     return text
 
 
 def expand(tree):
-    """`a::{b, c::{d, e}}` -> [a::b, a::c::d, a::c::e] (as lists of segments)."""
+    """`a::{b, c::{d as e}}` -> [(a::b, b), (a::c::d, e)]: each leaf's segments, with the
+    name it is known by here."""
     tree = tree.strip()
     m = re.match(r"^(.*?)\{(.*)\}$", tree, re.S)
     if not m:
-        return [[s.strip() for s in tree.split(" as ")[0].split("::") if s.strip()]]
-    prefix = [s for s in m.group(1).split("::") if s.strip()]
+        path, _, alias = tree.partition(" as ")
+        segs = [x.strip() for x in path.split("::") if x.strip()]
+        return [(segs, alias.strip() or (segs[-1] if segs else ""))]
+    prefix = [x.strip() for x in m.group(1).split("::") if x.strip()]
     inner, depth, parts, cur = m.group(2), 0, [], ""
     for ch in inner:
         if ch == "," and depth == 0:
@@ -81,51 +130,91 @@ def expand(tree):
     out = []
     for p in parts:
         if p.strip():
-            out += [prefix + sub for sub in expand(p)]
+            out += [(prefix + segs, name) for segs, name in expand(p)]
     return out
 
 
-def references(mod, text):
-    """The paths this module names: crate::..., super::... (as absolute segment lists)."""
-    paths = []
-    for m in re.finditer(r"\buse\s+((?:crate|super|self)::[^;]*);", text):
-        paths += expand(m.group(1))
-    for m in re.finditer(r"\b((?:crate|super)(?:::\w+)+)", text):
-        paths.append(m.group(1).split("::"))
-    out = []
-    for p in paths:
-        if p[0] == "crate":
-            out.append(p[1:])
-        elif p[0] in ("super", "self"):
-            base = list(mod)
-            while p and p[0] == "super":
-                base = base[:-1]
-                p = p[1:]
-            if p and p[0] == "self":
-                p = p[1:]
-            out.append(base + p)
-    return out
-
-
-def resolve(path, mods):
-    """The longest module prefix of `path`, or None (an item of the crate root)."""
-    for n in range(len(path), 0, -1):
-        if tuple(path[:n]) in mods:
-            return tuple(path[:n])
+def absolute(mod, segs, mods):
+    """`segs` as written in module `mod` (crate::, super::, self::, or a child module's
+    name), as a path from the crate root; None for anything else (std, a dependency)."""
+    if not segs:
+        return None
+    if segs[0] == "crate":
+        return segs[1:]
+    if segs[0] in ("super", "self"):
+        base = list(mod)
+        while segs and segs[0] == "super":
+            base, segs = base[:-1], segs[1:]
+        if segs and segs[0] == "self":
+            segs = segs[1:]
+        return base + segs
+    if tuple(mod) + (segs[0],) in mods:
+        return list(mod) + segs
     return None
 
 
-def main():
-    quiet = "--quiet" in sys.argv[1:]
-    mods = modules()
+def uses(mod, text, mods):
+    """(absolute path, local name) of each `use` leaf of module `mod`."""
+    out = []
+    for m in re.finditer(r"\buse\s+([^;]*);", text):
+        for segs, name in expand(m.group(1)):
+            p = absolute(mod, segs, mods)
+            if p is not None:
+                out.append((p, name))
+    return out
+
+
+def references(mod, text, mods):
+    """The paths module `mod` names: in its `use` lines and anywhere in its code
+    (crate::, super::, self::, a child module's name), from the crate root."""
+    paths = [p for p, _ in uses(mod, text, mods)]
+    for m in re.finditer(r"(?<![\w:])([a-z_]\w*(?:::\w+)+)", text):
+        p = absolute(mod, m.group(1).split("::"), mods)
+        if p is not None:
+            paths.append(p)
+    return paths
+
+
+def resolve(path, mods, reexports):
+    """The module `path` names: its longest module prefix, followed through `use`
+    re-exports (a parent's `use child::item` named as `parent::item` is the child's);
+    None for an item of the crate root."""
+    target = None
+    for n in range(len(path), 0, -1):
+        if tuple(path[:n]) in mods:
+            target = tuple(path[:n])
+            break
+    for _ in range(16):
+        if target is None or len(path) <= len(target):
+            break
+        via = reexports.get(target, {}).get(path[len(target)])
+        if via is None or via == target:
+            break
+        path = list(via[0]) + path[len(target) + 1 :]
+        target = via[1]
+    return target
+
+
+def check(root, quiet):
+    mods = modules(root)
+    codes = {mod: code_of(path) for mod, path in mods.items()}
+    # What each module's `use` lines bring in from its own descendants: `use turn::run`
+    # in engine makes `engine::run` a name for `engine::turn::run`.
+    reexports = {}
+    for mod, text in codes.items():
+        for p, name in uses(mod, text, mods):
+            for n in range(len(p) - 1, len(mod), -1):
+                if tuple(p[:n]) in mods and tuple(p[: len(mod)]) == mod:
+                    reexports.setdefault(mod, {})[name] = (p, tuple(p[:n]))
+                    break
     deps, problems = {}, []
     for mod, path in sorted(mods.items()):
         if mod[0] not in RANK:
             problems.append(f"{'::'.join(mod)}: in no layer (add its folder to LAYERS)")
             continue
         deps[mod] = set()
-        for ref in references(mod, code_of(path)):
-            target = resolve(ref, mods)
+        for ref in references(mod, codes[mod], mods):
+            target = resolve(ref, mods, reexports)
             if target is None:
                 problems.append(
                     f"{'::'.join(mod)}: names crate::{'::'.join(ref)} through the crate "
@@ -189,6 +278,54 @@ def main():
         print(f"layers: {len(deps)} modules, no import upward, no cycle")
     return 0
 
+
+
+# Planted in a copy of the tree, each must fail the check: (file, text appended).
+PLANTS = [
+    ("net/conn.rs", "fn _cycle() { let _ = crate::net::idle::IDLE_CONN; }\n"),
+    ("net/trust.rs", "fn _up() { let _ = crate::client::Client::new; }\n"),
+    ("net/trust.rs", 'fn _s() { let _ = "a \\\ncontinued"; let _ = crate::ops::bulk::MAX_PARALLEL; }\n'),
+    ("net/trust.rs", "fn _c() { let _ = '\"'; let _ = crate::ops::bulk::MAX_PARALLEL; }\n"),
+    ("net/trust.rs", 'fn _r() { let _ = r#"a " b"#; let _ = crate::ops::bulk::MAX_PARALLEL; }\n'),
+    ("net/trust.rs", '/* " */ fn _b() { let _ = crate::ops::bulk::MAX_PARALLEL; }\n'),
+    ("net/trust.rs", "#[cfg(test)]\nmod tests {}\nfn _late() { let _ = crate::engine::MAX_CONNECTING; }\n"),
+    ("net/trust.rs", "use crate::{contract::error, ops::{bulk, sweep}};\n"),
+    ("engine/mod.rs", "pub(super) use turn::run as run_again;\n", "engine/timers.rs", "use super::run_again;\n"),
+]
+
+
+def self_test():
+    import shutil
+    import tempfile
+
+    failures = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for plant in PLANTS:
+            root = os.path.join(tmp, "src")
+            shutil.rmtree(root, ignore_errors=True)
+            shutil.copytree(ROOT, root)
+            for f, text in zip(plant[::2], plant[1::2]):
+                with open(os.path.join(root, f), "a", encoding="utf-8") as out:
+                    out.write(text)
+            with open(os.devnull, "w") as null:
+                err, sys.stderr = sys.stderr, null
+                try:
+                    rc = check(root, quiet=True)
+                finally:
+                    sys.stderr = err
+            if rc == 0:
+                failures += 1
+                print(f"layers self-test: not caught: {plant}", file=sys.stderr)
+    if failures:
+        return 1
+    print(f"layers self-test: {len(PLANTS)} planted cycles and upward imports caught")
+    return 0
+
+
+def main():
+    if "--self-test" in sys.argv[1:]:
+        return self_test()
+    return check(ROOT, quiet="--quiet" in sys.argv[1:])
 
 if __name__ == "__main__":
     sys.exit(main())
