@@ -10,11 +10,11 @@ use crate::contract::error::{Error, HangupResult};
 use crate::contract::options::Options;
 use crate::contract::stats::Stats;
 use crate::contract::validate;
-use crate::engine::{Engine, Work};
+use crate::engine::{self, Engine};
 use crate::host::pool::{WorkerPool, MAX_WORKERS};
 use crate::host::process::PerProcess;
 use crate::ops::bulk;
-use crate::ops::scheduled::{Fire, ScheduledHangup, Timers};
+use crate::ops::scheduled::{self, ScheduledHangup, Timers};
 use crate::ops::sweep::{Progress, Sweep, SweepObserver, SweepReport, Sweeper};
 use crate::state::Core;
 
@@ -106,7 +106,7 @@ impl Client {
         F: FnOnce(I, HangupResult) + Send + 'static,
     {
         validate::id("call_uuid", call_uuid.as_ref())?;
-        submit_async(&self.rt().engine, call_uuid, done).map_err(|(why, _)| {
+        engine::submit_async(&self.rt().engine, call_uuid, done).map_err(|(why, _)| {
             Error::busy(format!(
                 "the hangup was not queued: {why}; nothing was sent"
             ))
@@ -135,47 +135,7 @@ impl Client {
             .checked_add(delay)
             .ok_or_else(|| Error::invalid("the delay is too long"))?;
         let rt = self.rt();
-        let (engine, pool) = (Arc::clone(&rt.engine), Arc::clone(&rt.pool));
-        let fire: Fire = Box::new(move |now: bool| {
-            let busy = |why: &str| {
-                Err(Error::busy(format!(
-                    "the scheduled hangup was not sent: {why}"
-                )))
-            };
-            let (id, done) = if now {
-                match submit_async(&engine, call_uuid, done) {
-                    Ok(()) => return,
-                    Err((why, (id, done))) => {
-                        let r = busy(&why);
-                        (id, Box::new(move |id: I| done(id, r)) as Deliver<I>)
-                    }
-                }
-            } else {
-                let r = busy("the client was freed before its time");
-                (call_uuid, Box::new(move |id: I| done(id, r)) as Deliver<I>)
-            };
-            // Delivered through the callback pool like any outcome; if no thread can take
-            // it, here (the timer thread, or the thread dropping the client).
-            let slot = Arc::new(std::sync::Mutex::new(Some((id, done))));
-            let theirs = Arc::clone(&slot);
-            let take = |s: &std::sync::Mutex<Option<(I, Deliver<I>)>>| {
-                s.lock().unwrap_or_else(|e| e.into_inner()).take()
-            };
-            let queued = pool.submit(Box::new(move || {
-                if let Some((id, done)) = take(&theirs) {
-                    done(id);
-                }
-            }));
-            if queued.is_err() {
-                if let Some((id, done)) = take(&slot) {
-                    done(id);
-                }
-            }
-        });
-        rt.timers.schedule(at, fire).map_err(|fire| {
-            drop(fire);
-            Error::busy("the hangup was not scheduled: the client is being freed; nothing was sent")
-        })
+        scheduled::hangup_at(&rt.timers, &rt.engine, &rt.pool, at, call_uuid, done)
     }
 
     /// Hangs up every id with at most `max_parallel` requests in flight (0 means
@@ -277,41 +237,5 @@ impl Drop for Client {
         // in a forked child the `Core` outlives the client (the parent's leaked runtime
         // holds it), and with it the stack.
         self.core.idle.release();
-    }
-}
-
-/// A scheduled hangup's callback with its outcome bound, waiting for its id.
-type Deliver<I> = Box<dyn FnOnce(I) + Send>;
-
-/// Hands one async hangup to the engine; refused, the id and callback come back.
-#[allow(clippy::type_complexity)]
-fn submit_async<I, F>(engine: &Engine, call_uuid: I, done: F) -> Result<(), (String, (I, F))>
-where
-    I: AsRef<str> + Send + 'static,
-    F: FnOnce(I, HangupResult) + Send + 'static,
-{
-    // The id travels with its callback; if the engine refuses the work it is taken back.
-    let id = call_uuid.as_ref().to_owned();
-    let slot = Arc::new(std::sync::Mutex::new(Some((call_uuid, done))));
-    let theirs = Arc::clone(&slot);
-    let work = Work::One {
-        id,
-        done: Box::new(move |result| {
-            let taken = theirs.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some((id, done)) = taken {
-                done(id, result);
-            }
-        }),
-    };
-    match engine.submit(work) {
-        Ok(()) => Ok(()),
-        Err((why, work)) => {
-            drop(work);
-            let back = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-            match back {
-                Some(pair) => Err((why, pair)),
-                None => Ok(()), // cannot happen: the callback never ran
-            }
-        }
     }
 }

@@ -373,6 +373,43 @@ struct Loop {
     yield_until: Option<Instant>,
 }
 
+/// Hands one async hangup to the engine; refused, the id and callback come back.
+#[allow(clippy::type_complexity)]
+pub(crate) fn submit_async<I, F>(
+    engine: &Engine,
+    call_uuid: I,
+    done: F,
+) -> Result<(), (String, (I, F))>
+where
+    I: AsRef<str> + Send + 'static,
+    F: FnOnce(I, HangupResult) + Send + 'static,
+{
+    // The id travels with its callback; if the engine refuses the work it is taken back.
+    let id = call_uuid.as_ref().to_owned();
+    let slot = Arc::new(std::sync::Mutex::new(Some((call_uuid, done))));
+    let theirs = Arc::clone(&slot);
+    let work = Work::One {
+        id,
+        done: Box::new(move |result| {
+            let taken = theirs.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some((id, done)) = taken {
+                done(id, result);
+            }
+        }),
+    };
+    match engine.submit(work) {
+        Ok(()) => Ok(()),
+        Err((why, work)) => {
+            drop(work);
+            let back = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            match back {
+                Some(pair) => Err((why, pair)),
+                None => Ok(()), // cannot happen: the callback never ran
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::host::pool::IDLE_EXIT;
+use crate::contract::error::{Error, HangupResult};
+use crate::engine::{submit_async, Engine};
+use crate::host::pool::{WorkerPool, IDLE_EXIT};
 
 /// What a pending hangup is asked to do: fire now (true), or report that the client was
 /// dropped before its time (false). Either way its callback runs once.
@@ -45,6 +47,68 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 #[derive(Default)]
 pub(crate) struct Timers {
     shared: Arc<Shared>,
+}
+
+/// A scheduled hangup's callback with its outcome bound, waiting for its id.
+type Deliver<I> = Box<dyn FnOnce(I) + Send>;
+
+/// Schedules the hangup of `call_uuid` at `at` on `timers` (see `Client::hangup_after`):
+/// when its time comes it goes to `engine` as an async hangup would; refused there, or
+/// the client dropped first, `done` gets BUSY through `pool` (or on this timer's thread
+/// when no pool thread can take it). Its callback runs exactly once either way.
+pub(crate) fn hangup_at<I, F>(
+    timers: &Timers,
+    engine: &Arc<Engine>,
+    pool: &Arc<WorkerPool>,
+    at: Instant,
+    call_uuid: I,
+    done: F,
+) -> Result<ScheduledHangup, Error>
+where
+    I: AsRef<str> + Send + 'static,
+    F: FnOnce(I, HangupResult) + Send + 'static,
+{
+    let (engine, pool) = (Arc::clone(engine), Arc::clone(pool));
+    let fire: Fire = Box::new(move |now: bool| {
+        let busy = |why: &str| {
+            Err(Error::busy(format!(
+                "the scheduled hangup was not sent: {why}"
+            )))
+        };
+        let (id, done) = if now {
+            match submit_async(&engine, call_uuid, done) {
+                Ok(()) => return,
+                Err((why, (id, done))) => {
+                    let r = busy(&why);
+                    (id, Box::new(move |id: I| done(id, r)) as Deliver<I>)
+                }
+            }
+        } else {
+            let r = busy("the client was freed before its time");
+            (call_uuid, Box::new(move |id: I| done(id, r)) as Deliver<I>)
+        };
+        // Delivered through the callback pool like any outcome; if no thread can take
+        // it, here (the timer thread, or the thread dropping the client).
+        let slot = Arc::new(std::sync::Mutex::new(Some((id, done))));
+        let theirs = Arc::clone(&slot);
+        let take = |s: &std::sync::Mutex<Option<(I, Deliver<I>)>>| {
+            s.lock().unwrap_or_else(|e| e.into_inner()).take()
+        };
+        let queued = pool.submit(Box::new(move || {
+            if let Some((id, done)) = take(&theirs) {
+                done(id);
+            }
+        }));
+        if queued.is_err() {
+            if let Some((id, done)) = take(&slot) {
+                done(id);
+            }
+        }
+    });
+    timers.schedule(at, fire).map_err(|fire| {
+        drop(fire);
+        Error::busy("the hangup was not scheduled: the client is being freed; nothing was sent")
+    })
 }
 
 /// A scheduled hangup, as `Client::hangup_after` returns it. Dropping it does not cancel
