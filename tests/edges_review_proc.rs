@@ -916,13 +916,15 @@ fn a_childs_gauges_count_only_its_own() {
     }
 }
 
-/// Forks once, from the first `listed` call; the child goes on with the sweep.
-struct ForkOnFirstListed {
+/// Forks once, from the first `listed` (or `settled`) call; the child goes on with the
+/// sweep.
+struct ForkOnce {
+    in_settled: bool,
     child: Option<libc::pid_t>,
 }
 
-impl tryvox_core::SweepObserver for ForkOnFirstListed {
-    fn listed(&mut self, _id: &str) {
+impl ForkOnce {
+    fn fork(&mut self) {
         if self.child.is_none() {
             // SAFETY: the child goes on with test code only and leaves by _exit.
             self.child = Some(unsafe { libc::fork() });
@@ -930,13 +932,23 @@ impl tryvox_core::SweepObserver for ForkOnFirstListed {
     }
 }
 
-/// A sweep whose observer forks (a worker started when the first live call is listed):
-/// in the child the sweep goes on with the child's own engine, and ends within its
-/// deadline. (Found in review of the restructure: a sweep that kept the engine it began
-/// with submitted the child's hangups to the parent's engine, whose thread does not exist
-/// in the child, and never ended.)
-#[test]
-fn a_sweep_whose_observer_forks_ends_in_the_child() {
+impl tryvox_core::SweepObserver for ForkOnce {
+    fn listed(&mut self, _id: &str) {
+        if !self.in_settled {
+            self.fork();
+        }
+    }
+    fn settled(&mut self, _id: &str, _r: &HangupResult) {
+        if self.in_settled {
+            self.fork();
+        }
+    }
+}
+
+/// A sweep whose observer forks (a worker started when a call is listed, or when one is
+/// settled), in the child: it goes on with the child's own engine and ends within its
+/// deadline; the parent's sweep ends every call.
+fn sweep_that_forks(in_settled: bool) {
     let _serial = serial();
     let s = tryvox_sim::spawn(tryvox_sim::Config::default()).unwrap();
     support::seed(&s, 50, "forksweep-", None, None);
@@ -950,7 +962,10 @@ fn a_sweep_whose_observer_forks_ends_in_the_child() {
     .unwrap();
     // The parent's engine runs before the fork.
     let _ = c.hangup_many(&["forksweep-warm"], 1);
-    let mut observer = ForkOnFirstListed { child: None };
+    let mut observer = ForkOnce {
+        in_settled,
+        child: None,
+    };
     let sweep = tryvox_core::Sweep {
         max_parallel: 4,
         timeout: Some(Duration::from_secs(6)),
@@ -971,4 +986,20 @@ fn a_sweep_whose_observer_forks_ends_in_the_child() {
         libc::WIFEXITED(ws) && libc::WEXITSTATUS(ws) == 0,
         "the child's sweep failed (wait status {ws})"
     );
+}
+
+/// Found in review of the restructure: a sweep that kept the engine it began with
+/// submitted the child's hangups to the parent's engine, whose thread does not exist in
+/// the child, and never ended.
+#[test]
+fn a_sweep_whose_observer_forks_ends_in_the_child() {
+    sweep_that_forks(false);
+}
+
+/// Found in the second review (and older than the restructure): a fork in `settled`,
+/// while a batch of the sweep's hangups runs, left the child waiting for the parent's
+/// engine's outcomes forever, past the sweep's deadline.
+#[test]
+fn a_sweep_whose_observer_forks_while_hangups_run_ends_in_the_child() {
+    sweep_that_forks(true);
 }

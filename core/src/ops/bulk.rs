@@ -120,6 +120,11 @@ pub(crate) fn run_streamed<S: AsRef<str>>(
     let mut left = n;
     let mut nudged = false;
     let mut last = Instant::now();
+    // `on` runs the caller's code (a sweep's observer), which may fork: in the child the
+    // batch is the parent's, run by an engine thread that does not exist there, and its
+    // outcomes never come. The child stops waiting; what did not come was not run here.
+    let generation = crate::host::process::generation();
+    let mut forked = false;
     while left > 0 {
         match rx.recv_timeout(TICK.saturating_sub(last.elapsed())) {
             Ok((index, result)) => {
@@ -136,6 +141,10 @@ pub(crate) fn run_streamed<S: AsRef<str>>(
             last = Instant::now();
             on(Streamed::Tick);
         }
+        if crate::host::process::generation() != generation {
+            forked = true;
+            break;
+        }
         if !nudged && control.stop.load(Ordering::Relaxed) {
             nudged = true;
             engine.nudge();
@@ -146,7 +155,9 @@ pub(crate) fn run_streamed<S: AsRef<str>>(
             on(Streamed::Outcome(index, None));
         }
     }
-    engine.write_queued_log();
+    if !forked {
+        engine.write_queued_log();
+    }
     Ok(())
 }
 
