@@ -34,6 +34,16 @@ LAYERS = [
 ]
 RANK = {top: i for i, (_, tops) in enumerate(LAYERS) for top in tops}
 
+# An item a module defines, by name.
+DEFINES = r"\b(?:fn|struct|enum|const|static|type|trait|mod|union|macro_rules!)\s+(\w+)"
+
+# What hides a dependency from reading the code: refused outright.
+UNFOLLOWABLE = [
+    ("a path built by a macro (crate::$x)", r"(?:crate|super|self)::\$"),
+    ("include!", r"\binclude!"),
+    ("a #[path] module", r"#\[\s*path\s*="),
+]
+
 
 def modules(root):
     """Module path (tuple) -> file, for every .rs file under `root` except lib.rs."""
@@ -72,7 +82,7 @@ def strip(text):
                     j += 1
             out.append("\n" * text.count("\n", i, j))
             i = j
-        elif (m := re.compile(r'b?r(#*)"').match(text, i)) and (
+        elif (m := re.compile(r'[bc]?r(#*)"').match(text, i)) and (
             i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")
         ):
             end = text.find('"' + m.group(1), m.end())
@@ -97,6 +107,9 @@ def strip(text):
 def code_of(path):
     """The file's code (see `strip`), without its `#[cfg(test)] mod tests { ... }` block."""
     text = strip(open(path, encoding="utf-8").read())
+    # `crate :: x` and `crate::\n x` are paths too; `r#x` is the identifier x.
+    text = re.sub(r"\s*::\s*", "::", text)
+    text = re.sub(r"\br#(?=[A-Za-z_])", "", text)
     m = re.search(r"#\[cfg\(test\)\]\s*mod\s+tests\s*\{", text)
     if m:
         depth, j = 1, m.end()
@@ -203,6 +216,12 @@ def check(root, quiet):
     reexports = {}
     for mod, text in codes.items():
         for p, name in uses(mod, text, mods):
+            if name == "*" and tuple(p[:-1]) in mods and tuple(p[: len(mod)]) == mod:
+                # `use child::*`: each item the child defines, by name.
+                child = tuple(p[:-1])
+                for item in re.findall(DEFINES, codes[child]):
+                    reexports.setdefault(mod, {}).setdefault(item, (list(child) + [item], child))
+                continue
             for n in range(len(p) - 1, len(mod), -1):
                 if tuple(p[:n]) in mods and tuple(p[: len(mod)]) == mod:
                     reexports.setdefault(mod, {})[name] = (p, tuple(p[:n]))
@@ -213,6 +232,9 @@ def check(root, quiet):
             problems.append(f"{'::'.join(mod)}: in no layer (add its folder to LAYERS)")
             continue
         deps[mod] = set()
+        for what, pattern in UNFOLLOWABLE:
+            if re.search(pattern, codes[mod]):
+                problems.append(f"{'::'.join(mod)}: {what}: this check cannot follow it")
         for ref in references(mod, codes[mod], mods):
             target = resolve(ref, mods, reexports)
             if target is None:
@@ -291,6 +313,15 @@ PLANTS = [
     ("net/trust.rs", "#[cfg(test)]\nmod tests {}\nfn _late() { let _ = crate::engine::MAX_CONNECTING; }\n"),
     ("net/trust.rs", "use crate::{contract::error, ops::{bulk, sweep}};\n"),
     ("engine/mod.rs", "pub(super) use turn::run as run_again;\n", "engine/timers.rs", "use super::run_again;\n"),
+    ("net/trust.rs", "fn _sp() { let _ = crate :: ops :: bulk :: MAX_PARALLEL; }\n"),
+    ("net/trust.rs", "fn _nl() { let _ = crate::\n    ops::bulk::MAX_PARALLEL; }\n"),
+    ("net/trust.rs", 'fn _cr() { let _ = cr"\\"; let _ = crate::ops::bulk::MAX_PARALLEL; let _ = "\\""; }\n'),
+    ("net/conn.rs", "use super::r#idle::IDLE_CONN as _I;\n"),
+    ("net/conn.rs", "fn _ri() { let _ = crate::net::r#idle::IDLE_CONN; }\n"),
+    ("net/mod.rs", "pub(crate) use idle::*;\n", "net/conn.rs", "fn _g() { let _ = super::IDLE_CONN; }\n"),
+    ("net/trust.rs", "macro_rules! up { ($a:ident) => { crate::$a::bulk::MAX_PARALLEL }; }\n"),
+    ("net/trust.rs", 'include!("../ops/up.in");\n'),
+    ("net/trust.rs", '#[path = "../ops/up.rs"]\nmod up;\n'),
 ]
 
 
