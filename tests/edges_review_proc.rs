@@ -410,17 +410,22 @@ fn fork_while_other_threads_hang_up_on_every_path() {
 fn tls_server() -> u16 {
     // TLS 1.3 and 1.2, as `with_safe_default_protocol_versions`.
     let cfg = support::tls_server_config(rustls::DEFAULT_VERSIONS, None);
-    let server = support::serve_each(move |_, mut s| {
-        let mut conn = rustls::ServerConnection::new(Arc::clone(&cfg)).unwrap();
-        let mut tls = rustls::Stream::new(&mut conn, &mut s);
-        if support::read_through_head(&mut tls).is_none() {
-            return;
-        }
-        let _ = tls.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
-        let _ = tls.flush();
-        tls.conn.send_close_notify();
-        let _ = tls.flush();
-    });
+    // A deep backlog: the three hammering threads connect faster than the accept thread
+    // takes them on busy cores, and a child's SYN dropped from a full queue times out
+    // its connect (seen as "timed out connecting to the server").
+    let server = support::Loopback::bind()
+        .backlog(4096)
+        .serve_each(move |_, mut s| {
+            let mut conn = rustls::ServerConnection::new(Arc::clone(&cfg)).unwrap();
+            let mut tls = rustls::Stream::new(&mut conn, &mut s);
+            if support::read_through_head(&mut tls).is_none() {
+                return;
+            }
+            let _ = tls.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        });
     server.port()
 }
 
@@ -466,9 +471,12 @@ fn fork_while_tls_handshakes_run_never_hangs_the_child() {
     for f in 0..150 {
         let c2 = Arc::clone(&c);
         let r = in_fork(Duration::from_secs(12), move || {
-            let s = st(&c2.hangup(&format!("child-{f}")));
+            let r = c2.hangup(&format!("child-{f}"));
+            let s = st(&r);
             if s != Status::Ok {
-                return Err(format!("child hangup: {s:?}"));
+                // The message too: a timeout's says what it waited for.
+                let why = r.err().map(|e| e.to_string()).unwrap_or_default();
+                return Err(format!("child hangup: {s:?}: {why}"));
             }
             Ok(())
         });

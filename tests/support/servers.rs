@@ -32,6 +32,21 @@ impl Loopback {
         }
     }
 
+    /// Deepens the listen backlog to `n` (std's is 128): for a server whose clients
+    /// connect faster than its one accept thread, on busy cores, takes them.
+    #[allow(dead_code)]
+    pub fn backlog(self, n: i32) -> Loopback {
+        use std::os::fd::AsRawFd;
+        let fd = self
+            .listener
+            .as_ref()
+            .expect("not accepting yet")
+            .as_raw_fd();
+        // SAFETY: listen() again on our own listening socket only changes its backlog.
+        assert_eq!(unsafe { libc::listen(fd, n) }, 0, "listen");
+        self
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
